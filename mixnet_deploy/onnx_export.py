@@ -1,0 +1,115 @@
+"""torch -> ONNX: the folded model as a TensorRT-parsable graph, checked, with metadata.
+
+The graph: input ``input`` float32 ``[batch, 3, H, W]`` (symbolic batch), output ``logits``;
+mixed depthwise convs as Split -> one Conv per kernel size -> Concat; no BatchNormalization and
+no sequence ops. The export is deterministic: the same weights give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+
+import onnx
+import torch
+
+from . import __version__
+from .arch import VariantSpec
+from .weights import WeightsInfo
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MIN_OPSET = 17
+
+# Operators the graphs of this toolkit use; all are supported by TensorRT's ONNX parser.
+TRT_SAFE_OPS = frozenset(
+    {
+        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Flatten", "Gemm",
+        "GlobalAveragePool", "Identity", "MatMul", "Mul", "QuantizeLinear", "ReduceMean", "Relu",
+        "Reshape", "Sigmoid", "Split",
+    }
+)  # fmt: skip
+
+
+def build_metadata(
+    spec: VariantSpec, weights: WeightsInfo, img_size: int, precision: str = "fp32", mdconv: str = "split"
+) -> dict[str, str]:
+    """The ``metadata_props`` every artifact carries (read back by parity, bench and Triton)."""
+    return {
+        "mixnet.variant": spec.name,
+        "mixnet.precision": precision,
+        "mixnet.input_size": str(img_size),
+        "mixnet.num_classes": str(spec.num_classes),
+        "mixnet.mean": ",".join(f"{v:g}" for v in spec.mean),
+        "mixnet.std": ",".join(f"{v:g}" for v in spec.std),
+        "mixnet.interpolation": spec.interpolation,
+        "mixnet.crop_pct": f"{spec.crop_pct:g}",
+        "mixnet.mdconv": mdconv,
+        "mixnet.bn_folded": "true",
+        "mixnet.weights_sha256": weights.sha256,
+        "mixnet.weights_layout": weights.layout,
+        "mixnet_deploy.version": __version__,
+    }
+
+
+def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> onnx.ModelProto:
+    """Replace ``metadata_props`` (sorted, so files are reproducible)."""
+    del model.metadata_props[:]
+    for key in sorted(metadata):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(metadata[key])
+    return model
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def to_onnx(model: torch.nn.Module, img_size: int, opset: int = MIN_OPSET) -> onnx.ModelProto:
+    """Trace an eval-mode model into an ONNX ModelProto with a symbolic batch dimension.
+
+    Uses the TorchScript exporter (``dynamo=False``): it emits Split/Conv/Concat for the mixed
+    convs directly, keeps the parameter names of the state_dict, and is deterministic.
+    """
+    dummy = torch.zeros(1, 3, img_size, img_size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.eval(),
+            (dummy,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    proto.producer_name = "mixnet-deploy"
+    proto.producer_version = __version__
+    return proto
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+def check_graph(model: onnx.ModelProto) -> None:
+    """ONNX checker (full) plus the structural promises of this toolkit; raises ValueError."""
+    onnx.checker.check_model(model, full_check=True)
+    ops = set(op_counts(model))
+    if "BatchNormalization" in ops:
+        raise ValueError("graph still holds BatchNormalization nodes: BN folding missed a layer")
+    unsupported = sorted(ops - TRT_SAFE_OPS)
+    if unsupported:
+        raise ValueError(f"graph uses operators outside the TensorRT-safe set: {', '.join(unsupported)}")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} < {MIN_OPSET}")
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise ValueError(f"graph inputs/outputs are {names}, expected ([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])")

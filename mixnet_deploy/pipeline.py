@@ -1,0 +1,199 @@
+"""The export pipeline: checkpoint -> folded model -> verified ONNX artifacts -> report.json.
+
+``run_export(ExportConfig)`` is what ``mixnet-export`` calls; every stage is a function of the
+modules named after what they produce. Nothing is written under its final name before it has
+been verified: a failed verification exits 1 and keeps no model file of that precision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .arch import normalize_variant
+from .atomic import write_bytes, write_json
+from .errors import InputError, VerificationError
+from .fold import fold_bn
+from .onnx_export import MIN_OPSET, build_metadata, check_graph, op_counts, set_metadata, to_onnx
+from .parity import TOLERANCES, compare, failures
+from .runtimes import ort_session, run_ort, run_torch
+from .weights import load_model
+
+log = logging.getLogger("mixnet_deploy")
+
+MAX_IMG_SIZE = 2048
+ENGINE_MODES = ("auto", "require", "skip")
+VERIFY_BATCH = 4
+VERIFY_SEED = 1234
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    variant: str | None = None  # None: taken from the checkpoint (or "s" for random init)
+    weights: str | None = None  # file, "timm" (local HF cache) or None (seeded random init)
+    img_size: int = 224
+    out_dir: Path = Path("artifacts")
+    opset: int = MIN_OPSET
+    engine: str = "auto"
+    verbose: bool = False
+
+
+@dataclass
+class Artifact:
+    precision: str
+    path: str
+    bytes: int
+    nodes: int
+    ops: dict[str, int]
+    metrics: dict
+    tolerance: dict
+    seconds: float
+
+
+@dataclass
+class ExportReport:
+    variant: str
+    img_size: int
+    weights: dict
+    artifacts: list[Artifact] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_img_size(size: int) -> int:
+    if not isinstance(size, int) or size <= 0 or size % 32 or size > MAX_IMG_SIZE:
+        raise InputError(f"--img-size {size!r}: expected a positive multiple of 32 up to {MAX_IMG_SIZE}")
+    return size
+
+
+def check_config(cfg: ExportConfig) -> ExportConfig:
+    """Validate everything that can be validated before any work is done."""
+    if cfg.variant is not None:
+        try:
+            normalize_variant(cfg.variant)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    check_img_size(cfg.img_size)
+    if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= 21:
+        raise InputError(f"--opset {cfg.opset!r}: expected an integer from {MIN_OPSET} to 21")
+    if cfg.engine not in ENGINE_MODES:
+        raise InputError(f"--engine {cfg.engine!r}: expected one of {', '.join(ENGINE_MODES)}")
+    if cfg.engine == "require":
+        raise InputError(
+            "--engine require: building TensorRT engines is not available in this version; "
+            "use --engine skip (or auto) and build from the ONNX file with trtexec"
+        )
+    prepare_out_dir(cfg.out_dir)
+    return cfg
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r} is a file: expected a directory (existing or new)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {str(out_dir)!r}: cannot create directory ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(f"--out {str(out_dir)!r} is not writable: expected a directory you can write to")
+    return out_dir
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import torch
+
+    found = {"mixnet_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    found["onnx"] = onnx.__version__
+    try:
+        import onnxruntime
+
+        found["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        found["onnxruntime"] = "absent"
+    return found
+
+
+def verification_inputs(img_size: int, n: int = VERIFY_BATCH, seed: int = VERIFY_SEED) -> np.ndarray:
+    """Seeded standard-normal images: the scale of ImageNet-normalized pixels."""
+    return np.random.default_rng(seed).standard_normal((n, 3, img_size, img_size), dtype=np.float32)
+
+
+def verify_onnx(data: bytes, reference: np.ndarray, x: np.ndarray, precision: str) -> tuple[dict, list[str]]:
+    """Run a serialized ONNX model in ONNX Runtime (CPU) and compare with reference logits."""
+    out = run_ort(ort_session(data), x)
+    metrics = compare(reference, out)
+    return metrics.as_dict(), failures(metrics, TOLERANCES[precision])
+
+
+def run_export(cfg: ExportConfig) -> ExportReport:
+    check_config(cfg)
+    out_dir = Path(cfg.out_dir)
+    t0 = time.perf_counter()
+    model, info = load_model(cfg.variant, cfg.weights)
+    spec = model.spec
+    report = ExportReport(spec.name, cfg.img_size, asdict(info), versions=versions())
+    if info.is_random:
+        msg = (
+            "WARNING: no --weights given: exporting RANDOM weights (seeded). The outputs are meaningless "
+            "for classification; pass --weights FILE (timm or mixnet-deploy checkpoint) for a real model."
+        )
+        log.warning(msg)
+        report.notes.append(msg)
+    report.timings_s["load"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    folded = fold_bn(model)
+    report.timings_s["fold"] = time.perf_counter() - t
+
+    x = verification_inputs(cfg.img_size)
+    reference = run_torch(model, x)
+
+    t = time.perf_counter()
+    proto = to_onnx(folded, cfg.img_size, cfg.opset)
+    set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32"))
+    check_graph(proto)
+    data = proto.SerializeToString()
+    export_s = time.perf_counter() - t
+    report.timings_s["export_fp32"] = export_s
+
+    path = out_dir / f"{spec.model_name}.onnx"
+    t = time.perf_counter()
+    metrics, bad = verify_onnx(data, reference, x, "fp32")
+    report.timings_s["verify_fp32"] = time.perf_counter() - t
+    artifact = Artifact(
+        "fp32", str(path), len(data), len(proto.graph.node), op_counts(proto), metrics,
+        asdict(TOLERANCES["fp32"]), export_s,
+    )  # fmt: skip
+    report.artifacts.append(artifact)
+    if bad:
+        _remove(path)
+        write_json(out_dir / "report.json", report.as_dict())
+        raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(bad)}")
+    write_bytes(path, data)
+
+    if cfg.engine == "auto":
+        report.notes.append("engine: skipped (the TensorRT build step is not part of this version)")
+
+    report.timings_s["total"] = time.perf_counter() - t0
+    write_json(out_dir / "report.json", report.as_dict())
+    return report
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,288 @@
+"""Checkpoints: our own layout and timm's, from .pth/.pt (weights only) or .safetensors.
+
+Loading never runs pickled code: ``torch.load(..., weights_only=True)`` or safetensors. The
+layout is detected from the key names, converted to ours, and loaded strictly; a mismatch
+names the first offending keys and the variant the checkpoint looks like.
+
+Our layout differs from timm's in three places: blocks are numbered flat (``blocks.7``, not
+``blocks.2.3``), stem and head are submodules (``stem.conv``, ``head.bn``), and every conv that a
+BN follows is a :class:`~mixnet_deploy.model.MixedConv2d` (``conv_dw.convs.0.weight`` where timm
+has ``conv_dw.weight`` for a single kernel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .arch import VARIANTS, VariantSpec, get_variant
+from .errors import InputError
+from .model import MixNet, build_model, init_random
+
+OWN_FORMAT = "mixnet-deploy"
+RANDOM_SEED = 0
+
+_TIMM_TOP = {"conv_stem.weight": "stem.conv.convs.0.weight", "conv_head.weight": "head.conv.convs.0.weight"}
+_TIMM_BN = {"bn1": "stem.bn", "bn2": "head.bn"}
+_TIMM_BLOCK = re.compile(r"^blocks\.(\d+)\.(\d+)\.(.+)$")
+_TIMM_CONV = re.compile(r"^(conv_pw|conv_dw|conv_pwl)\.(?:(\d+)\.)?weight$")
+_OWN_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+_OWN_CONV = re.compile(r"^(conv_pw|conv_dw|conv_pwl)\.convs\.(\d+)\.weight$")
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    source: str  # file path, or "random-init(seed=0)"
+    layout: str  # "timm", "mixnet-deploy" or "random"
+    sha256: str  # of the canonical state_dict (our key names), independent of the container
+    variant: str
+    num_classes: int
+
+    @property
+    def is_random(self) -> bool:
+        return self.layout == "random"
+
+
+def timm_to_own(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a timm ``mixnet_*`` state_dict to our layout (stage-nested blocks become flat)."""
+    stage_sizes: dict[int, int] = {}
+    for key in state:
+        if m := _TIMM_BLOCK.match(key):
+            s, j = int(m[1]), int(m[2])
+            stage_sizes[s] = max(stage_sizes.get(s, 0), j + 1)
+    offsets, total = {}, 0
+    for s in sorted(stage_sizes):
+        offsets[s], total = total, total + stage_sizes[s]
+    multi = {k.rsplit(".", 2)[0] for k in state if re.search(r"\.conv_(pw|dw|pwl)\.\d+\.weight$", k)}
+    out = {}
+    for key, value in state.items():
+        if key in _TIMM_TOP:
+            new = _TIMM_TOP[key]
+        elif (top := key.split(".", 1)[0]) in _TIMM_BN:
+            new = _TIMM_BN[top] + "." + key.split(".", 1)[1]
+        elif m := _TIMM_BLOCK.match(key):
+            n, rest = offsets[int(m[1])] + int(m[2]), m[3]
+            if c := _TIMM_CONV.match(rest):
+                group = c[2] if f"blocks.{m[1]}.{m[2]}.{c[1]}" in multi else "0"
+                rest = f"{c[1]}.convs.{group}.weight"
+            new = f"blocks.{n}.{rest}"
+        else:
+            new = key
+        out[new] = value
+    return out
+
+
+def own_to_timm(state: Mapping[str, torch.Tensor], spec: VariantSpec) -> dict[str, torch.Tensor]:
+    """Rename our state_dict to timm's ``mixnet_*`` layout (the inverse of :func:`timm_to_own`)."""
+    where = [(s, j) for s, stage in enumerate(spec.stages) for j in range(len(stage))]
+    groups: dict[str, int] = {}
+    for key in state:
+        if m := re.match(r"^(.*\.conv_(?:pw|dw|pwl))\.convs\.(\d+)\.weight$", key):
+            groups[m[1]] = max(groups.get(m[1], 0), int(m[2]) + 1)
+    top = {v: k for k, v in _TIMM_TOP.items()}
+    bn = {v: k for k, v in _TIMM_BN.items()}
+    out = {}
+    for key, value in state.items():
+        if key in top:
+            new = top[key]
+        elif (prefix := key.rsplit(".", 1)[0]) in bn:
+            new = bn[prefix] + "." + key.rsplit(".", 1)[1]
+        elif m := _OWN_BLOCK.match(key):
+            s, j = where[int(m[1])]
+            rest = m[2]
+            if c := _OWN_CONV.match(rest):
+                single = groups[f"blocks.{m[1]}.{c[1]}"] == 1
+                rest = f"{c[1]}.weight" if single else f"{c[1]}.{c[2]}.weight"
+            new = f"blocks.{s}.{j}.{rest}"
+        else:
+            new = key
+        out[new] = value
+    return out
+
+
+def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over sorted keys, dtypes, shapes and bytes: the same weights hash the same in any container."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for wrapper in ("state_dict", "model", "state_dict_ema", "model_ema"):
+            if isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise InputError(f"{path}: not a checkpoint: expected a state_dict (a mapping of names to tensors)")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise InputError(f"{path}: not a state_dict: expected only string keys with tensor values")
+    prefix = os.path.commonprefix(list(obj))
+    strip = next((p for p in ("module.", "model.", "_orig_mod.") if prefix.startswith(p)), "")
+    return {k[len(strip) :]: v for k, v in obj.items()}
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a state_dict without running code. Returns (tensors, safetensors metadata or {})."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"weights file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise InputError(f"weights {str(path)!r} is not a file: expected a .pth/.pt/.safetensors checkpoint")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"weights file {str(path)!r} is empty: expected a .pth/.pt/.safetensors checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    looks_safetensors = path.suffix == ".safetensors" or (len(head) > 8 and head[8:9] == b"{")
+    if looks_safetensors:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise InputError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from exc
+        return _unwrap(tensors, path), meta
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            f"{path}: refused to unpickle (weights_only=True): the file holds objects other than tensors "
+            f"({_first_line(exc)}); expected a plain state_dict or a .safetensors file"
+        ) from exc
+    except Exception as exc:  # truncated zip, not a pickle at all, ...
+        raise InputError(
+            f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); expected .pth/.pt/.safetensors"
+        ) from exc
+    return _unwrap(obj, path), {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def detect_layout(state: Mapping[str, torch.Tensor], path: str = "checkpoint") -> str:
+    if "conv_stem.weight" in state:
+        return "timm"
+    if "stem.conv.convs.0.weight" in state:
+        return "mixnet-deploy"
+    sample = ", ".join(list(state)[:3])
+    raise InputError(
+        f"{path}: not a MixNet checkpoint: found keys {sample}, ...; expected timm's 'conv_stem.weight' "
+        "or mixnet-deploy's 'stem.conv.convs.0.weight'"
+    )
+
+
+def guess_variant(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The variant whose stem width and block count match an own-layout state_dict, if any."""
+    stem = state.get("stem.conv.convs.0.weight")
+    n_blocks = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    for name, spec in VARIANTS.items():
+        if stem is not None and stem.shape[0] == spec.stem_ch and n_blocks == len(spec.blocks):
+            return name
+    return None
+
+
+def _check_keys(state: Mapping[str, torch.Tensor], model: MixNet, path: str) -> None:
+    expected = model.state_dict()
+    looks = guess_variant(state)
+    hint = f"; the checkpoint looks like mixnet_{looks}" if looks else "; it matches no MixNet variant"
+    want = f"mixnet_{model.spec.name}"
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(
+                f"missing {', '.join(missing[:3])}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+            )
+        if unexpected:
+            more = f" (+{len(unexpected) - 3} more)" if len(unexpected) > 3 else ""
+            parts.append(f"unexpected {', '.join(unexpected[:3])}{more}")
+        raise InputError(f"{path}: does not fit {want}: {'; '.join(parts)}{hint}")
+    for key, ref in expected.items():
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise InputError(
+                f"{path}: does not fit {want}: {key} has shape {tuple(state[key].shape)}, "
+                f"expected {tuple(ref.shape)}{hint}"
+            )
+
+
+def find_timm_cache(variant: str) -> Path:
+    """timm's pretrained ``mixnet_<v>.ft_in1k`` from a local Hugging Face cache (never downloads)."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
+    )
+    repo = Path(hub) / f"models--timm--mixnet_{variant}.ft_in1k" / "snapshots"
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        found = sorted(repo.glob(f"*/{name}"))
+        if found:
+            return found[-1]
+    raise InputError(
+        f"--weights timm: no timm/mixnet_{variant}.ft_in1k in the Hugging Face cache {hub}; expected "
+        f"{repo}/<rev>/model.safetensors (fetch it where there is network: "
+        f"huggingface-cli download timm/mixnet_{variant}.ft_in1k), or pass --weights FILE"
+    )
+
+
+def load_model(variant: str | None, weights: str | os.PathLike | None = None) -> tuple[MixNet, WeightsInfo]:
+    """Build a MixNet and fill it: from a checkpoint file, timm's cached weights, or seeded random init.
+
+    ``variant`` may be None when ``weights`` is a file: the checkpoint's own variant is used.
+    """
+    if weights is None:
+        spec = get_variant(variant or "s")
+        model = init_random(build_model(spec), RANDOM_SEED)
+        info = WeightsInfo(
+            f"random-init(seed={RANDOM_SEED})", "random", state_dict_sha256(model.state_dict()), spec.name, 1000
+        )
+        return model, info
+    if str(weights) == "timm":
+        if variant is None:
+            raise InputError("--weights timm needs --variant (s, m or l)")
+        weights = find_timm_cache(get_variant(variant).name)
+    path = str(weights)
+    state, meta = read_state_dict(weights)
+    layout = detect_layout(state, path)
+    if layout == "timm":
+        state = timm_to_own(state)
+    looks = guess_variant(state)
+    name = get_variant(variant).name if variant else (looks or meta.get("variant"))
+    if name is None:
+        raise InputError(f"{path}: matches no MixNet variant (s, m, l) by its shapes; pass --variant to see why")
+    head = state.get("classifier.weight")
+    num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    model = build_model(name, num_classes)
+    _check_keys(state, model, path)
+    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
+    model.eval()
+    return model, WeightsInfo(path, layout, state_dict_sha256(model.state_dict()), name, num_classes)
+
+
+def save_checkpoint(model: MixNet, path: str | os.PathLike) -> Path:
+    """Write our own layout as safetensors with the variant in its metadata (atomically)."""
+    from safetensors.torch import save_file
+
+    from .atomic import atomic_path
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": OWN_FORMAT, "variant": model.spec.name, "num_classes": str(model.spec.num_classes)}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
