@@ -84,12 +84,16 @@ def build_export_parser() -> Parser:
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="output directory (default ./artifacts)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
     p.add_argument("--engine", default="auto", help="TensorRT engine build: auto (default), require, skip")
+    p.add_argument(
+        "--batch", default="1:8:32", help="batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)"
+    )
     p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
     return p
 
 
 def export_config_from_args(args: argparse.Namespace):
     from .pipeline import ExportConfig
+    from .profile import parse_batch_profile
 
     return ExportConfig(
         variant=args.variant,
@@ -98,6 +102,7 @@ def export_config_from_args(args: argparse.Namespace):
         out_dir=args.out,
         opset=args.opset,
         engine=args.engine,
+        batch=parse_batch_profile(args.batch),
         verbose=args.verbose,
     )
 

@@ -23,6 +23,7 @@ from .errors import InputError, VerificationError
 from .fold import fold_bn
 from .onnx_export import MIN_OPSET, build_metadata, check_graph, op_counts, set_metadata, to_onnx
 from .parity import TOLERANCES, compare, failures
+from .profile import BatchProfile
 from .runtimes import ort_session, run_ort, run_torch
 from .weights import load_model
 
@@ -42,6 +43,7 @@ class ExportConfig:
     out_dir: Path = Path("artifacts")
     opset: int = MIN_OPSET
     engine: str = "auto"
+    batch: BatchProfile = BatchProfile()  # TensorRT optimization profile / Triton max_batch_size
     verbose: bool = False
 
 

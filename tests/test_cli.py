@@ -37,6 +37,9 @@ def test_export_success(tmp_path):
         (["--opset", "11"], "--opset 11"),
         (["--weights", "/nonexistent.pth"], "does not exist"),
         (["--unknown-flag"], "unrecognized arguments"),
+        (["--batch", "8:1:32"], "--batch '8:1:32'"),
+        (["--batch", "0:1:2"], "--batch '0:1:2'"),
+        (["--batch", "a:b:c"], "MIN:OPT:MAX"),
     ],
 )
 def test_bad_input_exit_2_one_line(tmp_path, args, needle):

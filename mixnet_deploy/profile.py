@@ -1,0 +1,41 @@
+"""Batch-size optimization profiles (``--batch MIN:OPT:MAX``) shared by engines, trtexec and Triton."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+MAX_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    min: int = 1
+    opt: int = 8
+    max: int = 32
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.opt == self.max
+
+    def shapes(self, img_size: int) -> dict[str, tuple[int, int, int, int]]:
+        """NCHW input shapes for the profile's min, opt and max."""
+        return {k: (getattr(self, k), 3, img_size, img_size) for k in ("min", "opt", "max")}
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def parse_batch_profile(text: str) -> BatchProfile:
+    """'1:8:32' -> BatchProfile(1, 8, 32); '8' -> static 8:8:8. Raises InputError naming the value."""
+    expected = f"expected MIN:OPT:MAX (or one N) with 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}, e.g. 1:8:32"
+    parts = str(text).strip().split(":")
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"--batch {text!r}: {expected}")
+    lo, opt, hi = (int(p) for p in parts)
+    if not 1 <= lo <= opt <= hi <= MAX_BATCH:
+        raise InputError(f"--batch {text!r}: {expected}")
+    return BatchProfile(lo, opt, hi)
