@@ -134,5 +134,132 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     return run_cli("mixnet-export", argv, build_export_parser, _export)
 
 
+# ---------------------------------------------------------------- mixnet-parity
+
+
+def build_parity_parser() -> Parser:
+    p = Parser(
+        prog="mixnet-parity",
+        description="Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
+        "on the same inputs; the tolerance comes from each candidate's precision metadata. "
+        "Exit 0: all pass, 1: any fails, 2: bad input.",
+    )
+    p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help=".onnx, .engine or .plan file")
+    p.add_argument("--variant", help="s, m or l; default: the candidates' metadata")
+    p.add_argument(
+        "--weights",
+        help="the checkpoint the candidates were exported from (or 'timm'); default: the seeded random "
+        "weights mixnet-export uses without --weights",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--images", metavar="DIR", help="folder of images (preprocessed as the metadata says)")
+    src.add_argument("--random", type=positive_int, metavar="N", help="N seeded random inputs (default 16)")
+    p.add_argument("--img-size", type=positive_int, help="input size; default: the candidates'")
+    p.add_argument("--runtime", default="auto", help="auto (by file type), ort-cpu, ort-cuda, ort-trt, tensorrt")
+    p.add_argument("--batch", type=positive_int, default=8, help="inputs per call (default 8)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the full results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
+    return p
+
+
+def _parity(args) -> int:
+    from .atomic import write_json
+    from .parity import DEFAULT_RANDOM_N, ParityConfig, parity_table, run_parity
+    from .report import check_output_path
+
+    if args.json:
+        check_output_path(args.json, "--json")
+    cfg = ParityConfig(
+        candidates=tuple(args.candidates),
+        variant=args.variant,
+        weights=args.weights,
+        images=args.images,
+        random_n=args.random or DEFAULT_RANDOM_N,
+        img_size=args.img_size,
+        runtime=args.runtime,
+        batch=args.batch,
+    )
+    report = run_parity(cfg, progress=not args.quiet)
+    print(f"reference: {report.reference['name']}, weights {report.reference['weights']}; inputs: {report.inputs}")
+    for result in report.results:
+        print(parity_table(result))
+    passed = sum(r.passed for r in report.results)
+    print(f"{passed} of {len(report.results)} candidate(s) pass")
+    if args.json:
+        write_json(args.json, report.as_dict())
+    return 0 if report.passed else 1
+
+
+def parity_main(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mixnet-parity", argv, build_parity_parser, _parity)
+
+
+# ---------------------------------------------------------------- mixnet-bench
+
+
+def build_bench_parser() -> Parser:
+    p = Parser(
+        prog="mixnet-bench",
+        description="Latency percentiles and throughput of models per runtime and batch size, with the environment.",
+    )
+    p.add_argument(
+        "models", nargs="+", metavar="MODEL", help=".onnx, .engine/.plan, checkpoint file, or a variant (s, m, l)"
+    )
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        help="comma-separated: auto (by file type), torch, ort-cpu, ort-cuda, ort-trt, tensorrt (default auto)",
+    )
+    p.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
+    p.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per case (default 1)")
+    dur = p.add_mutually_exclusive_group()
+    dur.add_argument("--duration-s", type=float, default=3.0, help="timed seconds per case (default 3)")
+    dur.add_argument("--iters", type=positive_int, help="exact number of timed calls per case")
+    p.add_argument("--rounds", type=positive_int, default=1, help="interleave the cases in N rounds (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's default)")
+    p.add_argument("--img-size", type=positive_int, help="input size when the model does not fix it (default 224)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write results + environment as JSON")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="write a Markdown table")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a PNG plot (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
+    return p
+
+
+def _bench(args) -> int:
+    from .bench import BenchConfig, parse_batches, parse_runtimes, run_model_benchmark
+    from .report import check_output_path, text_table, write_markdown, write_plot, write_result_json
+
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
+        if path:
+            check_output_path(path, flag)
+    if args.threads < 0:
+        raise InputError(f"--threads {args.threads}: expected 0 (default) or a positive number")
+    cfg = BenchConfig(
+        batches=parse_batches(args.batch),
+        warmup_s=args.warmup_s,
+        duration_s=None if args.iters else args.duration_s,
+        iters=args.iters,
+        rounds=args.rounds,
+        img_size=args.img_size,
+    )
+    result = run_model_benchmark(
+        args.models, parse_runtimes(args.runtime), cfg, threads=args.threads, progress=not args.quiet
+    )
+    print(text_table(result))
+    if args.json:
+        write_result_json(result, args.json)
+    if args.markdown:
+        write_markdown(result, args.markdown)
+    if args.plot:
+        write_plot(result, args.plot)
+    return 0
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mixnet-bench", argv, build_bench_parser, _bench)
+
+
 if __name__ == "__main__":
     sys.exit(export_main())

@@ -1,0 +1,446 @@
+"""Latency measurement, statistics and the environment every result carries.
+
+Measurement: warm up for ``warmup_s`` seconds, then time calls for ``duration_s`` seconds (or
+exactly ``iters`` calls). Runners with a ``time_batch`` hook (a GPU: CUDA events recorded around
+each call, then synchronized) are timed by the device; the others by ``time.perf_counter``
+around a synchronous ``run``. With ``rounds > 1`` every (model, batch) case is measured in
+``rounds`` slices that alternate with the other cases, so slow drifts of a shared machine
+(other processes, thermal or power state) hit all cases alike instead of one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError
+from .runtimes import Runner
+
+log = logging.getLogger("mixnet_deploy")
+
+ABSENT = "absent"
+UNSTABLE_CV = 0.10  # coefficient of variation above which a run is reported as unstable
+PERCENTILES = (50, 90, 95, 99)
+MAX_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (1,)
+    warmup_s: float = 1.0
+    duration_s: float | None = 3.0  # per case; ignored when iters is set
+    iters: int | None = None  # exact number of timed calls per case
+    rounds: int = 1  # interleaved slices per case (see the module docstring)
+    img_size: int | None = None  # when the model does not say (PyTorch from a variant name)
+    seed: int = 0
+    min_iters: int = 3  # even a call longer than the duration is timed this often
+
+    def __post_init__(self):
+        check_bench_config(self)
+
+
+def check_bench_config(cfg: BenchConfig) -> None:
+    if not cfg.batches or any(not isinstance(b, int) or not 0 < b <= MAX_BATCH for b in cfg.batches):
+        raise InputError(f"--batch {','.join(map(str, cfg.batches))!r}: expected positive integers up to {MAX_BATCH}")
+    if not (cfg.warmup_s >= 0 and math.isfinite(cfg.warmup_s)):
+        raise InputError(f"--warmup-s {cfg.warmup_s!r}: expected a number of seconds >= 0")
+    if cfg.iters is None:
+        if cfg.duration_s is None or not (cfg.duration_s > 0 and math.isfinite(cfg.duration_s)):
+            raise InputError(f"--duration-s {cfg.duration_s!r}: expected a number of seconds > 0")
+    elif not isinstance(cfg.iters, int) or cfg.iters <= 0:
+        raise InputError(f"--iters {cfg.iters!r}: expected a positive integer")
+    if not isinstance(cfg.rounds, int) or cfg.rounds <= 0:
+        raise InputError(f"rounds {cfg.rounds!r}: expected a positive integer")
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``"1,8,32"`` -> ``(1, 8, 32)``; InputError naming the value otherwise."""
+    try:
+        batches = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--batch {text!r}: expected comma-separated positive integers such as 1,8,32") from None
+    if not batches or any(not 0 < b <= MAX_BATCH for b in batches):
+        raise InputError(f"--batch {text!r}: expected comma-separated positive integers up to {MAX_BATCH}")
+    if len(set(batches)) != len(batches):
+        raise InputError(f"--batch {text!r}: a batch size is listed twice")
+    return batches
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    batch: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    cv: float  # std / mean
+    min_ms: float
+    max_ms: float
+    throughput_ips: float  # images per second: batch / mean latency
+    unstable: bool  # cv > UNSTABLE_CV
+
+
+def latency_stats(samples_ms: Sequence[float], batch: int) -> LatencyStats:
+    """Statistics of per-call latencies (milliseconds) for calls of ``batch`` images."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise ValueError("latency samples must be a non-empty list of finite, non-negative milliseconds")
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(a, PERCENTILES))
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    cv = std / mean if mean > 0 else 0.0
+    return LatencyStats(
+        batch=batch,
+        iterations=int(a.size),
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=mean,
+        std_ms=std,
+        cv=cv,
+        min_ms=float(a.min()),
+        max_ms=float(a.max()),
+        throughput_ips=batch * 1e3 / mean if mean > 0 else float("inf"),
+        unstable=cv > UNSTABLE_CV,
+    )
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def _time_calls(runner: Runner, x: np.ndarray, n: int) -> list[float]:
+    timer = getattr(runner, "time_batch", None)
+    if timer is not None:
+        return [float(v) for v in timer(x, n)]
+    run = runner.run
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run(x)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def measure(
+    runner: Runner,
+    x: np.ndarray,
+    warmup_s: float = 1.0,
+    duration_s: float | None = 3.0,
+    iters: int | None = None,
+    min_iters: int = 3,
+) -> list[float]:
+    """Warm up, then per-call latencies in milliseconds (``iters`` calls, or for ``duration_s``)."""
+    end = time.perf_counter() + warmup_s
+    _time_calls(runner, x, 1)  # at least one call: first-call allocations never count
+    while time.perf_counter() < end:
+        _time_calls(runner, x, 1)
+    if iters is not None:
+        return _time_calls(runner, x, iters)
+    samples: list[float] = []
+    chunk = 1
+    end = time.perf_counter() + duration_s
+    while time.perf_counter() < end or len(samples) < min_iters:
+        samples += _time_calls(runner, x, chunk)
+        chunk = min(chunk * 2, 64)  # device timers batch their synchronization
+    return samples
+
+
+def bench_input(runner: Runner, batch: int, img_size: int | None = None, seed: int = 0) -> np.ndarray:
+    """Seeded float32 input of the runner's shape (H, W from the model, else ``img_size``, else 224)."""
+    shape = tuple(runner.input_shape)
+    if len(shape) != 4:
+        raise InputError(f"{runner.name}: input shape {shape}: expected [batch, 3, H, W]")
+    size_meta = runner.metadata.get("mixnet.input_size")
+    fallback = img_size or (int(size_meta) if size_meta else 224)
+    h = shape[2] or fallback
+    w = shape[3] or fallback
+    if img_size and (h, w) != (img_size, img_size):
+        raise InputError(f"--img-size {img_size}: {runner.name} takes {h}x{w} inputs only")
+    if shape[0] is not None and shape[0] != batch:
+        raise InputError(f"batch {batch}: {runner.name} has a static batch of {shape[0]}")
+    if runner.max_batch is not None and batch > runner.max_batch:
+        raise InputError(f"batch {batch}: {runner.name} accepts at most {runner.max_batch}")
+    return np.random.default_rng(seed).standard_normal((batch, shape[1] or 3, h, w), dtype=np.float32)
+
+
+@dataclass
+class CaseResult:
+    model: dict  # runner.describe()
+    stats: LatencyStats
+    timer: str  # "device" (CUDA events) or "wall"
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "timer": self.timer, **asdict(self.stats), "warnings": self.warnings}
+
+
+@dataclass
+class BenchResult:
+    environment: dict
+    config: dict
+    results: list[CaseResult]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def as_dict(self) -> dict:
+        return {
+            "created": self.created,
+            "environment": self.environment,
+            "config": self.config,
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+def run_benchmark(
+    runners: Sequence[Runner],
+    cfg: BenchConfig,
+    progress: bool = True,
+    env: dict | None = None,
+) -> BenchResult:
+    """Every runner at every batch size of ``cfg``; statistics per case, with the environment."""
+    cases = [(r, b, bench_input(r, b, cfg.img_size, cfg.seed)) for r in runners for b in cfg.batches]
+    samples: dict[int, list[float]] = {i: [] for i in range(len(cases))}
+    slice_s = cfg.duration_s / cfg.rounds if cfg.iters is None else None
+    slice_iters = None if cfg.iters is None else max(1, math.ceil(cfg.iters / cfg.rounds))
+    bar = _progress(len(cases) * cfg.rounds, progress)
+    try:
+        for rnd in range(cfg.rounds):
+            warm = cfg.warmup_s if rnd == 0 else min(cfg.warmup_s, 0.2)
+            for i, (runner, batch, x) in enumerate(cases):
+                if bar is not None:
+                    bar.set_postfix_str(f"{runner.name} batch {batch}", refresh=False)
+                samples[i] += measure(runner, x, warm, slice_s, slice_iters, max(1, cfg.min_iters // cfg.rounds))
+                if bar is not None:
+                    bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    results = []
+    for i, (runner, batch, _) in enumerate(cases):
+        stats = latency_stats(samples[i], batch)
+        warnings = []
+        if stats.unstable:
+            warnings.append(
+                f"unstable: coefficient of variation {stats.cv:.1%} > {UNSTABLE_CV:.0%} "
+                "(other load on the machine, frequency scaling or too short a run; the median is the robust figure)"
+            )
+            log.warning("%s batch %d: %s", runner.name, batch, warnings[-1])
+        timer = "device" if getattr(runner, "time_batch", None) is not None and _is_gpu(runner) else "wall"
+        results.append(CaseResult(runner.describe(), stats, timer, warnings))
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    return BenchResult(env if env is not None else environment(), config, results)
+
+
+def _is_gpu(runner: Runner) -> bool:
+    device = getattr(runner, "device", None)
+    return runner.runtime == "tensorrt" or getattr(device, "type", None) == "cuda"
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="benchmark", unit="case", file=sys.stderr, leave=False)
+
+
+# ---------------------------------------------------------------- environment
+
+
+def _run_tool(argv: Sequence[str], timeout: float = 10.0) -> str | None:
+    """stdout of a tool, or None when it is not installed; failures are returned as text."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"failed: {type(exc).__name__}"
+    if proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).strip().splitlines()
+        return f"failed (exit {proc.returncode}): {err[0][:200] if err else 'no output'}"
+    return proc.stdout.strip()
+
+
+def _read(root: Path, rel: str) -> str | None:
+    try:
+        return (root / rel.lstrip("/")).read_text(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def cpu_info(root: Path = Path("/")) -> dict:
+    text = _read(root, "/proc/cpuinfo") or ""
+    model = None
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if m := re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE):
+            model = m[1].strip()
+            break
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    info = {
+        "model": model or platform.processor() or ABSENT,
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "governor": _read(root, "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or ABSENT,
+    }
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def gpu_info(run_tool: Callable[[Sequence[str]], str | None] = _run_tool) -> list[dict] | str:
+    """GPUs from nvidia-smi (name, driver, memory, compute capability), else torch, else ``"absent"``."""
+    out = run_tool(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"])
+    if out and not out.startswith("failed"):
+        gpus = []
+        for line in out.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 4:
+                gpus.append(dict(zip(("name", "driver", "memory", "compute_capability"), parts)))
+        if gpus:
+            return gpus
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return [
+                {
+                    "name": torch.cuda.get_device_name(i),
+                    "driver": ABSENT if out is None else out,
+                    "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(i)),
+                }
+                for i in range(torch.cuda.device_count())
+            ]
+    except ImportError:
+        pass
+    return ABSENT if out is None else f"no GPU listed (nvidia-smi: {out})"
+
+
+def parse_l4t_release(text: str) -> str | None:
+    """``# R36 (release), REVISION: 4.0, ...`` -> ``R36.4.0``."""
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"R{m[1]}.{m[2]}" if m else None
+
+
+def jetson_info(root: Path = Path("/"), run_tool: Callable[[Sequence[str]], str | None] = _run_tool) -> dict:
+    """L4T release, board, nvpmodel power mode and jetson_clocks state; each absent one says so."""
+    release = _read(root, "/etc/nv_tegra_release")
+    info: dict = {"l4t_release": ABSENT, "board": _read(root, "/proc/device-tree/model") or ABSENT}
+    if release is not None:
+        info["l4t_release"] = parse_l4t_release(release) or release.splitlines()[0][:200]
+    q = run_tool(["nvpmodel", "-q"])
+    if q is None:
+        status = _read(root, "/var/lib/nvpmodel/status")  # "pmode:0000" where the tool is not on PATH
+        info["power_mode"] = f"nvpmodel absent; /var/lib/nvpmodel/status: {status}" if status else ABSENT
+    elif m := re.search(r"NV Power Mode:\s*(\S+)\s*\n\s*(\d+)", q):
+        info["power_mode"] = f"{m[1]} (mode {m[2]})"
+    else:
+        info["power_mode"] = q.splitlines()[0][:200] if q else "empty nvpmodel -q output"
+    clocks = run_tool(["jetson_clocks", "--show"])
+    info["jetson_clocks"] = ABSENT if clocks is None else clocks[:4000]
+    return info
+
+
+def versions() -> dict[str, str]:
+    found = {"mixnet_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in ("torch", "onnx", "onnxruntime", "tensorrt"):
+        try:
+            module = __import__(name)
+            found[name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            found[name] = ABSENT
+    try:
+        import torch
+
+        found["torch_cuda"] = torch.version.cuda or ABSENT
+    except ImportError:
+        found["torch_cuda"] = ABSENT
+    return found
+
+
+def environment(root: Path = Path("/"), run_tool: Callable[[Sequence[str]], str | None] = _run_tool) -> dict:
+    """Everything a latency figure depends on, recorded with it."""
+    env = {
+        "host": socket.gethostname(),
+        "os": platform.platform(),
+        "cpu": cpu_info(root),
+        "gpu": gpu_info(run_tool),
+        "versions": versions(),
+        "env_threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+    }
+    try:
+        import onnxruntime
+
+        env["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        env["onnxruntime_providers"] = ABSENT
+    jetson = jetson_info(root, run_tool)
+    if jetson["l4t_release"] == ABSENT and jetson["power_mode"] == ABSENT and jetson["jetson_clocks"] == ABSENT:
+        env["jetson"] = ABSENT
+    else:
+        env["jetson"] = jetson
+    return env
+
+
+def parse_runtimes(text: str) -> tuple[str, ...]:
+    """``"torch,ort-cpu"`` -> ``("torch", "ort-cpu")``; every name checked (installed, known)."""
+    from .runtimes import RUNTIMES, check_runtime
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise InputError(f"--runtime {text!r}: expected auto or a comma-separated list of {', '.join(RUNTIMES)}")
+    for name in names:
+        if name != "auto":
+            check_runtime(name)
+    return names
+
+
+def run_model_benchmark(
+    models: Sequence[str],
+    runtimes: Sequence[str] = ("auto",),
+    cfg: BenchConfig = BenchConfig(),
+    threads: int = 0,
+    progress: bool = True,
+) -> BenchResult:
+    """Every model under every runtime (runners made by :func:`~mixnet_deploy.runtimes.make_runner`)."""
+    from .runtimes import make_runner
+
+    runners: list[Runner] = []
+    try:
+        for model in models:
+            for runtime in runtimes:
+                runners.append(make_runner(model, runtime, threads=threads, img_size=cfg.img_size))
+        result = run_benchmark(runners, cfg, progress)
+        result.config["threads"] = threads
+        return result
+    finally:
+        for runner in runners:
+            runner.close()
