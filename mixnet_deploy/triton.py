@@ -1,0 +1,419 @@
+"""Triton model repository: ``REPO/<model>/config.pbtxt`` plus ``REPO/<model>/<version>/model.{plan,onnx}``.
+
+Data flow: the files a run wrote (``report.artifacts``: precision ONNX; ``report.engines``: TensorRT
+engines) + :class:`TritonOptions` -> :func:`choose_source` (which file, which precision) ->
+:func:`model_config` (a :class:`TritonModel`: I/O read from the ONNX, batching from the profile,
+preprocessing from the ONNX metadata) -> :func:`render_config` (``config.pbtxt`` text in the
+``inference.ModelConfig`` text format) -> :func:`write_repository` (atomic: the version folder is
+assembled under a temporary name and renamed; ``config.pbtxt`` is written last, atomically).
+
+Choices (documented in docs/triton.md):
+
+- Kind: ``--triton-kind gpu`` (default) or ``cpu``; the serving machine is not the export machine, so
+  nothing is guessed from the hardware the export runs on. ``cpu`` always serves the ONNX file
+  (ONNX Runtime's CPU provider, no accelerator): a TensorRT plan cannot run on KIND_CPU.
+- File: on ``gpu``, a TensorRT engine built in this run (``model.plan``, platform ``tensorrt_plan``) when
+  there is one of the chosen precision, else that precision's ONNX file (``model.onnx``, platform
+  ``onnxruntime_onnx``) with ONNX Runtime's TensorRT execution accelerator set to that precision.
+- Precision: ``--triton-precision auto`` (default) takes the fastest precision the run wrote
+  (int8 > fp16 > fp32); an explicit precision that the run did not write is an InputError.
+
+Nothing here needs tritonclient; :func:`schema_check` uses it (lazily) when installed, and the tests
+parse every generated config with Triton's own ``model_config_pb2.ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .atomic import TMP_MARKER, write_text
+from .errors import InputError, VerificationError
+from .profile import BatchProfile
+
+log = logging.getLogger("mixnet_deploy")
+
+KINDS = ("gpu", "cpu")
+PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
+SPEED_ORDER = ("int8", "fp16", "fp32")  # fastest first: what "auto" picks
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+QUEUE_DELAY_US = 100  # dynamic batcher: wait at most 0.1 ms to fill a preferred batch
+MAX_VERSION = 2**31 - 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+# ONNX TensorProto.DataType -> Triton DataType (model_config.proto)
+ONNX_TO_TRITON = {
+    1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
+    7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 12: "TYPE_UINT32",
+    13: "TYPE_UINT64", 16: "TYPE_BF16",
+}  # fmt: skip
+# ONNX Runtime's TensorRT execution provider, as Triton's onnxruntime backend names it
+TRT_PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    repo: Path
+    model_name: str | None = None  # None: mixnet_<variant>
+    version: int = 1
+    kind: str = "gpu"
+    precision: str = "auto"
+    batch: BatchProfile = BatchProfile()
+    dla_core: int | None = None  # Jetson: run on this DLA core (GPU fallback)
+    instance_count: int = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton TYPE_*
+    dims: tuple[int, ...]  # without the batch dimension; -1 = variable
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file of this run that could be served: an ONNX or a TensorRT engine, and the ONNX it came from."""
+
+    precision: str
+    path: Path
+    onnx: Path  # == path for ONNX files
+    is_engine: bool
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    name: str
+    platform: str  # tensorrt_plan | onnxruntime_onnx
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    preferred_batch_sizes: tuple[int, ...]
+    queue_delay_us: int
+    kind: str  # gpu | cpu
+    instance_count: int
+    precision: str
+    accelerator: dict[str, str] = field(default_factory=dict)  # ORT TensorRT EP parameters ({} = none)
+    dla_core: int | None = None  # plan on DLA: instance_group secondary device
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return "model.plan" if self.platform == "tensorrt_plan" else "model.onnx"
+
+
+# ---------------------------------------------------------------- options
+
+
+def default_model_name(variant: str) -> str:
+    variant = str(variant)
+    return variant if variant.startswith("mixnet_") else f"mixnet_{variant}"
+
+
+def check_options(opts: TritonOptions) -> TritonOptions:
+    """Validate the options before any work (InputError naming the flag and value)."""
+    if opts.model_name is not None and not _NAME_RE.match(str(opts.model_name)):
+        raise InputError(
+            f"--model-name {opts.model_name!r}: expected letters, digits, '_', '.', '-' (not starting with '.' "
+            "or '-'), at most 128 characters: it becomes a folder name in the repository"
+        )
+    v = opts.version
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_VERSION:
+        raise InputError(f"--model-version {v!r}: expected an integer from 1 to {MAX_VERSION}")
+    if opts.kind not in KINDS:
+        raise InputError(f"--triton-kind {opts.kind!r}: expected one of {', '.join(KINDS)}")
+    if opts.precision not in PRECISION_CHOICES:
+        raise InputError(f"--triton-precision {opts.precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+    repo = Path(opts.repo)
+    if repo.exists() and not repo.is_dir():
+        raise InputError(f"--triton-repo {str(repo)!r} is a file: expected a directory (existing or new)")
+    parent = next((p for p in (repo, *repo.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--triton-repo {str(repo)!r} is not writable: expected a directory you can write to")
+    return opts
+
+
+# ---------------------------------------------------------------- which file goes in
+
+
+def _field(item, name: str):
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _precision_of(text) -> str | None:
+    found = re.findall(r"fp32|fp16|int8", str(text or "").lower())
+    return found[-1] if found else None
+
+
+def collect_sources(artifacts: Iterable, engines: Iterable = ()) -> list[Source]:
+    """Servable files of a run: ONNX artifacts and engines (objects or dicts with .precision and .path)."""
+    sources: list[Source] = []
+    onnx_by_precision: dict[str, Path] = {}
+    for item in artifacts:
+        path, precision = _field(item, "path"), _precision_of(_field(item, "precision"))
+        if path is None or precision is None:
+            continue
+        path = Path(path)
+        if path.suffix == ".onnx" and path.is_file():
+            sources.append(Source(precision, path, path, False))
+            onnx_by_precision.setdefault(precision, path)
+    for item in engines:
+        path, precision = _field(item, "path"), _precision_of(_field(item, "precision"))
+        if path is None or precision is None or Path(path).suffix not in ENGINE_SUFFIXES or not Path(path).is_file():
+            continue
+        onnx = _field(item, "onnx")
+        onnx = Path(onnx) if onnx and Path(onnx).is_file() else onnx_by_precision.get(precision)
+        if onnx is None:
+            log.warning("triton: engine %s has no ONNX file of this run to read its I/O from; not used", path)
+            continue
+        sources.append(Source(precision, Path(path), onnx, True))
+    return sources
+
+
+def choose_source(sources: list[Source], kind: str, precision: str) -> Source:
+    """The file the repository serves (see the module docstring for the rules)."""
+    usable = [s for s in sources if kind == "gpu" or not s.is_engine]
+    written = sorted({s.precision for s in usable}, key=SPEED_ORDER.index)
+    if not written:
+        raise InputError("--triton-repo: this run wrote no ONNX file or engine to put into the repository")
+    if precision == "auto":
+        precision = written[0]
+    elif precision not in written:
+        raise InputError(
+            f"--triton-precision {precision}: this run wrote no {precision} model; it wrote {', '.join(written)} "
+            f"(export it in the same run, e.g. --{precision} for fp16/int8)"
+        )
+    candidates = [s for s in usable if s.precision == precision]
+    return next((s for s in candidates if s.is_engine), candidates[0])
+
+
+# ---------------------------------------------------------------- config
+
+
+def read_onnx_io(path: str | os.PathLike) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, str]]:
+    """Inputs, outputs (batch dimension dropped) and metadata_props of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+
+    def spec(value) -> TensorSpec:
+        t = value.type.tensor_type
+        dtype = ONNX_TO_TRITON.get(t.elem_type)
+        if dtype is None:
+            raise VerificationError(f"{Path(path).name}: tensor {value.name!r} has ONNX type {t.elem_type}, "
+                                    "which Triton has no type for")  # fmt: skip
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        if not dims or dims[0] != -1:
+            raise VerificationError(
+                f"{Path(path).name}: tensor {value.name!r} has shape {dims}: Triton batching needs a symbolic "
+                "batch dimension first (export with a dynamic batch)"
+            )
+        return TensorSpec(value.name, dtype, tuple(dims[1:]))
+
+    inputs = tuple(spec(v) for v in proto.graph.input if v.name not in initializers)
+    outputs = tuple(spec(v) for v in proto.graph.output)
+    return inputs, outputs, {p.key: p.value for p in proto.metadata_props}
+
+
+def preferred_batch_sizes(profile: BatchProfile) -> tuple[int, ...]:
+    """The profile's opt and max: the sizes the engine was tuned for and the largest it takes."""
+    return tuple(sorted({profile.opt, profile.max}))
+
+
+def trt_accelerator(precision: str, profile: BatchProfile, inputs: tuple[TensorSpec, ...], dla_core=None) -> dict:
+    """Parameters of ONNX Runtime's TensorRT execution provider in Triton's onnxruntime backend.
+
+    The profile shapes make the EP build one engine for the whole batch range (instead of rebuilding
+    when a larger batch arrives); the engine cache keeps it across model reloads.
+    """
+    params = {"precision_mode": TRT_PRECISION_MODE[precision]}
+
+    def shapes(n: int) -> str:
+        return ",".join(f"{t.name}:{'x'.join(str(d) for d in (n, *t.dims))}" for t in inputs)
+
+    if all(d > 0 for t in inputs for d in t.dims):
+        params |= {
+            "trt_profile_min_shapes": shapes(profile.min),
+            "trt_profile_opt_shapes": shapes(profile.opt),
+            "trt_profile_max_shapes": shapes(profile.max),
+        }
+    params |= {"trt_engine_cache_enable": "1", "trt_engine_cache_path": "/tmp/triton_ort_trt_cache"}
+    if dla_core is not None:
+        params |= {"trt_dla_enable": "1", "trt_dla_core": str(dla_core)}
+    return params
+
+
+def preprocessing_parameters(metadata: Mapping[str, str], profile: BatchProfile) -> dict[str, str]:
+    """What a client must do before sending pixels (mean, std, size, interpolation, crop_pct, ...)."""
+    params = {k: v for k, v in sorted(metadata.items()) if k.startswith(("mixnet.", "mixnet_deploy."))}
+    params["mixnet.batch_profile"] = str(profile)
+    return params
+
+
+def model_config(source: Source, opts: TritonOptions, variant: str) -> TritonModel:
+    inputs, outputs, metadata = read_onnx_io(source.onnx)
+    profile = opts.batch
+    if source.is_engine:
+        platform, accelerator = "tensorrt_plan", {}
+    else:
+        platform = "onnxruntime_onnx"
+        gpu = opts.kind == "gpu"
+        accelerator = trt_accelerator(source.precision, profile, inputs, opts.dla_core) if gpu else {}
+    return TritonModel(
+        name=opts.model_name or default_model_name(variant),
+        platform=platform,
+        max_batch_size=profile.max,
+        inputs=inputs,
+        outputs=outputs,
+        preferred_batch_sizes=preferred_batch_sizes(profile),
+        queue_delay_us=QUEUE_DELAY_US,
+        kind=opts.kind,
+        instance_count=opts.instance_count,
+        precision=source.precision,
+        accelerator=accelerator,
+        dla_core=opts.dla_core if source.is_engine else None,
+        parameters=preprocessing_parameters(metadata, profile),
+    )
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal (non-ASCII as octal UTF-8 bytes)."""
+    out = []
+    for byte in str(text).encode():
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= byte < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _tensor(t: TensorSpec) -> str:
+    dims = ", ".join(str(d) for d in t.dims)
+    return f"  {{\n    name: {_quote(t.name)}\n    data_type: {t.data_type}\n    dims: [ {dims} ]\n  }}"
+
+
+def render_config(m: TritonModel) -> str:
+    """``config.pbtxt``: Triton's ``inference.ModelConfig`` in protobuf text format."""
+    lines = [
+        "# Written by mixnet-export (mixnet-deploy). Schema: Triton inference.ModelConfig (model_config.proto).",
+        f"name: {_quote(m.name)}",
+        f"platform: {_quote(m.platform)}",
+        f"max_batch_size: {m.max_batch_size}",
+        "input [\n" + ",\n".join(_tensor(t) for t in m.inputs) + "\n]",
+        "output [\n" + ",\n".join(_tensor(t) for t in m.outputs) + "\n]",
+        "dynamic_batching {",
+        f"  preferred_batch_size: [ {', '.join(str(b) for b in m.preferred_batch_sizes)} ]",
+        f"  max_queue_delay_microseconds: {m.queue_delay_us}",
+        "}",
+    ]
+    group = ["instance_group [", "  {", f"    count: {m.instance_count}", f"    kind: KIND_{m.kind.upper()}"]
+    if m.dla_core is not None:
+        group.append(f"    secondary_devices [ {{ kind: KIND_NVDLA, device_id: {m.dla_core} }} ]")
+    lines += group + ["  }", "]"]
+    if m.accelerator:
+        lines += ["optimization {", "  execution_accelerators {", "    gpu_execution_accelerator [", "      {"]
+        lines.append('        name: "tensorrt"')
+        for key, value in m.accelerator.items():
+            lines.append(f"        parameters {{ key: {_quote(key)} value: {_quote(value)} }}")
+        lines += ["      }", "    ]", "  }", "}"]
+    for key, value in m.parameters.items():
+        lines.append(f"parameters {{ key: {_quote(key)} value {{ string_value: {_quote(value)} }} }}")
+    return "\n".join(lines) + "\n"
+
+
+def schema_check(text: str) -> bool:
+    """Parse ``text`` as Triton's ModelConfig when tritonclient is installed (True), else False.
+
+    Raises VerificationError when the text does not parse: a config Triton would refuse to load.
+    """
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        return False
+    try:
+        text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise VerificationError(f"config.pbtxt does not parse as Triton's ModelConfig: {exc}") from None
+    return True
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source, version: int) -> Path:
+    """Write ``repo/<model>/<version>/<model file>`` and ``repo/<model>/config.pbtxt``; returns the model dir.
+
+    The version folder is assembled under a hidden temporary name beside it and renamed into place
+    (replacing an older folder of the same version), so a polling Triton never sees half a model.
+    Other versions in the model folder are kept; ``config.pbtxt`` is replaced (atomically), last.
+    """
+    model_dir = Path(repo) / model.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = model_dir / str(version)
+    if final.exists() and not final.is_dir():
+        raise InputError(f"--triton-repo: {final} is a file: expected a version directory")
+    tag = f"{TMP_MARKER}{os.getpid()}"
+    tmp, old = model_dir / f".{version}{tag}", model_dir / f".{version}.old{tag}"
+    moved = False
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        shutil.copyfile(source.path, tmp / model.filename)
+        if source.is_engine:
+            manifest = Path(f"{source.path}.json")
+            if manifest.is_file():
+                shutil.copyfile(manifest, tmp / "engine_manifest.json")
+        if final.exists():
+            os.replace(final, old)
+            moved = True
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if moved and not final.exists():
+            os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    write_text(model_dir / "config.pbtxt", render_config(model))
+    return model_dir
+
+
+def build_repository(artifacts: Iterable, engines: Iterable, opts: TritonOptions, variant: str) -> dict:
+    """The Triton stage of ``run_export``: choose, configure, write. Returns what goes into report.json."""
+    check_options(opts)
+    source = choose_source(collect_sources(artifacts, engines), opts.kind, opts.precision)
+    model = model_config(source, opts, variant)
+    text = render_config(model)
+    checked = schema_check(text)
+    model_dir = write_repository(opts.repo, model, source, opts.version)
+    notes = []
+    if source.is_engine and opts.batch.min != 1:
+        notes.append(
+            f"triton: the engine's profile starts at batch {opts.batch.min}; Triton's dynamic batcher also "
+            "forms smaller batches, which this engine rejects: build with --batch 1:OPT:MAX for Triton"
+        )
+    if opts.kind == "gpu" and not source.is_engine and any(_precision_of(_field(e, "precision")) for e in engines):
+        notes.append(f"triton: no {source.precision} engine was built in this run; serving the ONNX file")
+    return {
+        "model_dir": str(model_dir),
+        "config": str(model_dir / "config.pbtxt"),
+        "model_file": str(model_dir / str(opts.version) / model.filename),
+        "source": str(source.path),
+        "platform": model.platform,
+        "precision": model.precision,
+        "kind": model.kind,
+        "max_batch_size": model.max_batch_size,
+        "version": opts.version,
+        "schema_checked": checked,
+        "notes": notes,
+        "summary": f"triton: {model_dir} ({model.platform}, {model.precision}, KIND_{model.kind.upper()}, "
+        f"max_batch_size {model.max_batch_size})",
+    }
