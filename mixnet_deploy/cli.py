@@ -87,6 +87,12 @@ def build_export_parser() -> Parser:
     p.add_argument(
         "--batch", default="1:8:32", help="batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)"
     )
+    p.add_argument("--workspace", type=positive_int, metavar="MiB", help="TensorRT workspace limit (default: TRT's)")
+    p.add_argument("--timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, loaded and saved")
+    p.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core with GPU fallback (static --batch)")
+    p.add_argument("--hardware-compat", action="store_true", help="engines for any Ampere or newer GPU")
+    p.add_argument("--version-compat", action="store_true", help="engines loadable by newer TensorRT (same major)")
+    p.add_argument("--trtexec", action="store_true", help="write DIR/trtexec.sh: the trtexec build/bench commands")
     p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
     return p
 
@@ -103,6 +109,12 @@ def export_config_from_args(args: argparse.Namespace):
         opset=args.opset,
         engine=args.engine,
         batch=parse_batch_profile(args.batch),
+        workspace_mib=args.workspace,
+        timing_cache=args.timing_cache,
+        dla_core=args.dla_core,
+        hardware_compat=args.hardware_compat,
+        version_compat=args.version_compat,
+        trtexec=args.trtexec,
         verbose=args.verbose,
     )
 
@@ -116,6 +128,8 @@ def print_export_summary(report) -> None:
             f"{a.precision:<9} {Path(a.path).name:<28} {a.bytes / 1e6:>6.2f} {a.nodes:>6} "
             f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f}"
         )
+    for e in getattr(report, "engines", []):
+        print(f"engine    {Path(e['path']).name:<28} {e['bytes'] / 1e6:>6.2f}  built in {e['seconds']:.1f} s")
     for note in report.notes:
         if not note.startswith("WARNING"):
             print(note)

@@ -44,7 +44,26 @@ class ExportConfig:
     opset: int = MIN_OPSET
     engine: str = "auto"
     batch: BatchProfile = BatchProfile()  # TensorRT optimization profile / Triton max_batch_size
+    workspace_mib: int | None = None  # TensorRT workspace pool limit; None: TensorRT's default
+    timing_cache: Path | None = None  # TensorRT timing cache, loaded if present and saved after each build
+    dla_core: int | None = None  # Jetson DLA core (GPU fallback); needs a static --batch
+    hardware_compat: bool = False  # engines for any Ampere+ GPU
+    version_compat: bool = False  # engines that newer TensorRT versions (same major) can load
+    trtexec: bool = False  # write DIR/trtexec.sh for every precision ONNX of the run
     verbose: bool = False
+
+    def engine_options(self):
+        from .engine import EngineOptions
+
+        return EngineOptions(
+            batch=self.batch,
+            img_size=self.img_size,
+            workspace_mib=self.workspace_mib,
+            timing_cache=None if self.timing_cache is None else Path(self.timing_cache),
+            dla_core=self.dla_core,
+            hardware_compat=self.hardware_compat,
+            version_compat=self.version_compat,
+        )
 
 
 @dataclass
@@ -67,6 +86,7 @@ class ExportReport:
     artifacts: list[Artifact] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    engines: list[dict] = field(default_factory=list)  # TensorRT engines built in this run (engine.EngineResult)
     versions: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -91,13 +111,20 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
         raise InputError(f"--opset {cfg.opset!r}: expected an integer from {MIN_OPSET} to 21")
     if cfg.engine not in ENGINE_MODES:
         raise InputError(f"--engine {cfg.engine!r}: expected one of {', '.join(ENGINE_MODES)}")
-    if cfg.engine == "require":
-        raise InputError(
-            "--engine require: building TensorRT engines is not available in this version; "
-            "use --engine skip (or auto) and build from the ONNX file with trtexec"
-        )
+    check_engine_config(cfg)
     prepare_out_dir(cfg.out_dir)
     return cfg
+
+
+def check_engine_config(cfg: ExportConfig) -> None:
+    """Engine / trtexec options, and ``--engine require`` without TensorRT + GPU: InputError before any work."""
+    from .engine import check_engine_options, require_gpu_stack
+
+    check_engine_options(cfg.engine_options())
+    if cfg.dla_core is not None and not (getattr(cfg, "fp16", False) or getattr(cfg, "int8", False)):
+        raise InputError(f"--dla-core {cfg.dla_core}: DLA runs FP16/INT8 only: expected --fp16 and/or --int8 with it")
+    if cfg.engine == "require":
+        require_gpu_stack()
 
 
 def prepare_out_dir(out_dir: Path) -> Path:
@@ -186,12 +213,31 @@ def run_export(cfg: ExportConfig) -> ExportReport:
         raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(bad)}")
     write_bytes(path, data)
 
-    if cfg.engine == "auto":
-        report.notes.append("engine: skipped (the TensorRT build step is not part of this version)")
+    run_engine_stage(cfg, report)
 
     report.timings_s["total"] = time.perf_counter() - t0
     write_json(out_dir / "report.json", report.as_dict())
     return report
+
+
+def run_engine_stage(cfg: ExportConfig, report: ExportReport) -> None:
+    """TensorRT engines and DIR/trtexec.sh for every precision ONNX the run wrote (report.artifacts)."""
+    from .engine import engine_stage
+
+    opts = cfg.engine_options()
+    if cfg.trtexec:
+        from .trtexec import write_trtexec_script
+
+        script = write_trtexec_script(cfg.out_dir, report.artifacts, opts)
+        report.notes.append(f"trtexec recipe: {script}")
+    t = time.perf_counter()
+    results, notes = engine_stage(report.artifacts, opts, cfg.engine)
+    for note in notes:
+        log.warning("%s", note)
+    report.notes.extend(notes)
+    report.engines.extend(asdict(r) for r in results)
+    if results:
+        report.timings_s["engines"] = time.perf_counter() - t
 
 
 def _remove(path: Path) -> None:

@@ -1,0 +1,166 @@
+"""``DIR/trtexec.sh``: the trtexec commands equivalent to ``mixnet-export``'s engine build, plus benchmarks.
+
+For Jetson users who drive trtexec from JetPack (``/usr/src/tensorrt/bin/trtexec``) and for anyone who
+wants to reproduce a build by hand. Writing the recipe needs no TensorRT; running it does.
+
+Flags, and the sources they were checked against:
+
+- TensorRT 10 (JetPack 6 ships 10.3): ``--stronglyTyped`` makes every tensor's precision the one in the
+  ONNX file, so FP16 / INT8 (Q/DQ) ONNX files need no ``--fp16`` / ``--int8``. TensorRT 11 removed those
+  flags and made ``--stronglyTyped``, ``--useCudaGraph``, ``--noDataTransfers`` defaults (accepted no-ops)
+  (/work/shared/reference/DEPLOY.md). TensorRT 8.6 / 9 have no strong typing: ``TRT_LEGACY_PRECISION=1``
+  swaps in the builder flags.
+- ``--memPoolSize=workspace:<MiB>`` replaced ``--workspace`` in TensorRT 10 (NVIDIA, "Migrating trtexec
+  Usage from TensorRT 8.x to 10.x"); the unit without a suffix is MiB.
+- ``--minShapes/--optShapes/--maxShapes=input:NxCxHxW``, ``--timingCacheFile``, ``--useDLACore``,
+  ``--allowGPUFallback``, ``--hardwareCompatibilityLevel=ampere+``, ``--versionCompatible``,
+  ``--skipInference``, ``--warmUp`` (ms), ``--duration`` (s), ``--percentile=90,95,99``,
+  ``--exportTimes``: trtexec's help text (TensorRT ``samples/common/sampleOptions.cpp``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+
+from . import __version__
+from .atomic import write_text
+from .engine import EngineOptions, check_engine_options
+from .onnx_export import INPUT_NAME
+
+SCRIPT_NAME = "trtexec.sh"
+DEFAULT_TIMING_CACHE = "trtexec.timing.cache"
+WARMUP_MS = 500
+DURATION_S = 10
+PERCENTILES = "90,95,99"
+LEGACY_FLAGS = {"fp32": "", "fp16": "--fp16", "int8": "--int8"}
+
+
+def shape_spec(shape: Iterable[int]) -> str:
+    """(8, 3, 224, 224) -> 'input:8x3x224x224' (trtexec's shape syntax)."""
+    return f"{INPUT_NAME}:{'x'.join(str(int(d)) for d in shape)}"
+
+
+def trtexec_engine_name(onnx_name: str, precision: str) -> str:
+    """'mixnet_s.fp16.onnx' -> 'mixnet_s.fp16.trtexec.engine' (never overwrites mixnet-export's checked engine)."""
+    stem = onnx_name[: -len(".onnx")] if onnx_name.endswith(".onnx") else onnx_name
+    if stem.endswith(f".{precision}"):
+        stem = stem[: -len(precision) - 1]
+    return f"{stem}.{precision}.trtexec.engine"
+
+
+def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_cache: str) -> list[str]:
+    """The trtexec build command for one precision ONNX, as a list of words (shell variables left unquoted)."""
+    shapes = opts.batch.shapes(opts.img_size)
+    words = [
+        '"$TRTEXEC"',
+        f"--onnx={shlex.quote(onnx_name)}",
+        f"--saveEngine={shlex.quote(trtexec_engine_name(onnx_name, precision))}",
+        f"$(precision_flag {LEGACY_FLAGS[precision]})".replace(" )", ")"),
+        f"--minShapes={shape_spec(shapes['min'])}",
+        f"--optShapes={shape_spec(shapes['opt'])}",
+        f"--maxShapes={shape_spec(shapes['max'])}",
+    ]
+    if opts.workspace_mib:
+        words.append(f"--memPoolSize=workspace:{opts.workspace_mib}")
+    words.append(f"--timingCacheFile={timing_cache}")
+    if opts.dla_core is not None:
+        words += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
+    if opts.hardware_compat:
+        words.append("--hardwareCompatibilityLevel=ampere+")
+    if opts.version_compat:
+        words.append("--versionCompatible")
+    words.append("--skipInference")
+    return words
+
+
+def bench_command(
+    onnx_name: str, precision: str, batch: int, opts: EngineOptions, warmup_ms: int, duration_s: int
+) -> list[str]:
+    """trtexec benchmark of the built engine at one batch size; per-inference times go to a JSON file."""
+    engine = trtexec_engine_name(onnx_name, precision)
+    words = [
+        '"$TRTEXEC"',
+        f"--loadEngine={shlex.quote(engine)}",
+        f"--shapes={shape_spec((batch, 3, opts.img_size, opts.img_size))}",
+    ]
+    if opts.dla_core is not None:
+        words.append(f"--useDLACore={opts.dla_core}")
+    words += [
+        f"--warmUp={warmup_ms}",
+        f"--duration={duration_s}",
+        f"--percentile={PERCENTILES}",
+        "--useCudaGraph",
+        "--noDataTransfers",
+        f"--exportTimes={shlex.quote(engine[: -len('.engine')] + f'.b{batch}.times.json')}",
+    ]
+    return words
+
+
+def _lines(words: list[str]) -> str:
+    return " \\\n    ".join(words)
+
+
+def trtexec_recipe(
+    entries: Iterable[tuple[str, str]],
+    opts: EngineOptions,
+    timing_cache: str | None = None,
+    warmup_ms: int = WARMUP_MS,
+    duration_s: int = DURATION_S,
+) -> str:
+    """The whole script for ``entries`` = (ONNX file name in the script's folder, precision) pairs."""
+    check_engine_options(opts)
+    entries = list(entries)
+    cache = shlex.quote(timing_cache) if timing_cache else DEFAULT_TIMING_CACHE
+    batches = sorted({opts.batch.min, opts.batch.opt, opts.batch.max})
+    out = [
+        "#!/usr/bin/env bash",
+        f"# trtexec recipe written by mixnet-deploy {__version__}: build and benchmark the TensorRT engines of",
+        "# this export by hand (Jetson: trtexec ships with JetPack at /usr/src/tensorrt/bin/trtexec).",
+        "#",
+        "#   bash trtexec.sh                          # build, then benchmark every precision",
+        "#   TRTEXEC=/path/to/trtexec bash trtexec.sh",
+        "#   TRT_LEGACY_PRECISION=1 bash trtexec.sh   # TensorRT 8.6/9: --fp16/--int8 builder flags",
+        "#",
+        "# TensorRT 10 (JetPack 6 = 10.3): --stronglyTyped takes each tensor's precision from the ONNX file,",
+        "# so the FP16 / INT8 (Q/DQ) files need no --fp16 / --int8. TensorRT 11: strongly typed is the default",
+        "# and --fp16/--int8 are gone; --stronglyTyped, --useCudaGraph, --noDataTransfers are accepted no-ops.",
+        f"# Profile: batch {opts.batch} at {opts.img_size}x{opts.img_size}"
+        + (f"; DLA core {opts.dla_core} with GPU fallback" if opts.dla_core is not None else "")
+        + (f"; workspace {opts.workspace_mib} MiB" if opts.workspace_mib else "")
+        + ".",
+        "# Engines are written as *.trtexec.engine without a manifest: mixnet-export's *.engine files were",
+        "# checked for precision and carry a .engine.json; these were not. On Jetson, lock clocks first",
+        "# (sudo nvpmodel -m 0; sudo jetson_clocks) and record nvpmodel -q / jetson_clocks --show.",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+        "precision_flag() {  # TensorRT >= 10: strongly typed; TRT_LEGACY_PRECISION=1: the builder flag given",
+        '    if [ "${TRT_LEGACY_PRECISION:-0}" = 1 ]; then echo "${1:-}"; else echo --stronglyTyped; fi',
+        "}",
+        "",
+    ]
+    for onnx_name, precision in entries:
+        if opts.dla_core is not None and precision == "fp32":
+            out += [f"# {onnx_name}: skipped for DLA (DLA runs FP16/INT8 only)", ""]
+            continue
+        out.append(f"# ---- {precision}: {onnx_name} -> {trtexec_engine_name(onnx_name, precision)}")
+        out.append(f'echo "== build {precision}: {onnx_name}"')
+        out.append(_lines(build_command(onnx_name, precision, opts, cache)))
+        for b in batches:
+            out.append(f'echo "== benchmark {precision}, batch {b}"')
+            out.append(_lines(bench_command(onnx_name, precision, b, opts, warmup_ms, duration_s)))
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def write_trtexec_script(out_dir: str | Path, artifacts: Iterable, opts: EngineOptions) -> Path:
+    """Write ``DIR/trtexec.sh`` for every precision ONNX of the run (objects with .precision and .path)."""
+    out_dir = Path(out_dir)
+    entries = [(Path(a.path).name, a.precision) for a in artifacts]
+    cache = os.path.abspath(opts.timing_cache) if opts.timing_cache is not None else None
+    path = write_text(out_dir / SCRIPT_NAME, trtexec_recipe(entries, opts, timing_cache=cache))
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,393 @@
+"""TensorRT engine stage on a CPU: profiles, options, manifests, precision checks, the trtexec recipe.
+
+Everything here runs without TensorRT; the TensorRT calls themselves are in test_engine_gpu.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from mixnet_deploy import engine as E
+from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.profile import BatchProfile
+from mixnet_deploy.trtexec import trtexec_recipe, write_trtexec_script
+
+SYSTEM = {
+    "tensorrt": "10.3.0",
+    "cuda_runtime": "12.6",
+    "cuda_driver": "12.6",
+    "gpu": "Orin (nvgpu)",
+    "compute_capability": "8.7",
+    "l4t": "R36.4.0",
+}
+HAVE_TRT = E.gpu_stack_status()[0]
+no_trt = pytest.mark.skipif(HAVE_TRT, reason="this machine has TensorRT and a GPU: the no-TensorRT path is moot")
+
+
+# ---------------------------------------------------------------- profile and options
+
+
+def test_profile_shapes_from_batch_profile():
+    shapes = E.profile_shapes(BatchProfile(1, 8, 32), 224)
+    assert shapes == {"input": {"min": [1, 3, 224, 224], "opt": [8, 3, 224, 224], "max": [32, 3, 224, 224]}}
+    assert E.profile_shapes(BatchProfile(4, 4, 4), 256)["input"]["max"] == [4, 3, 256, 256]
+
+
+@pytest.mark.parametrize(
+    "onnx,precision,engine",
+    [
+        ("out/mixnet_s.onnx", "fp32", "out/mixnet_s.fp32.engine"),
+        ("out/mixnet_s.fp16.onnx", "fp16", "out/mixnet_s.fp16.engine"),
+        ("out/mixnet_l.int8.onnx", "int8", "out/mixnet_l.int8.engine"),
+    ],
+)
+def test_engine_and_manifest_names(onnx, precision, engine):
+    assert E.engine_path_for(onnx, precision) == Path(engine)
+    assert E.manifest_path_for(engine) == Path(engine + ".json")
+
+
+def test_dla_rejects_dynamic_batch_and_says_why():
+    with pytest.raises(InputError, match=r"--dla-core 0 with --batch 1:8:32: DLA needs static shapes.*--batch 8"):
+        E.check_engine_options(E.EngineOptions(batch=BatchProfile(1, 8, 32), dla_core=0))
+    E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=1))
+    with pytest.raises(InputError, match="--dla-core -1"):
+        E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=-1))
+    with pytest.raises(InputError, match="--workspace 0"):
+        E.check_engine_options(E.EngineOptions(workspace_mib=0))
+
+
+def test_timing_cache_that_is_a_directory_is_refused(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        E.check_engine_options(E.EngineOptions(timing_cache=tmp_path))
+
+
+def test_l4t_release(tmp_path):
+    f = tmp_path / "nv_tegra_release"
+    f.write_text("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13\n")
+    assert E.read_l4t_release(f) == "R36.4.0"
+    assert E.read_l4t_release(tmp_path / "absent") is None
+
+
+# ---------------------------------------------------------------- manifest
+
+
+def _manifest(tmp_path, **opts):
+    onnx = tmp_path / "mixnet_s.fp16.onnx"
+    onnx.write_bytes(b"onnx bytes")
+    engine = tmp_path / "mixnet_s.fp16.engine"
+    engine.write_bytes(b"engine bytes")
+    manifest = E.build_manifest(
+        engine_sha256=E.sha256_file(engine),
+        onnx_path=onnx,
+        onnx_sha256=E.sha256_file(onnx),
+        precision="fp16",
+        opts=E.EngineOptions(batch=BatchProfile(1, 8, 32), workspace_mib=1024, **opts),
+        system=SYSTEM,
+    )
+    E.write_json(E.manifest_path_for(engine), manifest)
+    return engine, manifest
+
+
+def test_manifest_records_what_the_issue_lists(tmp_path):
+    engine, m = _manifest(tmp_path)
+    assert m["system"] == SYSTEM  # TensorRT, CUDA, driver, GPU, compute capability, L4T
+    assert m["precision"] == "fp16" and m["workspace_mib"] == 1024 and m["dla_core"] is None
+    assert m["profile"]["shapes"]["input"]["opt"] == [8, 3, 224, 224]
+    assert m["onnx_sha256"] == E.sha256_file(tmp_path / "mixnet_s.fp16.onnx")
+    assert m["engine_sha256"] == E.sha256_file(engine) and len(m["engine_sha256"]) == 64
+    assert m["strongly_typed"] is True
+    assert E.verify_engine_file(engine, SYSTEM)["precision"] == "fp16"  # the same system loads it
+
+
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("tensorrt", "10.7.0", "TensorRT 10.7.0 here, engine built with 10.3.0"),
+        ("gpu", "NVIDIA H100", "GPU 'NVIDIA H100' here, engine built on 'Orin (nvgpu)'"),
+        ("compute_capability", "9.0", "compute capability 9.0 here, engine built for 8.7"),
+        ("l4t", None, "L4T absent here, engine built on L4T R36.4.0"),
+    ],
+)
+def test_manifest_mismatch_names_what_differs(tmp_path, key, value, needle):
+    engine, _ = _manifest(tmp_path)
+    with pytest.raises(InputError) as exc:
+        E.verify_engine_file(engine, {**SYSTEM, key: value})
+    assert needle in str(exc.value) and "built for another system" in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1
+
+
+def test_manifest_lists_every_difference(tmp_path):
+    engine, _ = _manifest(tmp_path)
+    other = {**SYSTEM, "tensorrt": "11.4.1", "gpu": "NVIDIA L4", "compute_capability": "8.9", "l4t": None}
+    with pytest.raises(InputError) as exc:
+        E.verify_engine_file(engine, other)
+    for needle in ("TensorRT 11.4.1", "GPU 'NVIDIA L4'", "compute capability 8.9", "L4T absent"):
+        assert needle in str(exc.value)
+
+
+def test_cuda_and_driver_differences_do_not_refuse(tmp_path):
+    engine, _ = _manifest(tmp_path)
+    E.verify_engine_file(engine, {**SYSTEM, "cuda_driver": "12.8", "cuda_runtime": "12.8"})
+
+
+def test_tampered_engine_is_refused(tmp_path):
+    engine, _ = _manifest(tmp_path)
+    engine.write_bytes(b"engine bytes, modified")
+    with pytest.raises(InputError, match="SHA-256 .* is not the manifest's .*replaced or modified"):
+        E.verify_engine_file(engine, SYSTEM)
+
+
+def test_tampered_manifest_is_refused(tmp_path):
+    engine, m = _manifest(tmp_path)
+    E.manifest_path_for(engine).write_text(json.dumps({**m, "system": {**m["system"], "tensorrt": "10.0.1"}}))
+    with pytest.raises(InputError, match="TensorRT 10.3.0 here, engine built with 10.0.1"):
+        E.verify_engine_file(engine, SYSTEM)
+    E.manifest_path_for(engine).write_text("{not json")
+    with pytest.raises(InputError, match="unreadable engine manifest"):
+        E.verify_engine_file(engine, SYSTEM)
+    E.manifest_path_for(engine).write_text(json.dumps({**m, "schema": "other"}))
+    with pytest.raises(InputError, match="not a mixnet-deploy engine manifest"):
+        E.verify_engine_file(engine, SYSTEM)
+
+
+def test_missing_manifest_or_engine(tmp_path):
+    engine = tmp_path / "x.engine"
+    with pytest.raises(InputError, match="does not exist"):
+        E.verify_engine_file(engine, SYSTEM)
+    engine.write_bytes(b"x")
+    with pytest.raises(InputError, match=r"has no manifest \(x.engine.json\)"):
+        E.verify_engine_file(engine, SYSTEM)
+
+
+def test_hardware_and_version_compatible_engines(tmp_path):
+    engine, _ = _manifest(tmp_path, hardware_compat=True, version_compat=True)
+    E.verify_engine_file(engine, {**SYSTEM, "gpu": "NVIDIA A10", "compute_capability": "8.6", "tensorrt": "10.7.0"})
+    with pytest.raises(InputError, match="ampere.*needs >= 8.0"):
+        E.verify_engine_file(engine, {**SYSTEM, "gpu": "Tesla T4", "compute_capability": "7.5"})
+    with pytest.raises(InputError, match="same major"):
+        E.verify_engine_file(engine, {**SYSTEM, "tensorrt": "10.1.0"})  # older than the build
+    with pytest.raises(InputError, match="same major"):
+        E.verify_engine_file(engine, {**SYSTEM, "tensorrt": "11.0.0"})
+
+
+# ---------------------------------------------------------------- precision of a built engine
+
+
+def _layer(kind, fmt_in, fmt_out=None):
+    return {
+        "LayerType": kind,
+        "Inputs": [{"Name": "a", "Format/Datatype": fmt_in}],
+        "Outputs": [{"Name": "b", "Format/Datatype": fmt_out or fmt_in}],
+    }
+
+
+FP16_ENGINE = {
+    "Layers": [
+        _layer("Reformat", "Row major linear FP32", "Row major linear FP16 format"),
+        _layer("CaskConvolution", "Channel major FP16 format where channel % 8 == 0"),
+        _layer("CaskPooling", "Half"),
+        _layer("Reformat", "Row major linear FP16 format", "Float"),
+    ]
+}
+INT8_ENGINE = {"Layers": [_layer("CaskConvolution", "Thirty-two wide channel vectorized row major Int8 format")]}
+FP32_ENGINE = {"Layers": [_layer("CaskConvolution", "Row major linear FP32"), _layer("CaskGemm", "Float")]}
+DYNAMIC_ENGINE = {"Layers": [_layer("CaskConvolution", "N/A due to dynamic shapes")]}
+
+
+def test_classify_inspector_formats():
+    assert E.classify_format("Thirty-two wide channel vectorized row major Int8 format.") == "int8"
+    assert E.classify_format("Row major linear FP16 format") == "fp16"
+    assert E.classify_format("Half") == "fp16"
+    assert E.classify_format("Float") == "fp32"
+    assert E.classify_format("N/A due to dynamic shapes") is None
+
+
+def test_layer_precisions_skip_reformats():
+    assert E.layer_precisions(FP16_ENGINE) == Counter({"fp16": 2})
+    assert E.layer_precisions(json.dumps(INT8_ENGINE)) == Counter({"int8": 1})
+    assert E.layer_precisions(DYNAMIC_ENGINE) == Counter({None: 1})
+
+
+def test_an_fp32_engine_for_fp16_or_int8_is_refused():
+    with pytest.raises(VerificationError, match="asked for FP16 but the built engine has no FP16 layer"):
+        E.check_engine_precision("fp16", E.layer_precisions(FP32_ENGINE), "mixnet_s.fp16.onnx")
+    with pytest.raises(VerificationError, match="asked for INT8"):
+        E.check_engine_precision("int8", E.layer_precisions(FP16_ENGINE), "mixnet_s.int8.onnx")
+    assert E.check_engine_precision("fp16", E.layer_precisions(FP16_ENGINE), "x")["verdict"] == "fp16 layers present"
+    assert E.check_engine_precision("int8", E.layer_precisions(INT8_ENGINE), "x")["layers_by_precision"] == {"int8": 1}
+    assert E.check_engine_precision("fp16", E.layer_precisions(DYNAMIC_ENGINE), "x")["verdict"].startswith("unknown")
+
+
+def test_network_without_the_precision_is_refused():
+    E.check_network_dtypes("fp16", ["DataType.FLOAT", "DataType.HALF"], "a.fp16.onnx")
+    E.check_network_dtypes("fp32", ["DataType.FLOAT"], "a.onnx")
+    with pytest.raises(VerificationError, match="without HALF tensors"):
+        E.check_network_dtypes("fp16", ["DataType.FLOAT"], "a.fp16.onnx")
+    with pytest.raises(VerificationError, match="without INT8 tensors"):
+        E.check_network_dtypes("int8", ["DataType.FLOAT", "DataType.HALF"], "a.int8.onnx")
+
+
+# ---------------------------------------------------------------- the trtexec recipe
+
+REQUIRED = (
+    "--onnx=mixnet_s.fp16.onnx",
+    "--minShapes=input:1x3x224x224",
+    "--optShapes=input:8x3x224x224",
+    "--maxShapes=input:32x3x224x224",
+    "--saveEngine=mixnet_s.fp16.trtexec.engine",
+    "--timingCacheFile=trtexec.timing.cache",
+    "--warmUp=500",
+    "--duration=10",
+    "--percentile=90,95,99",
+    "--useCudaGraph",
+    "--noDataTransfers",
+    "--exportTimes=mixnet_s.fp16.trtexec.b8.times.json",
+    "--skipInference",
+)
+
+
+def test_recipe_names_files_shapes_and_benchmark_flags():
+    text = trtexec_recipe([("mixnet_s.onnx", "fp32"), ("mixnet_s.fp16.onnx", "fp16")], E.EngineOptions())
+    for needle in REQUIRED:
+        assert needle in text, needle
+    assert "--saveEngine=mixnet_s.fp32.trtexec.engine" in text
+    assert "--memPoolSize" not in text and "--useDLACore" not in text  # only when asked
+
+
+def test_recipe_dla_workspace_and_compat_flags():
+    opts = E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=1, workspace_mib=512, hardware_compat=True)
+    text = trtexec_recipe([("mixnet_s.onnx", "fp32"), ("mixnet_s.int8.onnx", "int8")], opts, timing_cache="/c/t.cache")
+    assert "--useDLACore=1 \\\n    --allowGPUFallback" in text and "--memPoolSize=workspace:512" in text
+    assert "--hardwareCompatibilityLevel=ampere+" in text and "--timingCacheFile=/c/t.cache" in text
+    assert "--onnx=mixnet_s.onnx" not in text and "skipped for DLA" in text  # DLA: FP16/INT8 only
+    with pytest.raises(InputError, match="DLA needs static shapes"):
+        trtexec_recipe([("mixnet_s.int8.onnx", "int8")], E.EngineOptions(dla_core=0))
+
+
+def _run_recipe(tmp_path, env_extra):
+    """Run the written script with a stand-in trtexec that records its arguments (one call per line)."""
+    art = [SimpleNamespace(precision="fp32", path=str(tmp_path / "mixnet_s.onnx")),
+           SimpleNamespace(precision="fp16", path=str(tmp_path / "mixnet_s.fp16.onnx"))]  # fmt: skip
+    script = write_trtexec_script(tmp_path, art, E.EngineOptions(workspace_mib=1024))
+    fake = tmp_path / "fake_trtexec"
+    log = tmp_path / "calls.txt"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "TRTEXEC": str(fake), **env_extra}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split() for line in log.read_text().splitlines()]
+
+
+def test_recipe_runs_strongly_typed_by_default(tmp_path):
+    calls = _run_recipe(tmp_path, {})
+    builds = [c for c in calls if any(w.startswith("--onnx=") for w in c)]
+    benches = [c for c in calls if any(w.startswith("--loadEngine=") for w in c)]
+    assert len(builds) == 2 and len(benches) == 6  # 2 precisions x batches 1, 8, 32
+    for c in builds:  # TensorRT 10/11: precision from the ONNX, no weak-typing flags
+        assert "--stronglyTyped" in c and "--fp16" not in c and "--int8" not in c
+        assert "--memPoolSize=workspace:1024" in c
+    assert "--onnx=mixnet_s.fp16.onnx" in builds[1]
+
+
+def test_recipe_legacy_precision_flags(tmp_path):
+    builds = [c for c in _run_recipe(tmp_path, {"TRT_LEGACY_PRECISION": "1"}) if "--skipInference" in c]
+    assert "--stronglyTyped" not in builds[0] and "--fp16" not in builds[0]  # fp32: no flag at all
+    assert "--fp16" in builds[1] and "--stronglyTyped" not in builds[1]
+
+
+# ---------------------------------------------------------------- the export stage
+
+
+def _report(tmp_path, precisions=("fp32", "fp16")):
+    names = {"fp32": "mixnet_s.onnx", "fp16": "mixnet_s.fp16.onnx", "int8": "mixnet_s.int8.onnx"}
+    return SimpleNamespace(
+        artifacts=[SimpleNamespace(precision=p, path=str(tmp_path / names[p])) for p in precisions],
+        notes=[],
+        engines=[],
+        timings_s={},
+    )
+
+
+def test_stage_writes_recipe_for_every_artifact_of_the_run(tmp_path):
+    from mixnet_deploy.pipeline import ExportConfig, run_engine_stage
+
+    report = _report(tmp_path, ("fp32", "fp16", "int8"))
+    run_engine_stage(ExportConfig(out_dir=tmp_path, engine="skip", trtexec=True), report)
+    text = (tmp_path / "trtexec.sh").read_text()
+    for name in ("mixnet_s.onnx", "mixnet_s.fp16.onnx", "mixnet_s.int8.onnx"):
+        assert f"--onnx={name}" in text
+    assert os.access(tmp_path / "trtexec.sh", os.X_OK)
+    assert not list(tmp_path.glob(".*tmp-*"))  # atomic write, no stray temp file
+
+
+@no_trt
+def test_stage_auto_without_tensorrt_skips_with_a_prominent_note(tmp_path):
+    results, notes = E.engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "auto")
+    assert results == [] and len(notes) == 1
+    assert notes[0].startswith("WARNING: no TensorRT engine built") and "pip install 'mixnet-deploy[gpu]'" in notes[0]
+    assert E.engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "skip") == ([], [])
+    with pytest.raises(InputError, match="--engine require: TensorRT is not installed"):
+        E.engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "require")
+
+
+def test_engine_runner_refuses_unknown_options_and_unmanifested_engines(tmp_path):
+    with pytest.raises(InputError, match="engine runner options"):
+        E.engine_runner(tmp_path / "x.engine", fp16=True)
+    (tmp_path / "x.engine").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="has no manifest"):
+        E.engine_runner(tmp_path / "x.engine")
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _cli(*args, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mixnet_deploy.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@no_trt
+def test_engine_require_without_tensorrt_exits_2_in_one_line(tmp_path):
+    rc, out, err = _cli("--engine", "require", "--out", str(tmp_path / "o"))
+    assert rc == 2, err
+    assert "TensorRT is not installed" in err and "pip install 'mixnet-deploy[gpu]'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("*.onnx"))  # refused before any work
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--dla-core", "0", "--batch", "1:8:32"], "DLA needs static shapes"),
+        (["--workspace", "0"], "--workspace"),
+        (["--dla-core", "abc"], "invalid int value"),
+    ],
+)
+def test_engine_flags_bad_input(tmp_path, args, needle):
+    rc, _, err = _cli(*args, "--out", str(tmp_path / "o"))
+    assert rc == 2 and needle in err and "Traceback" not in err
+
+
+def test_cli_trtexec_fp32_path(tmp_path):
+    """The whole export at 64x64 with --trtexec: the recipe names the FP32 file and the profile shapes."""
+    from mixnet_deploy.cli import export_main
+
+    rc = export_main(["--out", str(tmp_path), "--img-size", "64", "--engine", "skip", "--trtexec", "--batch", "1:8:32"])
+    assert rc == 0
+    text = (tmp_path / "trtexec.sh").read_text()
+    for needle in ("--onnx=mixnet_s.onnx", "--minShapes=input:1x3x64x64", "--optShapes=input:8x3x64x64",
+                   "--maxShapes=input:32x3x64x64", "--saveEngine=mixnet_s.fp32.trtexec.engine"):  # fmt: skip
+        assert needle in text
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert any("trtexec recipe" in n for n in report["notes"]) and report["engines"] == []
