@@ -308,6 +308,10 @@ def cpu_info(root: Path = Path("/")) -> dict:
         "governor": _read(root, "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or ABSENT,
     }
     try:
+        info["load_average_1_5_15min"] = [round(v, 2) for v in os.getloadavg()]  # other work on the machine
+    except (AttributeError, OSError):
+        info["load_average_1_5_15min"] = ABSENT
+    try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()

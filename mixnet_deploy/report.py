@@ -43,7 +43,8 @@ def environment_lines(env: dict) -> list[str]:
     gpus = "absent" if not isinstance(gpu, list) else "; ".join(f"{g['name']} (driver {g['driver']})" for g in gpu)
     lines = [
         f"host {env.get('host')}: {cpu.get('model')}, {cpu.get('usable_cpus')} usable of {cpu.get('logical_cpus')} "
-        f"logical CPUs, torch threads {cpu.get('torch_threads')}, governor {cpu.get('governor')}",
+        f"logical CPUs, torch threads {cpu.get('torch_threads')}, governor {cpu.get('governor')}, "
+        f"load average {cpu.get('load_average_1_5_15min')} (1/5/15 min, at the start)",
         f"GPU: {gpus}",
         "versions: " + ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "tensorrt", "onnx") if k in v),
     ]

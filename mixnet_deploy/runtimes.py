@@ -133,7 +133,8 @@ class TorchRunner(Runner):
             raise InputError(f"device {device!r}: no CUDA device visible to torch; expected cpu")
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        self.name = name
+        self.runtime = "torch" if self.device.type == "cpu" else f"torch-{self.device.type}"
+        self.name = name if self.device.type == "cpu" else f"{name} ({self.device.type})"
         spec = getattr(model, "spec", None)
         self.precision = "fp32"
         self.input_shape = (None, 3, img_size, img_size)
@@ -252,17 +253,20 @@ class OrtRunner(Runner):
 
 
 def _torch_from_onnx_metadata(path: Path, img_size: int | None):
-    """An unfolded float32 PyTorch model of the variant an ONNX file names (random weights: for timing)."""
+    """An unfolded float32 PyTorch model of the variant an ONNX file names, for timing only.
+
+    PyTorch's default init (no checkpoint, no BN statistics pass): latency does not depend on the values.
+    """
     import onnx
 
+    from .model import build_model
     from .onnx_export import read_metadata
-    from .weights import load_model
 
     meta = read_metadata(onnx.load(str(path), load_external_data=False))
     variant = meta.get("mixnet.variant")
     if variant is None:
         raise InputError(f"{path}: no mixnet.variant metadata: expected an ONNX file written by mixnet-export")
-    model, _ = load_model(variant, None)
+    model = build_model(variant, int(meta.get("mixnet.num_classes", 1000)))
     return model, int(img_size or meta.get("mixnet.input_size", 224)), meta
 
 
@@ -277,9 +281,10 @@ def make_runner(
 
     ``target``:
     - ``.onnx`` file: ONNX Runtime (``runtime`` ``auto`` = ``ort-cpu``); with ``runtime="torch"`` an
-      unfolded PyTorch model of the variant in its metadata, seeded random weights (latency only);
+      unfolded PyTorch model of the variant in its metadata, default init (latency only);
     - ``.engine`` / ``.plan``: ``mixnet_deploy.engine.engine_runner(path, **opts)`` (TensorRT);
-    - ``.pth`` / ``.pt`` / ``.safetensors`` checkpoint, or a variant name (``s``, ``mixnet_m``): PyTorch;
+    - ``.pth`` / ``.pt`` / ``.safetensors`` checkpoint: PyTorch with those weights; a variant name
+      (``s``, ``mixnet_m``): PyTorch with default init (latency only);
     - a ``torch.nn.Module``: PyTorch.
     ``threads``: intra-op threads (0 = the runtime's default). ``device="cuda"`` in ``opts`` for PyTorch.
     """
@@ -337,7 +342,9 @@ def make_runner(
             raise InputError(
                 f"model {text!r}: expected an .onnx, .engine/.plan or checkpoint file, or a variant name (s, m, l)"
             ) from None
-        model, _ = load_model(text, None)
+        from .model import build_model
+
+        model = build_model(text)  # default init: a variant name is for timing, not for outputs
     _set_torch_threads(threads)
     return TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=img_size or 224, **opts)
 

@@ -1,0 +1,270 @@
+"""mixnet-bench: statistics against the standard library, environment capture, JSON/Markdown/PNG output,
+and agreement with a plain InferenceSession.run loop."""
+
+import json
+import statistics
+import time
+
+import numpy as np
+import pytest
+
+from mixnet_deploy import bench, report
+from mixnet_deploy.bench import BenchConfig, latency_stats, measure, parse_batches, run_benchmark
+from mixnet_deploy.cli import bench_main
+from mixnet_deploy.errors import InputError
+from mixnet_deploy.pipeline import ExportConfig, run_export
+from mixnet_deploy.runtimes import OrtRunner, Runner
+
+
+@pytest.fixture(scope="module")
+def s_onnx(tmp_path_factory, timm_fixture):
+    out = tmp_path_factory.mktemp("bench_s")
+    run_export(ExportConfig(weights=str(timm_fixture["weights"]), out_dir=out, engine="skip"))
+    return out / "mixnet_s.onnx"
+
+
+def _run(capsys, *args):
+    try:
+        rc = bench_main([str(a) for a in args])
+    except SystemExit as exc:
+        rc = exc.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def test_stats_match_the_standard_library():
+    rng = np.random.default_rng(1)
+    samples = list(rng.gamma(4.0, 2.0, size=501))
+    s = latency_stats(samples, batch=8)
+    q = statistics.quantiles(samples, n=100, method="inclusive")  # q[k-1] = k-th percentile, linear
+    assert s.p50_ms == pytest.approx(statistics.median(samples), rel=1e-12)
+    assert (s.p90_ms, s.p95_ms, s.p99_ms) == pytest.approx((q[89], q[94], q[98]), rel=1e-12)
+    assert s.mean_ms == pytest.approx(statistics.fmean(samples), rel=1e-12)
+    assert s.std_ms == pytest.approx(statistics.stdev(samples), rel=1e-9)
+    assert s.cv == pytest.approx(statistics.stdev(samples) / statistics.fmean(samples), rel=1e-9)
+    assert s.throughput_ips == pytest.approx(8 * 1000 / statistics.fmean(samples), rel=1e-12)
+    assert s.iterations == 501 and s.min_ms == min(samples) and s.max_ms == max(samples)
+    assert s.unstable  # gamma(4) has CV 0.5
+
+
+def test_steady_samples_are_stable():
+    s = latency_stats([10.0, 10.1, 9.9, 10.05, 9.95], batch=1)
+    assert not s.unstable and s.cv < 0.01
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [-1.0]])
+def test_stats_refuse_bad_samples(bad):
+    with pytest.raises(ValueError):
+        latency_stats(bad, 1)
+
+
+@pytest.mark.parametrize("text", ["0", "1,x", "", "1,1", "-4", "100000"])
+def test_batch_list_refused(text):
+    with pytest.raises(InputError, match="--batch"):
+        parse_batches(text)
+
+
+def test_config_refused():
+    with pytest.raises(InputError, match="--duration-s"):
+        BenchConfig(duration_s=0)
+    with pytest.raises(InputError, match="--warmup-s"):
+        BenchConfig(warmup_s=-1)
+    with pytest.raises(InputError, match="--iters"):
+        BenchConfig(iters=0)
+
+
+# ---------------------------------------------------------------- measurement with known timings
+
+
+class SleepRunner(Runner):
+    runtime = "torch"
+
+    def __init__(self, ms: float, name: str = "sleep"):
+        self.ms, self.name, self.calls = ms, name, 0
+        self.input_shape = (None, 3, 8, 8)
+        self.metadata = {}
+
+    def run(self, x):
+        self.calls += 1
+        time.sleep(self.ms / 1e3)
+        return np.zeros((len(x), 10), np.float32)
+
+
+class DeviceTimedRunner(SleepRunner):
+    """Stands in for a CUDA-event timer: reports the device's time per call."""
+
+    def time_batch(self, x, iters):
+        self.calls += iters
+        return [2.5] * iters
+
+
+def test_measure_times_the_calls():
+    r = SleepRunner(4.0)
+    samples = measure(r, np.zeros((1, 3, 8, 8), np.float32), warmup_s=0.0, iters=12)
+    assert len(samples) == 12 and r.calls == 13  # one warm-up call always
+    assert min(samples) >= 4.0 and statistics.median(samples) < 40.0  # sleep never returns early
+
+
+def test_duration_mode_and_device_timer_hook():
+    r = DeviceTimedRunner(0.0)
+    cfg = BenchConfig(batches=(1, 2), warmup_s=0.0, duration_s=0.05, rounds=2)
+    res = run_benchmark([r], cfg, progress=False, env={})
+    assert [c.stats.batch for c in res.results] == [1, 2]
+    for c in res.results:
+        assert c.stats.p50_ms == 2.5 and c.stats.p99_ms == 2.5 and not c.stats.unstable
+        assert c.stats.throughput_ips == pytest.approx(c.stats.batch * 400)
+
+
+def test_unstable_run_warns(monkeypatch, caplog):
+    class Jittery(SleepRunner):
+        def time_batch(self, x, iters):
+            return [1.0 if i % 2 else 3.0 for i in range(iters)]
+
+    res = run_benchmark([Jittery(0)], BenchConfig(warmup_s=0, iters=20), progress=False, env={})
+    (case,) = res.results
+    assert case.stats.unstable and "coefficient of variation" in case.warnings[0]
+
+
+def test_static_batch_and_max_batch_are_respected():
+    r = SleepRunner(0)
+    r.max_batch = 4
+    with pytest.raises(InputError, match="at most 4"):
+        run_benchmark([r], BenchConfig(batches=(8,), warmup_s=0, iters=1), progress=False, env={})
+
+
+# ---------------------------------------------------------------- environment
+
+
+def test_environment_here_records_absent_parts(tmp_path):
+    env = bench.environment(root=tmp_path, run_tool=lambda argv: None)
+    assert env["gpu"] == "absent" or isinstance(env["gpu"], list)  # torch may still see a GPU elsewhere
+    assert env["jetson"] == "absent"
+    assert env["versions"]["tensorrt"] in ("absent",) or env["versions"]["tensorrt"][0].isdigit()
+    assert env["cpu"]["logical_cpus"] >= 1
+    real = bench.environment()
+    assert real["cpu"]["model"] != "absent" and real["versions"]["onnxruntime"] != "absent"
+
+
+def test_jetson_environment_from_files_and_tools(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text(
+        "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13 2024\n"
+    )
+    (tmp_path / "proc/device-tree").mkdir(parents=True)
+    (tmp_path / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\n")
+    tools = {
+        "nvpmodel": "NV Power Mode: MAXN\n0",
+        "jetson_clocks": "SOC family:tegra234  Machine:NVIDIA Jetson AGX Orin Developer Kit\nonline CPUs: 0-11",
+        "nvidia-smi": None,
+    }
+    env = bench.environment(root=tmp_path, run_tool=lambda argv: tools.get(argv[0]))
+    j = env["jetson"]
+    assert j["l4t_release"] == "R36.4.0"
+    assert j["board"] == "NVIDIA Jetson AGX Orin Developer Kit"
+    assert j["power_mode"] == "MAXN (mode 0)"
+    assert j["jetson_clocks"].startswith("SOC family:tegra234")
+    assert env["cpu"]["model"] == "ARMv8 Processor rev 1 (v8l)"
+
+
+def test_gpu_from_nvidia_smi():
+    line = "NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB, 9.0"
+    (gpu,) = bench.gpu_info(lambda argv: line)
+    assert gpu == {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "memory": "81559 MiB",
+                   "compute_capability": "9.0"}  # fmt: skip
+
+
+# ---------------------------------------------------------------- the CLI on a real export
+
+
+def test_bench_cli_writes_json_markdown_and_png(s_onnx, tmp_path, capsys):
+    out_json, out_md, out_png = tmp_path / "b.json", tmp_path / "b.md", tmp_path / "b.png"
+    rc, out, err = _run(
+        capsys, s_onnx, "--batch", "1,4", "--warmup-s", "0.2", "--duration-s", "0.4",
+        "--json", out_json, "--markdown", out_md, "--plot", out_png, "--quiet",
+    )  # fmt: skip
+    assert rc == 0, err
+    data = json.loads(out_json.read_text())
+    assert [r["batch"] for r in data["results"]] == [1, 4]
+    for r in data["results"]:
+        for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "cv", "throughput_ips"):
+            assert r[key] > 0, key
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["iterations"] >= 3 and r["model"]["precision"] == "fp32" and r["timer"] == "wall"
+        assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / r["mean_ms"])
+    env = data["environment"]
+    assert {"host", "cpu", "gpu", "versions", "jetson"} <= set(env)
+    assert "| mixnet_s.onnx [ort-cpu]" in out_md.read_text()
+    assert "mixnet_s.onnx [ort-cpu]" in out
+    from PIL import Image
+
+    with Image.open(out_png) as img:
+        assert img.format == "PNG" and img.width > 600 and img.height > 300
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--batch", "0"], "--batch"),
+        (["--runtime", "nope"], "runtime 'nope'"),
+        (["--runtime", "ort-trt"], "TensorrtExecutionProvider"),
+        (["--plot", "/nonexistent-dir/p.png"], "does not exist"),
+        (["--duration-s", "-1"], "--duration-s"),
+        (["--threads", "-2"], "--threads"),
+        (["--img-size", "256"], "224x224 inputs only"),
+    ],
+)
+def test_bench_bad_input_exits_2(s_onnx, capsys, extra, needle):
+    if "ort-trt" in extra:
+        from mixnet_deploy.runtimes import available_runtimes
+
+        if "ort-trt" in available_runtimes():
+            pytest.skip("onnxruntime-gpu with TensorRT is installed here")
+    rc, _, err = _run(capsys, s_onnx, *extra, "--quiet")
+    assert rc == 2, err
+    assert needle in err and "Traceback" not in err
+
+
+def test_bench_missing_model_exits_2(tmp_path, capsys):
+    rc, _, err = _run(capsys, tmp_path / "none.onnx", "--quiet")
+    assert rc == 2 and "does not exist" in err
+
+
+def test_median_agrees_with_plain_inferencesession_loop(s_onnx):
+    """Batch-1 median of the harness vs a hand-written InferenceSession.run loop, interleaved 3 times."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(s_onnx), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    runner = OrtRunner(s_onnx)
+    cfg = BenchConfig(batches=(1,), warmup_s=0.2, duration_s=0.6)
+    plain, harness = [], []
+    for _ in range(3):
+        for _ in range(5):
+            sess.run(None, {"input": x})
+        times, end = [], time.perf_counter() + 0.6
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            sess.run(None, {"input": x})
+            times.append((time.perf_counter() - t0) * 1e3)
+        plain.append(statistics.median(times))
+        harness.append(run_benchmark([runner], cfg, progress=False, env={}).results[0].stats.p50_ms)
+    ratio = statistics.median(harness) / statistics.median(plain)
+    assert 1 / 1.5 <= ratio <= 1.5, (harness, plain)
+
+
+def test_report_renders_from_json_dict(s_onnx):
+    res = run_benchmark(
+        [SleepRunner(1.0, "a [x]"), DeviceTimedRunner(0, "b [y]")],
+        BenchConfig(batches=(1, 2), warmup_s=0, iters=3),
+        progress=False,
+        env={"host": "h", "cpu": {}, "versions": {}},
+    )
+    data = json.loads(json.dumps(res.as_dict()))
+    md = report.markdown(data)
+    assert md.count("| a [x]") == 2 and md.count("| b [y]") == 2
+    table = report.comparison_markdown(data)
+    assert "| ? | 1 | torch |" in table

@@ -1,0 +1,221 @@
+"""mixnet-parity: passes a correct export, fails a sabotaged copy, refuses bad input; runner dispatch."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from mixnet_deploy import parity
+from mixnet_deploy.cli import parity_main
+from mixnet_deploy.errors import InputError
+from mixnet_deploy.onnx_export import read_metadata, set_metadata
+from mixnet_deploy.pipeline import ExportConfig, run_export
+from mixnet_deploy.runtimes import OrtRunner, available_runtimes, check_runtime, make_runner
+
+
+@pytest.fixture(scope="module")
+def s_onnx(tmp_path_factory, timm_fixture):
+    """MixNet-S exported from timm's own weights (the shared fixture)."""
+    out = tmp_path_factory.mktemp("parity_s")
+    run_export(ExportConfig(weights=str(timm_fixture["weights"]), out_dir=out, engine="skip"))
+    return out / "mixnet_s.onnx"
+
+
+def _copy_with(src, dst, edit):
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _scale_one_conv(model, factor=1.5, which=10):
+    """Scale the weight of the ``which``-th Conv node: one tensor, nothing else changes."""
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][which]
+    init = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
+
+
+@pytest.fixture(scope="module")
+def sabotaged(s_onnx, tmp_path_factory):
+    return _copy_with(s_onnx, tmp_path_factory.mktemp("sabotage") / "mixnet_s.onnx", _scale_one_conv)
+
+
+def _run(capsys, *args):
+    try:
+        rc = parity_main([str(a) for a in args])
+    except SystemExit as exc:  # argparse errors exit from parse_args
+        rc = exc.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_correct_export_passes(s_onnx, timm_fixture, tmp_path, capsys):
+    rc, out, err = _run(
+        capsys, s_onnx, "--weights", timm_fixture["weights"], "--random", 6, "--json", tmp_path / "p.json", "--quiet"
+    )
+    assert rc == 0, err
+    report = json.loads((tmp_path / "p.json").read_text())
+    (res,) = report["results"]
+    assert report["passed"] and res["passed"] and res["precision"] == "fp32"
+    assert res["metrics"]["n"] == 6
+    assert res["metrics"]["max_abs"] <= parity.TOLERANCES["fp32"].max_abs
+    assert res["metrics"]["min_cosine"] >= parity.TOLERANCES["fp32"].min_cosine
+    assert res["tolerance"] == parity.TOLERANCES["fp32"].__dict__
+    assert res["tightest_passing"] == "fp32"
+    assert res["notes"] == []  # same weights as the export: no sha256 mismatch note
+    assert "PASS" in out and "1 of 1 candidate(s) pass" in out
+
+
+def test_sabotaged_copy_fails_with_exit_1(s_onnx, sabotaged, timm_fixture, tmp_path, capsys):
+    rc, out, err = _run(
+        capsys, s_onnx, sabotaged, "--weights", timm_fixture["weights"], "--random", 4, "--json", tmp_path / "p.json"
+    )
+    assert rc == 1, err
+    report = json.loads((tmp_path / "p.json").read_text())
+    good, bad = report["results"]
+    assert good["passed"] and not bad["passed"] and not report["passed"]
+    assert bad["metrics"]["max_abs"] > parity.TOLERANCES["fp32"].max_abs
+    assert any("max abs error" in f for f in bad["failures"])
+    assert bad["required_tolerance"]["max_abs"] == bad["metrics"]["max_abs"]
+    assert "FAIL" in out and "1 of 2 candidate(s) pass" in out
+
+
+def test_parity_against_timm_logits(s_onnx, timm_fixture):
+    """The harness's comparison, fed timm's own logits as the reference (an oracle we did not write)."""
+    runner = OrtRunner(s_onnx)
+    result = parity.compare_runner(timm_fixture["logits"], runner, timm_fixture["input"], batch=3)
+    assert result.passed, result.failures
+    assert result.metrics.max_abs <= 1e-4 and result.metrics.top1 == 1.0
+
+
+def test_wrong_weights_fail_and_say_why(s_onnx, timm_fixture, tmp_path, capsys):
+    """Reference built from other weights than the candidate's: exit 1, and a note naming the sha256s."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(timm_fixture["weights"]))
+    state["classifier.weight"] = state["classifier.weight"] * 2
+    other = tmp_path / "other.safetensors"
+    save_file(state, str(other))
+    rc, out, _ = _run(capsys, s_onnx, "--weights", other, "--random", 2, "--quiet")
+    assert rc == 1
+    assert "exported from other weights" in out
+
+
+def test_precision_from_metadata_picks_the_tolerance(s_onnx, timm_fixture, tmp_path, capsys):
+    def relabel(model):
+        meta = read_metadata(model)
+        meta["mixnet.precision"] = "fp7"
+        set_metadata(model, meta)
+
+    odd = _copy_with(s_onnx, tmp_path / "odd.onnx", relabel)
+    rc, _, err = _run(capsys, odd, "--weights", timm_fixture["weights"], "--random", 2)
+    assert rc == 2
+    assert "precision 'fp7' has no tolerance" in err and "fp32" in err
+
+
+def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys):
+    if "fp16" not in parity.TOLERANCES:
+        pytest.skip("no fp16 row in parity.TOLERANCES yet (the precision issue adds it)")
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(s_onnx)), keep_io_types=True)
+    meta = read_metadata(model)
+    meta["mixnet.precision"] = "fp16"
+    set_metadata(model, meta)
+    path = tmp_path / "mixnet_s.fp16.onnx"
+    onnx.save(model, str(path))
+    rc, out, err = _run(capsys, path, "--weights", timm_fixture["weights"], "--random", 4, "--json", tmp_path / "j")
+    report = json.loads((tmp_path / "j").read_text())
+    (res,) = report["results"]
+    assert res["precision"] == "fp16" and res["tolerance"] == parity.TOLERANCES["fp16"].__dict__
+    assert res["metrics"]["max_abs"] > 1e-5  # really computed in float16, not the fp32 graph
+    assert rc == 0, out + err
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--variant", "m"], "the candidates are MixNet-S"),
+        (["--variant", "xl"], "unknown variant"),
+        (["--img-size", "256"], "take 224x224 inputs only"),
+        (["--runtime", "ort-cuda"], "CUDAExecutionProvider"),
+        (["--runtime", "tensorrt"], "engine"),
+        (["--images", "/nonexistent-dir"], "--images"),
+        (["--json", "/nonexistent-dir/p.json"], "does not exist"),
+        (["--random", "0"], "must be positive"),
+    ],
+)
+def test_bad_input_exits_2(s_onnx, timm_fixture, capsys, extra, needle):
+    if extra[:2] == ["--runtime", "ort-cuda"] and "ort-cuda" in available_runtimes():
+        pytest.skip("onnxruntime-gpu with CUDA is installed here")
+    rc, _, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], *extra)
+    assert rc == 2, err
+    assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["missing.onnx", "model.txt"])
+def test_bad_candidate_exits_2(tmp_path, capsys, name):
+    if name.endswith(".txt"):
+        (tmp_path / name).write_text("hello")
+    rc, _, err = _run(capsys, tmp_path / name)
+    assert rc == 2 and "error:" in err
+
+
+def test_garbage_onnx_exits_2(tmp_path, capsys):
+    (tmp_path / "g.onnx").write_bytes(b"\x00not a model")
+    rc, _, err = _run(capsys, tmp_path / "g.onnx")
+    assert rc == 2 and "ONNX Runtime cannot load it" in err
+
+
+def test_images_folder(s_onnx, timm_fixture, tmp_path, capsys):
+    pytest.importorskip("mixnet_deploy.data")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (80 + 10 * i, 96, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "p.json"
+    rc, _, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], "--images", tmp_path, "--json", out)
+    assert rc == 0, err
+    report = json.loads(out.read_text())
+    assert report["inputs"]["kind"] == "images" and report["inputs"]["n"] == 3
+    assert "1 unreadable" in report["inputs"]["skipped"]
+
+
+# ---------------------------------------------------------------- runner dispatch
+
+
+def test_runtime_names_are_checked():
+    assert {"torch", "ort-cpu"} <= set(available_runtimes())
+    with pytest.raises(InputError, match="expected one of torch, ort-cpu"):
+        check_runtime("onnx")
+    if "ort-trt" not in available_runtimes():
+        with pytest.raises(InputError, match="TensorrtExecutionProvider"):
+            check_runtime("ort-trt")
+
+
+def test_engine_file_dispatches_to_engine_module(tmp_path):
+    """Without TensorRT an engine file is refused with InputError (never an ImportError traceback)."""
+    pytest.importorskip("mixnet_deploy.engine")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed: the GPU suite covers engines")
+    except ImportError:
+        pass
+    fake = tmp_path / "m.engine"
+    fake.write_bytes(b"\x00" * 64)
+    with pytest.raises(InputError):
+        make_runner(fake)
+    with pytest.raises(InputError, match="runtime tensorrt"):
+        make_runner(fake, "ort-cpu")
+
+
+def test_torch_runner_from_onnx_metadata(s_onnx):
+    runner = make_runner(s_onnx, "torch")
+    assert runner.runtime == "torch" and runner.input_shape == (None, 3, 224, 224)
+    out = runner.run(np.zeros((2, 3, 224, 224), np.float32))
+    assert out.shape == (2, 1000) and out.dtype == np.float32
