@@ -433,15 +433,21 @@ def run_model_benchmark(
     cfg: BenchConfig = BenchConfig(),
     threads: int = 0,
     progress: bool = True,
+    cuda_graph: bool = False,
 ) -> BenchResult:
-    """Every model under every runtime (runners made by :func:`~mixnet_deploy.runtimes.make_runner`)."""
-    from .runtimes import make_runner
+    """Every model under every runtime (runners made by :func:`~mixnet_deploy.runtimes.make_runner`).
+
+    ``cuda_graph``: TensorRT engines replay a CUDA graph per batch size (other runtimes ignore it).
+    """
+    from .runtimes import ENGINE_SUFFIXES, make_runner
 
     runners: list[Runner] = []
     try:
         for model in models:
+            is_engine = str(model).lower().endswith(ENGINE_SUFFIXES)
+            opts = {"cuda_graph": True} if cuda_graph and is_engine else {}
             for runtime in runtimes:
-                runners.append(make_runner(model, runtime, threads=threads, img_size=cfg.img_size))
+                runners.append(make_runner(model, runtime, threads=threads, img_size=cfg.img_size, **opts))
         result = run_benchmark(runners, cfg, progress)
         result.config["threads"] = threads
         return result

@@ -233,6 +233,7 @@ def build_bench_parser() -> Parser:
     p.add_argument("--rounds", type=positive_int, default=1, help="interleave the cases in N rounds (default 1)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's default)")
     p.add_argument("--img-size", type=positive_int, help="input size when the model does not fix it (default 224)")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines: replay a CUDA graph per batch size")
     p.add_argument("--json", type=Path, metavar="FILE", help="write results + environment as JSON")
     p.add_argument("--markdown", type=Path, metavar="FILE", help="write a Markdown table")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a PNG plot (needs matplotlib)")
@@ -259,7 +260,12 @@ def _bench(args) -> int:
         img_size=args.img_size,
     )
     result = run_model_benchmark(
-        args.models, parse_runtimes(args.runtime), cfg, threads=args.threads, progress=not args.quiet
+        args.models,
+        parse_runtimes(args.runtime),
+        cfg,
+        threads=args.threads,
+        progress=not args.quiet,
+        cuda_graph=args.cuda_graph,
     )
     print(text_table(result))
     if args.json:

@@ -268,3 +268,35 @@ def test_report_renders_from_json_dict(s_onnx):
     assert md.count("| a [x]") == 2 and md.count("| b [y]") == 2
     table = report.comparison_markdown(data)
     assert "| ? | 1 | torch |" in table
+
+
+# ---------------------------------------------------------------- GPU (pytest -m gpu; not run here)
+
+
+@pytest.mark.gpu
+def test_cuda_event_timing_and_outputs_on_gpu(timm_fixture):
+    from mixnet_deploy import parity
+    from mixnet_deploy.runtimes import make_runner
+    from mixnet_deploy.weights import load_model
+
+    model, _ = load_model(None, timm_fixture["weights"])
+    runner = make_runner(model, device="cuda", img_size=224)
+    assert runner.runtime == "torch-cuda"
+    m = parity.compare(timm_fixture["logits"], runner.run(timm_fixture["input"]))
+    assert not parity.failures(m, parity.TOLERANCES["fp32"]), m
+    res = run_benchmark([runner], BenchConfig(batches=(1, 8), warmup_s=0.2, duration_s=0.5), progress=False)
+    for case in res.results:
+        assert case.timer == "device" and 0 < case.stats.p50_ms < 1000
+    assert res.environment["gpu"] != "absent"
+
+
+@pytest.mark.gpu
+def test_ort_gpu_providers_bench(s_onnx):
+    from mixnet_deploy.runtimes import available_runtimes
+
+    gpu = [r for r in ("ort-cuda", "ort-trt") if r in available_runtimes()]
+    if not gpu:
+        pytest.skip("onnxruntime-gpu is not installed (pip install mixnet-deploy[gpu])")
+    res = bench.run_model_benchmark([str(s_onnx)], gpu, BenchConfig(batches=(1, 8), warmup_s=1, duration_s=1))
+    assert all(c.stats.p50_ms > 0 for c in res.results)
+    assert {c.model["runtime"] for c in res.results} == set(gpu)

@@ -115,6 +115,7 @@ def test_precision_from_metadata_picks_the_tolerance(s_onnx, timm_fixture, tmp_p
     assert "precision 'fp7' has no tolerance" in err and "fp32" in err
 
 
+@pytest.mark.filterwarnings("ignore:the float32 number:UserWarning")
 def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys):
     if "fp16" not in parity.TOLERANCES:
         pytest.skip("no fp16 row in parity.TOLERANCES yet (the precision issue adds it)")
@@ -219,3 +220,11 @@ def test_torch_runner_from_onnx_metadata(s_onnx):
     assert runner.runtime == "torch" and runner.input_shape == (None, 3, 224, 224)
     out = runner.run(np.zeros((2, 3, 224, 224), np.float32))
     assert out.shape == (2, 1000) and out.dtype == np.float32
+
+
+@pytest.mark.gpu
+def test_ort_cuda_candidate_passes(s_onnx, timm_fixture, capsys):
+    if "ort-cuda" not in available_runtimes():
+        pytest.skip("onnxruntime-gpu is not installed (pip install mixnet-deploy[gpu])")
+    rc, out, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], "--runtime", "ort-cuda", "--random", 8)
+    assert rc == 0, out + err
