@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InputError, VerificationError
+from .precision import DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,6 +84,23 @@ def build_export_parser() -> Parser:
     p.add_argument("--img-size", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="output directory (default ./artifacts)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
+    p.add_argument("--fp16", action="store_true", help="also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
+    p.add_argument("--int8", action="store_true", help="also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
+    p.add_argument(
+        "--calib", metavar="DIR|synthetic", help="INT8 calibration images (folder, recursive; 'synthetic': smoke test)"
+    )
+    p.add_argument(
+        "--calib-method",
+        default=DEFAULT_CALIB_METHOD,
+        help=f"INT8 calibration: entropy, percentile or minmax (default {DEFAULT_CALIB_METHOD})",
+    )
+    p.add_argument(
+        "--calib-count",
+        type=positive_int,
+        default=DEFAULT_CALIB_COUNT,
+        metavar="N",
+        help=f"calibration images used (default {DEFAULT_CALIB_COUNT}); up to 16 more are held out for verification",
+    )
     p.add_argument("--engine", default="auto", help="TensorRT engine build: auto (default), require, skip")
     p.add_argument(
         "--batch", default="1:8:32", help="batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)"
@@ -107,6 +125,11 @@ def export_config_from_args(args: argparse.Namespace):
         img_size=args.img_size,
         out_dir=args.out,
         opset=args.opset,
+        fp16=args.fp16,
+        int8=args.int8,
+        calib=args.calib,
+        calib_method=args.calib_method,
+        calib_count=args.calib_count,
         engine=args.engine,
         batch=parse_batch_profile(args.batch),
         workspace_mib=args.workspace,
@@ -121,12 +144,16 @@ def export_config_from_args(args: argparse.Namespace):
 
 def print_export_summary(report) -> None:
     print(f"mixnet_{report.variant} @ {report.img_size}x{report.img_size}, weights: {report.weights['source']}")
-    print(f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9}")
+    print(
+        f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9} {'mean cos':>9} "
+        f"{'top-1':>5} {'top-5':>5}  (vs {'PyTorch' if len(report.artifacts) < 2 else 'PyTorch / FP32 ONNX'})"
+    )
     for a in report.artifacts:
         m = a.metrics
         print(
             f"{a.precision:<9} {Path(a.path).name:<28} {a.bytes / 1e6:>6.2f} {a.nodes:>6} "
-            f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f}"
+            f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f} {m['mean_cosine']:>9.6f} {m['top1']:>5.2f} "
+            f"{m['top5_overlap']:>5.2f}"
         )
     for e in getattr(report, "engines", []):
         print(f"engine    {Path(e['path']).name:<28} {e['bytes'] / 1e6:>6.2f}  built in {e['seconds']:.1f} s")

@@ -23,6 +23,7 @@ from .errors import InputError, VerificationError
 from .fold import fold_bn
 from .onnx_export import MIN_OPSET, build_metadata, check_graph, op_counts, set_metadata, to_onnx
 from .parity import TOLERANCES, compare, failures
+from .precision import DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
 from .profile import BatchProfile
 from .runtimes import ort_session, run_ort, run_torch
 from .weights import load_model
@@ -42,6 +43,11 @@ class ExportConfig:
     img_size: int = 224
     out_dir: Path = Path("artifacts")
     opset: int = MIN_OPSET
+    fp16: bool = False  # also write DIR/<model>.fp16.onnx (precision.py)
+    int8: bool = False  # also write DIR/<model>.int8.onnx (QDQ), calibrated on `calib`
+    calib: str | None = None  # INT8 calibration images: a folder, or "synthetic" (smoke tests only)
+    calib_method: str = DEFAULT_CALIB_METHOD  # entropy, percentile or minmax
+    calib_count: int = DEFAULT_CALIB_COUNT  # calibration images used (held-out ones come on top)
     engine: str = "auto"
     batch: BatchProfile = BatchProfile()  # TensorRT optimization profile / Triton max_batch_size
     workspace_mib: int | None = None  # TensorRT workspace pool limit; None: TensorRT's default
@@ -87,6 +93,7 @@ class ExportReport:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     engines: list[dict] = field(default_factory=list)  # TensorRT engines built in this run (engine.EngineResult)
+    calibration: dict = field(default_factory=dict)  # INT8 calibration: images, method, cache, seconds
     versions: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -112,6 +119,7 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
     if cfg.engine not in ENGINE_MODES:
         raise InputError(f"--engine {cfg.engine!r}: expected one of {', '.join(ENGINE_MODES)}")
     check_engine_config(cfg)
+    check_precision_config(cfg)
     prepare_out_dir(cfg.out_dir)
     return cfg
 
@@ -213,11 +221,106 @@ def run_export(cfg: ExportConfig) -> ExportReport:
         raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(bad)}")
     write_bytes(path, data)
 
+    run_precision_stage(cfg, report, proto, data)
     run_engine_stage(cfg, report)
 
     report.timings_s["total"] = time.perf_counter() - t0
     write_json(out_dir / "report.json", report.as_dict())
     return report
+
+
+def check_precision_config(cfg: ExportConfig) -> None:
+    """--fp16/--int8/--calib*: InputError before any work (a missing or empty --calib folder too)."""
+    from .data import SYNTHETIC, find_images
+    from .precision import Int8Recipe
+
+    if cfg.int8 and cfg.calib is None:
+        raise InputError(
+            "--int8 needs calibration images: expected --calib DIR (a folder of JPEG/PNG/WebP photos), "
+            "or --calib synthetic for a smoke test"
+        )
+    if cfg.calib is not None and not cfg.int8:
+        raise InputError(f"--calib {cfg.calib!r} given without --int8: expected --int8 with it")
+    Int8Recipe(method=cfg.calib_method)  # validates the method
+    if not isinstance(cfg.calib_count, int) or cfg.calib_count < 1:
+        raise InputError(f"--calib-count {cfg.calib_count!r}: expected a positive integer")
+    if cfg.int8 and cfg.calib != SYNTHETIC:
+        find_images(cfg.calib)
+
+
+def run_precision_stage(cfg: ExportConfig, report: ExportReport, proto, data: bytes) -> None:
+    """FP16 / INT8 ONNX from the verified FP32 graph, each verified in ONNX Runtime (CPU) against the
+    FP32 file on held-out inputs; a precision beyond its tolerance keeps no file and the run exits 1."""
+    if not (cfg.fp16 or cfg.int8):
+        return
+    from .data import CalibrationReader, Preprocess, calibration_sets
+    from .onnx_export import read_metadata
+    from .precision import Int8Recipe, artifact_name, calibrate, int8_problems, quantize_int8, to_fp16
+
+    out_dir, name = Path(cfg.out_dir), Path(report.artifacts[0].path).name.removesuffix(".onnx")
+    pre = Preprocess.from_metadata(read_metadata(proto))
+    sets = None
+    if cfg.int8:
+        sets = calibration_sets(cfg.calib, pre, cfg.calib_count)
+        if sets.synthetic:
+            msg = (
+                "WARNING: --calib synthetic: INT8 ranges come from random colour fields, not photos. For smoke "
+                "tests only: the INT8 file's accuracy on real images is unknown; pass --calib DIR for a real one."
+            )
+            log.warning(msg)
+            report.notes.append(msg)
+        x = pre.normalize(sets.held_out.crops)
+    else:
+        x = verification_inputs(cfg.img_size)
+    reference = run_ort(ort_session(data), x)
+
+    candidates = []  # (precision, make) in order; each made, verified, kept or refused
+    if cfg.fp16:
+        candidates.append(("fp16", lambda: to_fp16(proto)))
+    if cfg.int8:
+        recipe = Int8Recipe(method=cfg.calib_method)
+
+        def make_int8():
+            calib = calibrate(
+                data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, out_dir, name,
+                sets.source,
+            )  # fmt: skip
+            report.calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}
+            report.timings_s["calibrate_int8"] = calib.seconds
+            how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
+            report.notes.append(f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})")
+            model = quantize_int8(data, calib, recipe)
+            problems = int8_problems(model)
+            if problems:
+                raise VerificationError(f"{artifact_name(name, 'int8')}: not TensorRT-style QDQ: {problems[0]}")
+            return model
+
+        candidates.append(("int8", make_int8))
+
+    refused = []
+    for precision, make in candidates:
+        path = out_dir / artifact_name(name, precision)
+        t = time.perf_counter()
+        model = make()
+        check_graph(model)
+        blob = model.SerializeToString()
+        made_s = time.perf_counter() - t
+        t = time.perf_counter()
+        metrics, bad = verify_onnx(blob, reference, x, precision)
+        report.timings_s[f"verify_{precision}"] = time.perf_counter() - t
+        report.timings_s[f"make_{precision}"] = made_s
+        report.artifacts.append(
+            Artifact(precision, str(path), len(blob), len(model.graph.node), op_counts(model), metrics,
+                     asdict(TOLERANCES[precision]), made_s)
+        )  # fmt: skip
+        if bad:
+            _remove(path)
+            refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(bad)}")
+        else:
+            write_bytes(path, blob)
+    if refused:
+        write_json(out_dir / "report.json", report.as_dict())
+        raise VerificationError("; ".join(refused) + " (file not kept)")
 
 
 def run_engine_stage(cfg: ExportConfig, report: ExportReport) -> None:

@@ -1,0 +1,296 @@
+"""Image folders -> ImageNet-preprocessed arrays, for INT8 calibration and held-out verification.
+
+The preprocessing is the one timm evaluates MixNet with, read from the ONNX metadata
+(``mixnet.input_size``, ``mixnet.crop_pct``, ``mixnet.interpolation``, ``mixnet.mean``, ``mixnet.std``):
+RGB, resize the shorter side to ``floor(size / crop_pct)`` (bicubic), center crop ``size``, scale
+to [0, 1], subtract the mean and divide by the std. ``tests/oracles/timm_preprocess.npz`` holds
+timm's own transform output for bundled images; the tests compare with it.
+
+Any file may be garbage: a file that does not decode as an image, is truncated, is a
+decompression bomb or has an absurd aspect ratio is skipped, and counted with its reason; it
+never raises. Decoded crops are kept as uint8 (150 KB per 224x224 image) and normalized per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+log = logging.getLogger("mixnet_deploy")
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+MAX_ASPECT = 32.0  # wider than 32:1 is not a photo, and its resize could take gigabytes
+RESAMPLE = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST", "lanczos": "LANCZOS"}
+SYNTHETIC_SEED = 20240611
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """timm's eval transform for one model: resize shorter side, center crop, normalize."""
+
+    size: int = 224
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self):
+        if self.interpolation not in RESAMPLE:
+            raise InputError(f"interpolation {self.interpolation!r}: expected one of {', '.join(RESAMPLE)}")
+        if not (isinstance(self.size, int) and self.size > 0) or not 0 < self.crop_pct <= 1:
+            raise InputError(
+                f"preprocessing size={self.size!r} crop_pct={self.crop_pct!r}: expected size > 0, 0 < crop_pct <= 1"
+            )
+
+    @property
+    def scale_size(self) -> int:
+        return math.floor(self.size / self.crop_pct)
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> Preprocess:
+        """From an ONNX model's ``mixnet.*`` metadata_props (see onnx_export.build_metadata)."""
+        try:
+            return cls(
+                size=int(meta["mixnet.input_size"]),
+                crop_pct=float(meta["mixnet.crop_pct"]),
+                interpolation=meta["mixnet.interpolation"],
+                mean=tuple(float(v) for v in meta["mixnet.mean"].split(",")),
+                std=tuple(float(v) for v in meta["mixnet.std"].split(",")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise InputError(
+                f"ONNX metadata lacks valid preprocessing fields ({exc}): expected mixnet.* keys"
+            ) from None
+
+    def normalize(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, H, W, 3]`` crops -> float32 ``[N, 3, H, W]`` (ToTensor + Normalize, in float32)."""
+        x = np.asarray(crops, dtype=np.float32) / np.float32(255.0)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def resized_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    """torchvision's Resize(int): the shorter side becomes ``scale``, the longer keeps the aspect ratio."""
+    if width <= height:
+        return scale, int(scale * height / width)
+    return int(scale * width / height), scale
+
+
+def crop_image(img, pre: Preprocess) -> np.ndarray:
+    """A PIL image -> uint8 ``[size, size, 3]``: RGB, resize shorter side, center crop (timm eval)."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    w, h = resized_size(*img.size, pre.scale_size)
+    img = img.resize((w, h), getattr(Image.Resampling, RESAMPLE[pre.interpolation]))
+    top, left = int(round((h - pre.size) / 2.0)), int(round((w - pre.size) / 2.0))
+    img = img.crop((left, top, left + pre.size, top + pre.size))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode(data: bytes, pre: Preprocess) -> tuple[np.ndarray | None, str]:
+    """Bytes -> (uint8 crop, "") or (None, why it was skipped). Never raises for bad image data."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w < 1 or h < 1:
+                    return None, "empty image"
+                if max(w, h) / min(w, h) > MAX_ASPECT:
+                    return None, f"aspect ratio over {MAX_ASPECT:g}:1"
+                img.load()
+                return crop_image(img, pre), ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None, "too many pixels (decompression bomb guard)"
+    except Image.UnidentifiedImageError:
+        return None, "not an image"
+    except MemoryError:
+        return None, "out of memory while decoding"
+    except Exception as exc:  # Pillow's decoders raise OSError, ValueError, SyntaxError, struct.error, ...
+        return None, f"undecodable ({type(exc).__name__})"
+
+
+def find_images(root: str | os.PathLike) -> list[Path]:
+    """All JPEG/PNG/WebP files under ``root`` (recursive, symlinked folders not followed), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a directory"
+        raise InputError(f"--calib {str(root)!r} {what}: expected a folder of JPEG/PNG/WebP images, or 'synthetic'")
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    if not found:
+        raise InputError(f"--calib {str(root)!r} holds no .jpg/.jpeg/.png/.webp files: expected a folder of images")
+    return sorted(found)
+
+
+@dataclass
+class ImageSet:
+    """Decoded crops with where they came from; ``ids`` are (relative path, sha256) for cache keys."""
+
+    crops: np.ndarray  # uint8 [N, size, size, 3]
+    ids: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # relative path -> reason
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def skip_summary(self) -> str:
+        if not self.skipped:
+            return "no file skipped"
+        counts = Counter(self.skipped.values())
+        return f"{len(self.skipped)} unreadable file(s) skipped: " + ", ".join(
+            f"{n} {why}" for why, n in counts.items()
+        )
+
+
+def load_images(
+    paths: Sequence[Path], pre: Preprocess, limit: int | None = None, root: Path | None = None, quiet: bool = False
+) -> ImageSet:
+    """Decode files in order until ``limit`` images are usable; unreadable ones are skipped and counted."""
+    crops, ids, skipped = [], [], {}
+    bar = _progress(limit or len(paths), "images", quiet)
+    try:
+        for path in paths:
+            if limit is not None and len(crops) >= limit:
+                break
+            name = str(path.relative_to(root)) if root else str(path)
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                skipped[name] = f"unreadable ({exc.strerror or type(exc).__name__})"
+                continue
+            crop, why = decode(data, pre)
+            if crop is None:
+                skipped[name] = why
+                continue
+            crops.append(crop)
+            ids.append((name, hashlib.sha256(data).hexdigest()))
+            bar.update(1)
+    finally:
+        bar.close()
+    arr = np.stack(crops) if crops else np.zeros((0, pre.size, pre.size, 3), np.uint8)
+    return ImageSet(arr, ids, skipped)
+
+
+def shuffled(paths: Sequence[Path], seed: int = 0) -> list[Path]:
+    """A seeded permutation, so a class-per-folder tree is sampled across classes, reproducibly."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return [paths[i] for i in order]
+
+
+def synthetic_crops(n: int, pre: Preprocess, seed: int = SYNTHETIC_SEED) -> ImageSet:
+    """Smooth random colour fields (uint8): a smoke-test stand-in for photos, never a calibration set."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(n, 3, 8, 8)).astype(np.float32)
+    reps = -(-pre.size // 8)
+    fields = np.kron(coarse, np.ones((1, 1, reps, reps), np.float32))[:, :, : pre.size, : pre.size]
+    noise = rng.normal(0, 12, size=fields.shape).astype(np.float32)
+    crops = np.clip(fields + noise, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return ImageSet(np.ascontiguousarray(crops), [(f"synthetic:{seed}:{i}", "") for i in range(n)])
+
+
+class CalibrationReader:
+    """ONNX Runtime calibration data reader: ``get_next()`` -> ``{"input": float32 batch}`` or None.
+
+    ORT's ``CalibrationDataReader`` is an ABC that accepts any class with ``get_next`` (its
+    ``__subclasshook__``), so this module needs no onnxruntime import.
+    """
+
+    def __init__(self, images: ImageSet, pre: Preprocess, batch_size: int = 8, input_name: str = "input"):
+        self.images, self.pre, self.batch_size, self.input_name = images, pre, batch_size, input_name
+        self._next = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        self.rewind()
+        while (batch := self.get_next()) is not None:
+            yield batch
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self.images):
+            return None
+        crops = self.images.crops[self._next : self._next + self.batch_size]
+        self._next += len(crops)
+        return {self.input_name: self.pre.normalize(crops)}
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, disable=quiet or None)
+
+
+SYNTHETIC = "synthetic"
+HELD_OUT_MAX = 16
+
+
+@dataclass
+class CalibrationSets:
+    """Calibration images and held-out verification images (never the same files)."""
+
+    calib: ImageSet
+    held_out: ImageSet
+    source: str  # the folder, or "synthetic"
+    found: int = 0  # image files found in the folder
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == SYNTHETIC
+
+    def summary(self) -> str:
+        where = "synthetic colour fields (NOT photos)" if self.synthetic else f"{self.source} ({self.found} files)"
+        text = f"{len(self.calib)} calibration + {len(self.held_out)} held-out images from {where}"
+        if self.skipped:
+            text += "; " + ImageSet(self.calib.crops[:0], skipped=self.skipped).skip_summary()
+        return text
+
+
+def calibration_sets(
+    spec: str, pre: Preprocess, count: int, held_out_max: int = HELD_OUT_MAX, quiet: bool = False
+) -> CalibrationSets:
+    """``--calib DIR|synthetic`` -> calibration images (up to ``count``) and held-out ones.
+
+    Files are visited in a seeded shuffle of the sorted list; the first usable ones are held out
+    (up to ``held_out_max``, and a fifth of what the folder offers), the next ``count`` calibrate.
+    """
+    if spec == SYNTHETIC:
+        return CalibrationSets(
+            synthetic_crops(count, pre), synthetic_crops(held_out_max, pre, SYNTHETIC_SEED + 1), spec
+        )
+    root = Path(spec)
+    paths = shuffled(find_images(root))
+    loaded = load_images(paths, pre, limit=count + held_out_max, root=root, quiet=quiet)
+    if len(loaded) < 2:
+        raise InputError(
+            f"--calib {spec!r}: {len(loaded)} readable image(s) of {len(paths)} files ({loaded.skip_summary()}): "
+            "expected at least 2 (one is held out for verification)"
+        )
+    hold = min(held_out_max, max(1, len(loaded) // 5)) if len(loaded) < count + held_out_max else held_out_max
+    held = ImageSet(loaded.crops[:hold], loaded.ids[:hold])
+    calib = ImageSet(loaded.crops[hold : hold + count], loaded.ids[hold : hold + count])
+    return CalibrationSets(calib, held, str(root), len(paths), loaded.skipped)

@@ -1,0 +1,381 @@
+"""FP16 and INT8 (QDQ) ONNX made from the verified FP32 graph, with INT8 calibration on the CPU.
+
+The precision lives in the graph (TensorRT 11 has no FP16/INT8 builder flags any more), so the
+same file builds as a strongly typed engine on TensorRT 10 and 11, and its accuracy is checked
+here, in ONNX Runtime, before any GPU sees it:
+
+* FP16: onnxconverter-common's ``convert_float_to_float16`` with ``keep_io_types=True``: every
+  weight and activation float16, a Cast after ``input`` and before ``logits`` so servers feed and
+  read float32. No operator is kept in float32 (:data:`FP16_KEEP_FP32_OPS`): keeping the pools,
+  the sigmoids or the classifier in float32 did not measurably help (docs/precision.md).
+* INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format: int8 activations and weights,
+  symmetric (zero point 0), per-channel weights (axis 0), biases left in float (``QuantizeBias``
+  off: no int32 bias Q/DQ), only ``Conv`` inputs quantized, so TensorRT fuses every DQ -> Conv -> Q
+  and the SiLU/sigmoid/SE arithmetic stays in float; the classifier ``Gemm`` stays float too (it
+  measurably helped, :data:`INT8_OP_TYPES`). No QLinearConv/ConvInteger.
+* Calibration: ORT's MinMax / Entropy / Percentile calibrators fed one batch at a time (bounded
+  memory; ORT's histogram collector cannot stack unequal batches), ranges cached in a JSON file
+  beside the artifacts whose name holds a SHA-256 over the FP32 ONNX bytes, the image list (paths
+  and content hashes), the method and the recipe: the same inputs skip calibration, any change
+  recalibrates. The cache is ORT's own format (``load_tensors_data``), reduced to the ranges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .atomic import write_text
+from .errors import InputError
+from .onnx_export import read_metadata, set_metadata
+
+log = logging.getLogger("mixnet_deploy")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FP16_KEEP_FP32_OPS: tuple[str, ...] = ()  # measured: no op needs float32 (docs/precision.md)
+FP16_MAX = 65504.0
+CALIB_METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
+DEFAULT_CALIB_COUNT = 64
+INT8_OP_TYPES = ("Conv",)  # the classifier Gemm stays float: measured (docs/precision.md)
+CALIB_BATCH = 8
+CACHE_FORMAT = 1
+OPERATOR_FORMAT_OPS = frozenset({"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm"})
+
+
+def artifact_name(model_name: str, precision: str) -> str:
+    """``mixnet_s.onnx``, ``mixnet_s.fp16.onnx``, ``mixnet_s.int8.onnx``."""
+    return f"{model_name}.onnx" if precision == "fp32" else f"{model_name}.{precision}.onnx"
+
+
+def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """Set ``mixnet.precision`` and keep every other metadata entry."""
+    meta = read_metadata(model)
+    meta["mixnet.precision"] = precision
+    return set_metadata(model, meta)
+
+
+# ---------------------------------------------------------------- FP16
+
+
+def import_float16():
+    try:
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise InputError("--fp16 needs onnxconverter-common: expected `pip install onnxconverter-common`") from exc
+    return float16
+
+
+def to_fp16(fp32: onnx.ModelProto, keep_fp32_ops: Sequence[str] = FP16_KEEP_FP32_OPS) -> onnx.ModelProto:
+    """Float16 weights and compute, float32 ``input``/``logits``; ``keep_fp32_ops`` stay float32."""
+    float16 = import_float16()
+    import warnings
+
+    weights = [onnx.numpy_helper.to_array(t) for t in fp32.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    largest = max((float(np.abs(w).max()) for w in weights if w.size), default=0.0)
+    if largest > FP16_MAX:
+        raise ValueError(f"a weight of magnitude {largest:.3g} exceeds the float16 range ({FP16_MAX:g})")
+    with warnings.catch_warnings():  # "values smaller than min_positive_val are flushed": 1e-7 is below fp16 resolution
+        warnings.simplefilter("ignore")
+        model = float16.convert_float_to_float16(
+            copy.deepcopy(fp32),
+            keep_io_types=True,
+            max_finite_val=FP16_MAX,  # the converter's default (1e4) would silently clip larger weights
+            op_block_list=sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops)),
+        )
+    model.producer_name, model.producer_version = fp32.producer_name, fp32.producer_version
+    return with_precision(model, "fp16")
+
+
+# ---------------------------------------------------------------- INT8
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """Everything besides model and images that decides the calibration ranges and the QDQ graph."""
+
+    method: str = DEFAULT_CALIB_METHOD
+    op_types: tuple[str, ...] = INT8_OP_TYPES
+    percentile: float = 99.999
+    histogram_bins: int = 2048  # percentile; entropy uses ORT's 128 bins / 128 quantized bins
+    per_channel: bool = True
+
+    def __post_init__(self):
+        if self.method not in CALIB_METHODS:
+            raise InputError(f"--calib-method {self.method!r}: expected one of {', '.join(CALIB_METHODS)}")
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                "minmax": CalibrationMethod.MinMax}[self.method]  # fmt: skip
+
+    def calibrator_options(self) -> dict:
+        opts = {"symmetric": True}
+        if self.method == "percentile":
+            opts.update(percentile=self.percentile, num_bins=self.histogram_bins)
+        return opts
+
+    def quantizer_options(self) -> dict:
+        return {
+            "ActivationSymmetric": True,  # zero point 0: what TensorRT's explicit quantization accepts
+            "WeightSymmetric": True,
+            "QuantizeBias": False,  # biases stay float; TensorRT quantizes them itself
+            "AddQDQPairToWeight": False,  # weights stored as int8 initializers + DequantizeLinear
+            "DedicatedQDQPair": False,
+        }
+
+
+@dataclass
+class Calibration:
+    """What a calibration produced or found: the cache file and how it was obtained."""
+
+    cache: Path
+    key: str
+    cached: bool
+    seconds: float
+    images: int
+    method: str
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ort_minor_version() -> str:
+    import onnxruntime
+
+    return ".".join(onnxruntime.__version__.split(".")[:2])
+
+
+def calibration_key(fp32_onnx: bytes, image_ids: Sequence[tuple[str, str]], recipe: Int8Recipe) -> dict:
+    """The fields the cache is keyed by (the SHA-256 of their JSON is the key)."""
+    fields = {
+        "format": CACHE_FORMAT,
+        "fp32_onnx_sha256": sha256_hex(fp32_onnx),
+        "images_sha256": sha256_hex(json.dumps([list(i) for i in image_ids]).encode()),
+        "images": len(image_ids),
+        "method": recipe.method,
+        "recipe": asdict(recipe),
+        "onnxruntime": ort_minor_version(),
+    }
+    fields["key"] = sha256_hex(json.dumps(fields, sort_keys=True).encode())
+    return fields
+
+
+def cache_path(out_dir: Path, model_name: str, key: str) -> Path:
+    return Path(out_dir) / f"{model_name}.int8.calib-{key[:16]}.json"
+
+
+def load_cache(path: Path, key: str):
+    """ORT ``TensorsData`` from a cache file whose key matches, else None (a bad file is ignored)."""
+    from onnxruntime.quantization.calibrate import TensorsData
+
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+        if payload.get("mixnet_deploy", {}).get("key") != key:
+            return None
+        return TensorsData.from_dict(payload)
+    except Exception as exc:  # a corrupted or foreign file: recalibrate and overwrite it
+        log.warning("calibration cache %s unusable (%s: %s): recalibrating", path.name, type(exc).__name__, exc)
+        return None
+
+
+def save_cache(path: Path, ranges, key_fields: dict) -> Path:
+    from onnxruntime.quantization.calibrate import CalibrationCacheEncoder
+
+    payload = ranges.to_dict()
+    payload["smooth_quant"] = False  # what quantize_static's cache reader checks
+    payload["mixnet_deploy"] = key_fields
+    return write_text(path, json.dumps(payload, cls=CalibrationCacheEncoder, indent=1, sort_keys=True) + "\n")
+
+
+class _OneBatch:
+    """A calibration data reader over exactly one batch (ORT's get_next protocol)."""
+
+    def __init__(self, batch: dict):
+        self._batch = batch
+
+    def get_next(self):
+        batch, self._batch = self._batch, None
+        return batch
+
+
+def collect_ranges(fp32_path: Path, batches: Iterable[dict], recipe: Int8Recipe, work_dir: Path, progress=None):
+    """Run ORT's calibrator batch by batch; return ``TensorsData`` holding only (lowest, highest)."""
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator
+
+    calibrator = create_calibrator(
+        Path(fp32_path),
+        list(recipe.op_types),
+        augmented_model_path=str(Path(work_dir) / "augmented.onnx"),
+        calibrate_method=recipe.ort_method(),
+        extra_options=recipe.calibrator_options(),
+    )
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):  # ORT's histogram collector print()s its progress
+        for batch in batches:
+            calibrator.collect_data(_OneBatch(batch))
+            if progress is not None:
+                progress(len(next(iter(batch.values()))))
+        full = calibrator.compute_data()
+    log.debug("%s", chatter.getvalue().strip())
+    ranges = {}
+    for name, data in full.items():
+        lo, hi = data.range_value
+        ranges[name] = TensorData(lowest=np.asarray(lo, np.float32), highest=np.asarray(hi, np.float32))
+    return TensorsData(full.calibration_method, ranges)
+
+
+def calibrate(
+    fp32_onnx: bytes,
+    image_ids: Sequence[tuple[str, str]],
+    batches: Callable[[], Iterable[dict]],
+    recipe: Int8Recipe,
+    out_dir: Path,
+    model_name: str,
+    source: str,
+    progress=None,
+) -> Calibration:
+    """Find the cache for these inputs or calibrate and write it; ``batches`` is only called on a miss."""
+    key_fields = calibration_key(fp32_onnx, image_ids, recipe)
+    path = cache_path(out_dir, model_name, key_fields["key"])
+    if load_cache(path, key_fields["key"]) is not None:
+        return Calibration(path, key_fields["key"], True, 0.0, len(image_ids), recipe.method, source)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mixnet-calib-") as tmp:
+        fp32_path = Path(tmp) / "fp32.onnx"
+        fp32_path.write_bytes(fp32_onnx)
+        ranges = collect_ranges(fp32_path, batches(), recipe, Path(tmp), progress)
+    seconds = time.perf_counter() - t
+    key_fields["source"] = source
+    save_cache(path, ranges, key_fields)
+    return Calibration(path, key_fields["key"], False, seconds, len(image_ids), recipe.method, source)
+
+
+def quantize_int8(fp32_onnx: bytes, calibration: Calibration, recipe: Int8Recipe) -> onnx.ModelProto:
+    """QDQ INT8 model from the FP32 bytes and a calibration cache (ORT's quantize_static)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="mixnet-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32_onnx)  # a path, not the proto: quantize_static moves a proto's weights to external data
+        with _quiet_ort_logging(), contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(src),
+                str(dst),
+                calibration_data_reader=None,
+                calibration_cache_path=str(calibration.cache),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(recipe.op_types),
+                per_channel=recipe.per_channel,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=recipe.ort_method(),
+                extra_options=recipe.quantizer_options(),
+            )
+        model = onnx.load(str(dst))
+    fp32 = onnx.load_from_string(fp32_onnx)
+    model.producer_name, model.producer_version = fp32.producer_name, fp32.producer_version
+    set_metadata(model, read_metadata(fp32))
+    del model.graph.value_info[:]  # shape-inference leftovers of the quantizer; not part of the contract
+    return with_precision(model, "int8")
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging():
+    """quantize_static warns about pre-processing via the root logger; keep our stderr readable."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def int8_problems(model: onnx.ModelProto, op_types: Sequence[str] = INT8_OP_TYPES) -> list[str]:
+    """What breaks the explicit-quantization contract TensorRT expects; empty when it holds.
+
+    int8 Q/DQ only, every zero point 0, every quantized op's weight a per-channel int8 initializer
+    (axis 0, one scale per output channel), biases float, no operator-format quantized ops;
+    ``op_types`` are the operators that must be quantized.
+    """
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    bad = [f"operator-format op {n.op_type} ({n.name})" for n in model.graph.node if n.op_type in OPERATOR_FORMAT_OPS]
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = inits.get(node.input[2])
+            if zp is None:
+                bad.append(f"{node.name}: zero point is not an initializer")
+            elif zp.data_type != onnx.TensorProto.INT8:
+                bad.append(f"{node.name}: zero point type {onnx.TensorProto.DataType.Name(zp.data_type)}, not INT8")
+            elif np.any(onnx.numpy_helper.to_array(zp) != 0):
+                bad.append(f"{node.name}: non-zero zero point")
+        if node.op_type not in op_types:
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            bias = inits.get(_through_identity(node.input[2], producers))
+            if bias is None or bias.data_type != onnx.TensorProto.FLOAT:
+                bad.append(f"{node.name}: bias is not a float32 initializer (quantized?)")
+        wdq = producers.get(node.input[1])
+        if wdq is None or wdq.op_type != "DequantizeLinear" or wdq.input[0] not in inits:
+            bad.append(f"{node.name}: weight is not an int8 initializer behind DequantizeLinear")
+            continue
+        w, scale = inits[wdq.input[0]], inits[wdq.input[1]]
+        axis = next((a.i for a in wdq.attribute if a.name == "axis"), 1)
+        if w.data_type != onnx.TensorProto.INT8:
+            bad.append(f"{node.name}: weight type {onnx.TensorProto.DataType.Name(w.data_type)}")
+        out_axis = 0 if node.op_type == "Conv" or _transposed_b(node) else 1
+        if tuple(scale.dims) != (w.dims[out_axis],) or axis != out_axis:
+            bad.append(f"{node.name}: weight scale {tuple(scale.dims)} on axis {axis} is not per output channel")
+        if (
+            node.input[0] in inits
+            or producers.get(node.input[0]) is None
+            or (producers[node.input[0]].op_type != "DequantizeLinear")
+        ):
+            bad.append(f"{node.name}: activation input is not dequantized int8")
+    return bad
+
+
+def _through_identity(name: str, producers: dict) -> str:
+    """The tensor behind a chain of Identity nodes (the exporter shares equal initializers that way)."""
+    while name in producers and producers[name].op_type == "Identity":
+        name = producers[name].input[0]
+    return name
+
+
+def _transposed_b(node: onnx.NodeProto) -> bool:
+    return bool(next((a.i for a in node.attribute if a.name == "transB"), 0))
+
+
+def weight_dtypes(model: onnx.ModelProto, op_type: str = "Conv") -> set[str]:
+    """Element types of the weights feeding ``op_type`` nodes (through a DequantizeLinear or a Cast)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found = set()
+    for node in (n for n in model.graph.node if n.op_type == op_type):
+        name = node.input[1]
+        while name not in inits and name in producers:
+            name = producers[name].input[0]
+        if name in inits:
+            found.add(onnx.TensorProto.DataType.Name(inits[name].data_type))
+    return found
