@@ -33,7 +33,7 @@ def parse_batch_profile(text: str) -> BatchProfile:
     parts = str(text).strip().split(":")
     if len(parts) == 1:
         parts = parts * 3
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.strip().isdecimal() for p in parts):  # not isdigit: '²'
         raise InputError(f"--batch {text!r}: {expected}")
     lo, opt, hi = (int(p) for p in parts)
     if not 1 <= lo <= opt <= hi <= MAX_BATCH:

@@ -163,7 +163,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     except pickle.UnpicklingError as exc:
         raise InputError(
             f"{path}: refused to unpickle (weights_only=True): the file holds objects other than tensors "
-            f"({_first_line(exc)}); expected a plain state_dict or a .safetensors file"
+            f"({_unpickle_reason(exc)}); expected a plain state_dict or a .safetensors file"
         ) from exc
     except Exception as exc:  # truncated zip, not a pickle at all, ...
         raise InputError(
@@ -174,7 +174,21 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    if not text or len(text[0]) < 8:  # KeyError('101') says nothing alone
+        return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    sentence = text[0].split(". ")[0]  # the first sentence, not torch's advice after it
+    return sentence[:200]
+
+
+def _unpickle_reason(exc: BaseException) -> str:
+    """The line of torch's weights_only refusal that says what was refused (not its 'set weights_only=False')."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in lines:  # "Unsupported global: GLOBAL exec ...", "... unsupported GLOBAL posix.system ..."
+        if "nsupported" in line:
+            return line.split("WeightsUnpickler error:")[-1].strip().split(". ")[0][:200]
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    lines = [ln for ln in lines if not ln.startswith(skip) and "weights_only" not in ln]
+    return lines[0][:200] if lines else "unsupported pickle content"
 
 
 def detect_layout(state: Mapping[str, torch.Tensor], path: str = "checkpoint") -> str:
@@ -270,6 +284,9 @@ def load_model(variant: str | None, weights: str | os.PathLike | None = None) ->
     num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
     model = build_model(name, num_classes)
     _check_keys(state, model, path)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise InputError(f"{path}: {bad} holds NaN or Inf values: expected finite weights")
     model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
     model.eval()
     return model, WeightsInfo(path, layout, state_dict_sha256(model.state_dict()), name, num_classes)
