@@ -67,6 +67,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonempty_path(text: str) -> Path:
+    """A path option: '' would silently become '.', the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
+    return Path(text)
+
+
 # ---------------------------------------------------------------- mixnet-export
 
 
@@ -82,7 +89,7 @@ def build_export_parser() -> Parser:
         "file from the local Hugging Face cache; default: seeded random weights (with a warning)",
     )
     p.add_argument("--img-size", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
-    p.add_argument("--out", type=Path, default=Path("artifacts"), help="output directory (default ./artifacts)")
+    p.add_argument("--out", type=nonempty_path, default=Path("artifacts"), help="output folder (default ./artifacts)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
     p.add_argument("--fp16", action="store_true", help="also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
     p.add_argument("--int8", action="store_true", help="also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
