@@ -176,4 +176,10 @@ def check_output_path(path: str | os.PathLike, flag: str) -> Path:
         raise InputError(f"{flag} {str(path)!r}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{flag} {str(path)!r}: folder {str(parent)!r} is not writable")
+    probe = parent / f".{path.name}.probe-{os.getpid()}"  # os.access says yes to root even where it cannot (/proc)
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{flag} {str(path)!r}: cannot write in folder {str(parent)!r} ({exc.strerror})") from None
     return path
