@@ -330,7 +330,12 @@ def verify_engine_file(engine_path: str | Path, system: Mapping | None = None) -
     if not Path(engine_path).is_file():
         raise InputError(f"{str(engine_path)!r} does not exist: expected a TensorRT engine file")
     manifest = load_manifest(engine_path)
-    check_manifest(manifest, running_system() if system is None else system, engine_path, sha256_file(engine_path))
+    if system is None:
+        try:
+            system = running_system()
+        except InputError as exc:  # no TensorRT / CUDA here: say which engine cannot run
+            raise InputError(f"{Path(engine_path).name}: cannot run this engine here: {exc}") from None
+    check_manifest(manifest, system, engine_path, sha256_file(engine_path))
     return manifest
 
 
