@@ -67,18 +67,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def nonempty_path(text: str) -> Path:
-    """A path option: '' would silently become '.', the current directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
-    return Path(text)
-
-
 # ---------------------------------------------------------------- mixnet-export
 
 
 def build_export_parser() -> Parser:
-    p = Parser(
+    p = ExportParser(
         prog="mixnet-export",
         description="Fold, export and verify MixNet-S/M/L as ONNX (and, where available, TensorRT engines).",
     )
@@ -89,7 +82,7 @@ def build_export_parser() -> Parser:
         "file from the local Hugging Face cache; default: seeded random weights (with a warning)",
     )
     p.add_argument("--img-size", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
-    p.add_argument("--out", type=nonempty_path, default=Path("artifacts"), help="output folder (default ./artifacts)")
+    p.add_argument("--out", type=Path, default=Path("artifacts"), help="output directory (default ./artifacts)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
     p.add_argument("--fp16", action="store_true", help="also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
     p.add_argument("--int8", action="store_true", help="also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
@@ -118,8 +111,45 @@ def build_export_parser() -> Parser:
     p.add_argument("--hardware-compat", action="store_true", help="engines for any Ampere or newer GPU")
     p.add_argument("--version-compat", action="store_true", help="engines loadable by newer TensorRT (same major)")
     p.add_argument("--trtexec", action="store_true", help="write DIR/trtexec.sh: the trtexec build/bench commands")
+    p.add_argument("--triton-repo", type=Path, metavar="REPO", help="also write a Triton model repository")
+    p.add_argument("--model-name", help="Triton model name (default mixnet_<variant>)")
+    p.add_argument("--model-version", type=int, default=1, help="Triton model version folder (default 1)")
+    p.add_argument(
+        "--triton-kind", default="gpu", help="Triton instance kind: gpu (default) or cpu (cpu serves the ONNX file)"
+    )
+    p.add_argument(
+        "--triton-precision",
+        default="auto",
+        help="precision put into the Triton repo: auto (default: the fastest written, int8 > fp16 > fp32), "
+        "fp32, fp16 or int8",
+    )
+    p.add_argument(
+        "--preset", type=Path, metavar="FILE", help="TOML preset of these options (export/*.toml); flags override it"
+    )
     p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
     return p
+
+
+def given_dests(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The argparse dests given on the command line: parsed again with every default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = argparse.ArgumentParser.parse_known_args(parser, argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(namespace))
+
+
+class ExportParser(Parser):
+    """Records which options were given (``args.given``), so that they override a --preset."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, rest = super().parse_known_args(args, namespace)
+        parsed.given = given_dests(self, args)
+        return parsed, rest
 
 
 def export_config_from_args(args: argparse.Namespace):
@@ -145,6 +175,11 @@ def export_config_from_args(args: argparse.Namespace):
         hardware_compat=args.hardware_compat,
         version_compat=args.version_compat,
         trtexec=args.trtexec,
+        triton_repo=args.triton_repo,
+        model_name=args.model_name,
+        model_version=args.model_version,
+        triton_kind=args.triton_kind,
+        triton_precision=args.triton_precision,
         verbose=args.verbose,
     )
 
@@ -170,10 +205,21 @@ def print_export_summary(report) -> None:
     print(f"report: {Path(report.artifacts[0].path).parent / 'report.json'}  ({report.timings_s['total']:.1f} s)")
 
 
+def export_config(args: argparse.Namespace):
+    """The ExportConfig of a command line: its flags, over the --preset file's values, over the defaults."""
+    cfg = export_config_from_args(args)
+    if args.preset is not None:
+        from .presets import apply_preset, field_of_dest, load_preset
+
+        given = {field_of_dest(d) for d in getattr(args, "given", ())}
+        cfg = apply_preset(cfg, load_preset(args.preset), given, str(args.preset))
+    return cfg
+
+
 def _export(args) -> int:
     from .pipeline import run_export
 
-    report = run_export(export_config_from_args(args))
+    report = run_export(export_config(args))
     print_export_summary(report)
     return 0
 

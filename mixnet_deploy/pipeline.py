@@ -56,6 +56,11 @@ class ExportConfig:
     hardware_compat: bool = False  # engines for any Ampere+ GPU
     version_compat: bool = False  # engines that newer TensorRT versions (same major) can load
     trtexec: bool = False  # write DIR/trtexec.sh for every precision ONNX of the run
+    triton_repo: Path | None = None  # write a Triton model repository here (triton.py)
+    model_name: str | None = None  # Triton model name; None: mixnet_<variant>
+    model_version: int = 1  # Triton version folder
+    triton_kind: str = "gpu"  # instance_group kind: gpu or cpu (cpu serves the ONNX file)
+    triton_precision: str = "auto"  # which precision goes in: auto = fastest written (int8 > fp16 > fp32)
     verbose: bool = False
 
     def engine_options(self):
@@ -93,6 +98,7 @@ class ExportReport:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     engines: list[dict] = field(default_factory=list)  # TensorRT engines built in this run (engine.EngineResult)
+    triton: dict = field(default_factory=dict)  # the Triton repository written (triton.build_repository)
     calibration: dict = field(default_factory=dict)  # INT8 calibration: images, method, cache, seconds
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -120,6 +126,10 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
         raise InputError(f"--engine {cfg.engine!r}: expected one of {', '.join(ENGINE_MODES)}")
     check_engine_config(cfg)
     check_precision_config(cfg)
+    if cfg.triton_repo is not None:
+        from .triton import check_options
+
+        check_options(triton_options(cfg))
     prepare_out_dir(cfg.out_dir)
     return cfg
 
@@ -223,6 +233,8 @@ def run_export(cfg: ExportConfig) -> ExportReport:
 
     run_precision_stage(cfg, report, proto, data)
     run_engine_stage(cfg, report)
+    if cfg.triton_repo is not None:
+        run_triton_stage(cfg, report)
 
     report.timings_s["total"] = time.perf_counter() - t0
     write_json(out_dir / "report.json", report.as_dict())
@@ -341,6 +353,33 @@ def run_engine_stage(cfg: ExportConfig, report: ExportReport) -> None:
     report.engines.extend(asdict(r) for r in results)
     if results:
         report.timings_s["engines"] = time.perf_counter() - t
+
+
+def triton_options(cfg: ExportConfig):
+    from .triton import TritonOptions
+
+    return TritonOptions(
+        repo=Path(cfg.triton_repo),
+        model_name=cfg.model_name,
+        version=cfg.model_version,
+        kind=cfg.triton_kind,
+        precision=cfg.triton_precision,
+        batch=cfg.batch,
+        dla_core=cfg.dla_core,
+        planned=("fp32",) + ("fp16",) * bool(cfg.fp16) + ("int8",) * bool(cfg.int8),
+    )
+
+
+def run_triton_stage(cfg: ExportConfig, report: ExportReport) -> None:
+    """Triton model repository from the files this run wrote (report.artifacts, report.engines)."""
+    from .triton import build_repository
+
+    t = time.perf_counter()
+    report.triton = build_repository(report.artifacts, report.engines, triton_options(cfg), report.variant)
+    report.timings_s["triton"] = time.perf_counter() - t
+    for note in report.triton["notes"]:
+        log.warning("%s", note)
+    report.notes.extend([*report.triton["notes"], report.triton["summary"]])
 
 
 def _remove(path: Path) -> None:

@@ -66,6 +66,7 @@ class TritonOptions:
     batch: BatchProfile = BatchProfile()
     dla_core: int | None = None  # Jetson: run on this DLA core (GPU fallback)
     instance_count: int = 1
+    planned: tuple[str, ...] | None = None  # precisions the run will write (checked early); None: unknown
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,11 @@ def check_options(opts: TritonOptions) -> TritonOptions:
         raise InputError(f"--triton-kind {opts.kind!r}: expected one of {', '.join(KINDS)}")
     if opts.precision not in PRECISION_CHOICES:
         raise InputError(f"--triton-precision {opts.precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+    if opts.planned is not None and opts.precision not in ("auto", *opts.planned):
+        raise InputError(
+            f"--triton-precision {opts.precision}: this run writes {', '.join(opts.planned)} only: "
+            f"expected --{opts.precision} with it (or another --triton-precision)"
+        )
     repo = Path(opts.repo)
     if repo.exists() and not repo.is_dir():
         raise InputError(f"--triton-repo {str(repo)!r} is a file: expected a directory (existing or new)")

@@ -1,0 +1,187 @@
+"""Export presets (export/*.toml, --preset FILE): every shipped preset runs on the CPU; keys and values are checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from mixnet_deploy import presets
+from mixnet_deploy.cli import build_export_parser, export_config, export_main
+from mixnet_deploy.errors import InputError
+from mixnet_deploy.onnx_export import read_metadata
+from mixnet_deploy.pipeline import ExportConfig
+from mixnet_deploy.profile import BatchProfile
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = sorted((ROOT / "export").glob("*.toml"))
+
+
+def random_checkpoint(tmp_path_factory) -> Path:
+    """Seeded random MixNet-S weights (what mixnet-export uses without --weights), saved once per session."""
+    path = tmp_path_factory.getbasetemp() / "mixnet_s_random.safetensors"
+    if not path.is_file():
+        from mixnet_deploy.weights import load_model, save_checkpoint
+
+        save_checkpoint(load_model("s", None)[0], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    """Six generated images (PNG and JPEG, odd sizes) for the INT8 presets.
+
+    This runs the presets' INT8 path end to end (load, calibrate, quantize, verify on a held-out image);
+    the INT8 accuracy on real photos is precision.py's test, not this one's.
+    """
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("calib")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        img = rng.integers(0, 255, (80 + 8 * i, 96, 3), dtype=np.uint8)
+        Image.fromarray(img).save(root / f"img{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def test_presets_exist_and_are_documented():
+    names = {p.stem for p in PRESETS}
+    assert {"cpu-onnx", "triton-gpu-fp16", "jetson-orin-int8", "jetson-orin-dla"} <= names
+    readme = (ROOT / "export" / "README.md").read_text()
+    for p in PRESETS:
+        assert f"`{p.name}`" in readme, f"{p.name} is not described in export/README.md"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_runs_on_cpu(preset, tmp_path, tmp_path_factory, calib_dir, monkeypatch):
+    """The issue's check: --engine skip, --variant s, --calib DIR where the preset quantizes (small sizes)."""
+    monkeypatch.chdir(tmp_path)  # the presets' relative paths would land here
+    raw = tomllib.loads(preset.read_text())
+    values = presets.load_preset(preset)
+    out, repo = tmp_path / "out", tmp_path / "repo"
+    argv = ["--preset", str(preset), "--variant", "s", "--engine", "skip", "--img-size", "64", "--out", str(out)]
+    argv += ["--weights", str(random_checkpoint(tmp_path_factory))]
+    if raw.get("int8"):
+        argv += ["--calib", str(calib_dir), "--calib-count", "4"]
+    if "triton_repo" in raw:
+        argv += ["--triton-repo", str(repo)]
+    assert export_main(argv) == 0
+
+    report = json.loads((out / "report.json").read_text())
+    expected = ["fp32"] + ["fp16"] * bool(raw.get("fp16")) + ["int8"] * bool(raw.get("int8"))
+    assert [a["precision"] for a in report["artifacts"]] == expected
+    assert report["engines"] == [] and report["img_size"] == 64  # flags beat the preset
+    for a in report["artifacts"]:
+        meta = read_metadata(onnx.load(a["path"], load_external_data=False))
+        assert meta["mixnet.input_size"] == "64"
+        assert meta["mixnet.mdconv"] == raw.get("mdconv", "split")  # the preset's value was applied
+    if "triton_repo" in raw:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+
+        cfg = text_format.Parse((repo / "mixnet_s" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert cfg.max_batch_size == values["batch"].max
+        assert list(cfg.input[0].dims) == [3, 64, 64]
+        kind = model_config_pb2.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind)
+        assert kind == f"KIND_{raw['triton_kind'].upper()}"
+        assert report["triton"]["precision"] == raw["triton_precision"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == (["out", "repo"] if "triton_repo" in raw else ["out"])  # nothing stray in the cwd
+
+
+# ---------------------------------------------------------------- loading and checking
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def cli_config(argv):
+    return export_config(build_export_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("img_sise = 224", "unknown key 'img_sise' (did you mean 'img_size'?)"),
+        ("out = 'x'", "unknown key 'out'"),
+        ("img_size = 'big'", "key 'img_size' = 'big' (str): expected an integer"),
+        ("img_size = 224.0", "key 'img_size' = 224.0 (float): expected an integer"),
+        ("fp16 = 1", "key 'fp16' = 1 (int): expected true or false"),
+        ("dla_core = true", "key 'dla_core' = True (bool): expected an integer"),
+        ("batch = [1, 8]", "key 'batch'"),
+        ("batch = '8:1:32'", "key 'batch': --batch '8:1:32'"),
+        ("out_dir = 3", "key 'out_dir' = 3 (int): expected a path string"),
+        ("[triton]\nkind = 'gpu'", "unknown key 'triton'"),
+        ("engine = 'maybe'", "key 'engine' = 'maybe': --engine 'maybe'"),
+        ("img_size = 100", "key 'img_size' = 100: --img-size 100"),
+        ("triton_kind = 'tpu'\ntriton_repo = 'r'", "key 'triton_kind' = 'tpu': --triton-kind 'tpu'"),
+        ("opset = 9", "key 'opset' = 9: --opset 9"),
+        ("img_size = ", "not valid TOML"),
+    ],
+)
+def test_bad_presets_name_the_key(tmp_path, text, needle):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        cli_config(["--preset", str(path), "--out", str(tmp_path / "o")])
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_preset_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        cli_config(["--preset", str(tmp_path / "nope.toml")])
+
+
+def test_cli_flags_override_preset_even_when_equal_to_the_default(tmp_path):
+    path = write(tmp_path, f"img_size = 256\nopset = 18\nbatch = '2:4:8'\nout_dir = '{tmp_path / 'p'}'\nfp16 = true")
+    cfg = cli_config(["--preset", str(path), "--img-size", "224", "--out", str(tmp_path / "o")])
+    assert cfg.img_size == 224  # given on the command line (224 is also the default)
+    assert cfg.out_dir == tmp_path / "o"  # --out -> out_dir
+    assert (cfg.opset, cfg.batch, cfg.fp16) == (18, BatchProfile(2, 4, 8), True)  # from the preset
+    assert cli_config(["--preset", str(path)]).img_size == 256
+
+
+def test_a_flag_fixes_a_bad_preset_value(tmp_path):
+    path = write(tmp_path, "engine = 'maybe'")
+    assert cli_config(["--preset", str(path), "--engine", "skip", "--out", str(tmp_path / "o")]).engine == "skip"
+
+
+def test_error_from_a_flag_is_not_blamed_on_the_preset(tmp_path):
+    path = write(tmp_path, "img_size = 64")
+    with pytest.raises(InputError) as err:
+        cli_config(["--preset", str(path), "--engine", "maybe", "--out", str(tmp_path / "o")])
+    assert str(err.value).startswith("--engine 'maybe'")
+
+
+def _sample(tp):
+    """A valid TOML value for a field type (the converter must accept it)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return _sample(args[0])
+    return {bool: True, int: 1, float: 0.5, str: "x", Path: "some/path", BatchProfile: "1:2:4"}[tp]
+
+
+def test_every_config_field_is_a_preset_key_and_a_flag():
+    """Fields other modules add become preset keys automatically; each must also have a flag to override it."""
+    fields = presets.config_fields()
+    assert list(fields) == [f.name for f in dataclasses.fields(ExportConfig)]
+    for name, tp in fields.items():
+        value = presets.convert(name, _sample(tp), tp, "t.toml")
+        assert dataclasses.replace(ExportConfig(), **{name: value})  # a value of the field's type
+        with pytest.raises(InputError, match=f"key {name!r}"):
+            presets.convert(name, {"a": 1} if tp is not dict else 1, tp, "t.toml")
+    dests = {a.dest for a in build_export_parser()._actions} - {"help", "preset"}
+    assert {presets.field_of_dest(d) for d in dests} == set(fields), "a flag without field or a field without flag"
