@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_error_from_a_flag_is_not_blamed_on_the_preset(tmp_path):
 def _sample(tp):
     """A valid TOML value for a field type (the converter must accept it)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
         return _sample(args[0])
     return {bool: True, int: 1, float: 0.5, str: "x", Path: "some/path", BatchProfile: "1:2:4"}[tp]
 
