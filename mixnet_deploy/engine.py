@@ -94,6 +94,11 @@ def check_engine_options(opts: EngineOptions) -> EngineOptions:
                 f"--dla-core {opts.dla_core} with --batch {opts.batch}: DLA needs static shapes, "
                 f"expected one batch size, e.g. --batch {opts.batch.opt}"
             )
+        if opts.hardware_compat or opts.version_compat:
+            raise InputError(
+                f"--dla-core {opts.dla_core} with --hardware-compat/--version-compat: DLA engines are tied to "
+                "their device and TensorRT version; expected one or the other"
+            )
     if opts.timing_cache is not None and Path(opts.timing_cache).is_dir():
         raise InputError(f"--timing-cache {str(opts.timing_cache)!r} is a directory: expected a file (new or existing)")
     return opts

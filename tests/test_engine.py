@@ -60,6 +60,8 @@ def test_dla_rejects_dynamic_batch_and_says_why():
     E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=1))
     with pytest.raises(InputError, match="--dla-core -1"):
         E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=-1))
+    with pytest.raises(InputError, match="DLA engines are tied"):
+        E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=0, hardware_compat=True))
     with pytest.raises(InputError, match="--workspace 0"):
         E.check_engine_options(E.EngineOptions(workspace_mib=0))
 
@@ -263,11 +265,13 @@ def test_recipe_names_files_shapes_and_benchmark_flags():
 
 
 def test_recipe_dla_workspace_and_compat_flags():
-    opts = E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=1, workspace_mib=512, hardware_compat=True)
+    opts = E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=1, workspace_mib=512)
     text = trtexec_recipe([("mixnet_s.onnx", "fp32"), ("mixnet_s.int8.onnx", "int8")], opts, timing_cache="/c/t.cache")
     assert "--useDLACore=1 \\\n    --allowGPUFallback" in text and "--memPoolSize=workspace:512" in text
-    assert "--hardwareCompatibilityLevel=ampere+" in text and "--timingCacheFile=/c/t.cache" in text
+    assert "--timingCacheFile=/c/t.cache" in text and "--hardwareCompatibilityLevel" not in text
     assert "--onnx=mixnet_s.onnx" not in text and "skipped for DLA" in text  # DLA: FP16/INT8 only
+    text = trtexec_recipe([("m.onnx", "fp32")], E.EngineOptions(hardware_compat=True, version_compat=True))
+    assert "--hardwareCompatibilityLevel=ampere+" in text and "--versionCompatible" in text
     with pytest.raises(InputError, match="DLA needs static shapes"):
         trtexec_recipe([("mixnet_s.int8.onnx", "int8")], E.EngineOptions(dla_core=0))
 
