@@ -84,6 +84,12 @@ def build_export_parser() -> Parser:
     p.add_argument("--img-size", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
     p.add_argument("--out", type=Path, default=Path("artifacts"), help="output directory (default ./artifacts)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
+    p.add_argument(
+        "--mdconv",
+        default="split",
+        help="MixConv lowering: split (default: Split -> Conv per kernel -> Concat) or merged (one depthwise "
+        "conv, kernels zero-padded to the largest, and grouped 1x1 convs; exact, faster on ONNX Runtime CPU)",
+    )
     p.add_argument("--fp16", action="store_true", help="also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
     p.add_argument("--int8", action="store_true", help="also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
     p.add_argument(
@@ -162,6 +168,7 @@ def export_config_from_args(args: argparse.Namespace):
         img_size=args.img_size,
         out_dir=args.out,
         opset=args.opset,
+        mdconv=args.mdconv,
         fp16=args.fp16,
         int8=args.int8,
         calib=args.calib,
@@ -185,7 +192,10 @@ def export_config_from_args(args: argparse.Namespace):
 
 
 def print_export_summary(report) -> None:
-    print(f"mixnet_{report.variant} @ {report.img_size}x{report.img_size}, weights: {report.weights['source']}")
+    print(
+        f"mixnet_{report.variant} @ {report.img_size}x{report.img_size}, weights: {report.weights['source']}, "
+        f"mdconv: {getattr(report, 'mdconv', 'split')}"
+    )
     print(
         f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9} {'mean cos':>9} "
         f"{'top-1':>5} {'top-5':>5}  (vs {'PyTorch' if len(report.artifacts) < 2 else 'PyTorch / FP32 ONNX'})"

@@ -21,6 +21,7 @@ from .arch import normalize_variant
 from .atomic import write_bytes, write_json
 from .errors import InputError, VerificationError
 from .fold import fold_bn
+from .lowering import MDCONV_CHOICES, lower
 from .onnx_export import MIN_OPSET, build_metadata, check_graph, op_counts, set_metadata, to_onnx
 from .parity import TOLERANCES, compare, failures
 from .precision import DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
@@ -43,6 +44,7 @@ class ExportConfig:
     img_size: int = 224
     out_dir: Path = Path("artifacts")
     opset: int = MIN_OPSET
+    mdconv: str = "split"  # MixConv lowering (lowering.py): split = Split/Conv/Concat, merged = one conv per stage
     fp16: bool = False  # also write DIR/<model>.fp16.onnx (precision.py)
     int8: bool = False  # also write DIR/<model>.int8.onnx (QDQ), calibrated on `calib`
     calib: str | None = None  # INT8 calibration images: a folder, or "synthetic" (smoke tests only)
@@ -94,6 +96,7 @@ class ExportReport:
     variant: str
     img_size: int
     weights: dict
+    mdconv: str = "split"  # the MixConv lowering of every artifact (also in the ONNX metadata mixnet.mdconv)
     artifacts: list[Artifact] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -122,6 +125,8 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
     check_img_size(cfg.img_size)
     if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= 21:
         raise InputError(f"--opset {cfg.opset!r}: expected an integer from {MIN_OPSET} to 21")
+    if cfg.mdconv not in MDCONV_CHOICES:
+        raise InputError(f"--mdconv {cfg.mdconv!r}: expected one of {', '.join(MDCONV_CHOICES)}")
     if cfg.engine not in ENGINE_MODES:
         raise InputError(f"--engine {cfg.engine!r}: expected one of {', '.join(ENGINE_MODES)}")
     check_engine_config(cfg)
@@ -202,7 +207,8 @@ def run_export(cfg: ExportConfig) -> ExportReport:
     report.timings_s["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    folded = fold_bn(model)
+    folded = lower(fold_bn(model), cfg.mdconv)  # exact rewrites; verified below against the unfolded model
+    report.mdconv = cfg.mdconv
     report.timings_s["fold"] = time.perf_counter() - t
 
     x = verification_inputs(cfg.img_size)
@@ -210,7 +216,7 @@ def run_export(cfg: ExportConfig) -> ExportReport:
 
     t = time.perf_counter()
     proto = to_onnx(folded, cfg.img_size, cfg.opset)
-    set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32"))
+    set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32", mdconv=cfg.mdconv))
     check_graph(proto)
     data = proto.SerializeToString()
     export_s = time.perf_counter() - t

@@ -1,0 +1,218 @@
+"""Exact MixConv lowerings: how a :class:`~mixnet_deploy.model.MixedConv2d` reaches the ONNX graph.
+
+``split`` (the default) keeps the design's graph: ``Split -> one Conv per group -> Concat``.
+``merged`` rewrites every multi-group stage into ONE convolution, exactly:
+
+* a mixed depthwise conv (kernels 3, 5, 7, ... per channel group, padding ``k // 2``) equals one
+  depthwise conv whose smaller kernels are zero-padded, centred, to the largest kernel ``K``,
+  with padding ``K // 2``: every output pixel sums the same products plus products with zeros;
+* a split 1x1 conv whose groups all have the same input and output widths equals one
+  ``Conv(group=G)`` whose weight is the groups' weights stacked along the output channels.
+
+Both are exact up to float summation order (the tests check float64 to ~1e-12). The grouped-1x1
+rewrite is part of ``merged`` rather than its own flag: on ONNX Runtime CPU it is neutral to
+slightly faster once the depthwise stages are merged (see ``docs/lowering.md``), and a separate
+flag would double the lowerings that must be measured per runtime without a case where the
+mixed choice won. A split 1x1 with unequal groups (none in MixNet-S/M/L) stays split.
+
+Pure tensor math (:func:`merge_depthwise_kernels`, :func:`merge_grouped_pointwise`) is kept
+apart from the module rewrite (:func:`lower`), which returns a copy and never changes its input.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import onnx
+import torch
+from torch import nn
+
+from .model import MixedConv2d
+
+MDCONV_CHOICES = ("split", "merged")
+
+
+def check_mdconv(mdconv: str) -> str:
+    if mdconv not in MDCONV_CHOICES:
+        raise ValueError(f"mdconv {mdconv!r}: expected one of {', '.join(MDCONV_CHOICES)}")
+    return mdconv
+
+
+# ------------------------------------------------------------------ pure tensor math
+
+
+def pad_kernel_centred(weight: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad a ``(O, I, k, k)`` kernel (odd ``k``) to ``(O, I, size, size)``, centred."""
+    k = weight.shape[-1]
+    if weight.shape[-2] != k or k % 2 == 0 or size % 2 == 0 or size < k:
+        raise ValueError(f"kernel {tuple(weight.shape)}: expected a square odd kernel no larger than {size} (odd)")
+    p = (size - k) // 2
+    return torch.nn.functional.pad(weight, (p, p, p, p))
+
+
+def merge_depthwise_kernels(
+    weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One depthwise ``(C, 1, K, K)`` kernel (and bias) from per-group depthwise kernels.
+
+    Each group's ``(c_i, 1, k_i, k_i)`` kernel is zero-padded, centred, to the largest ``K`` and
+    the groups are concatenated along the channels in order. Used with padding ``K // 2`` and the
+    groups' common stride, the result equals Split -> per-group conv (padding ``k_i // 2``) -> Concat.
+    """
+    if any(w.dim() != 4 or w.shape[1] != 1 for w in weights):
+        raise ValueError(f"depthwise kernels must be (C, 1, k, k): got {[tuple(w.shape) for w in weights]}")
+    size = max(int(w.shape[-1]) for w in weights)
+    weight = torch.cat([pad_kernel_centred(w, size) for w in weights], dim=0)
+    return weight, _cat_biases(weights, biases)
+
+
+def merge_grouped_pointwise(
+    weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One ``Conv(group=G)`` weight ``(G*o, i, 1, 1)`` (and bias) from G equal 1x1 group convs ``(o, i, 1, 1)``."""
+    shapes = {tuple(w.shape) for w in weights}
+    if len(shapes) != 1:
+        raise ValueError(f"grouped 1x1 needs equal groups: got shapes {[tuple(w.shape) for w in weights]}")
+    return torch.cat(list(weights), dim=0), _cat_biases(weights, biases)
+
+
+def _cat_biases(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    if all(b is None for b in biases):
+        return None
+    return torch.cat(
+        [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases)],
+        dim=0,
+    )
+
+
+# ------------------------------------------------------------------ module rewrite
+
+
+def is_mixed_depthwise(conv: MixedConv2d) -> bool:
+    return len(conv.convs) > 1 and all(c.groups == c.in_channels == c.out_channels for c in conv.convs)
+
+
+def is_equal_split_pointwise(conv: MixedConv2d) -> bool:
+    convs = list(conv.convs)
+    return (
+        len(convs) > 1
+        and all(c.kernel_size == (1, 1) and c.groups == 1 and c.stride == convs[0].stride for c in convs)
+        and len(set(conv.in_splits)) == 1
+        and len(set(conv.out_splits)) == 1
+    )
+
+
+def _single(merged: nn.Conv2d) -> MixedConv2d:
+    """A one-group MixedConv2d (exports as a single Conv) holding ``merged``.
+
+    It stays a MixedConv2d so BN folding (which slices by ``out_splits``) still applies to it.
+    """
+    out = MixedConv2d(merged.in_channels, merged.out_channels, (1,), bias=False)
+    out.convs = nn.ModuleList([merged])
+    return out.to(dtype=merged.weight.dtype, device=merged.weight.device)
+
+
+def _conv_with(weight: torch.Tensor, bias: torch.Tensor | None, in_ch: int, stride, groups: int) -> nn.Conv2d:
+    size = weight.shape[-1]
+    conv = nn.Conv2d(
+        in_ch, weight.shape[0], size, stride=stride, padding=size // 2, groups=groups, bias=bias is not None
+    )
+    conv = conv.to(dtype=weight.dtype, device=weight.device)
+    conv.weight.copy_(weight)
+    if bias is not None:
+        conv.bias.copy_(bias)
+    return conv
+
+
+@torch.no_grad()
+def merge_mixed_depthwise(conv: MixedConv2d) -> MixedConv2d:
+    """Split -> depthwise conv per kernel size -> Concat as one depthwise conv (kernels padded, centred)."""
+    weight, bias = merge_depthwise_kernels([c.weight for c in conv.convs], [c.bias for c in conv.convs])
+    channels = weight.shape[0]
+    return _single(_conv_with(weight, bias, channels, conv.convs[0].stride, groups=channels))
+
+
+@torch.no_grad()
+def merge_split_pointwise(conv: MixedConv2d) -> MixedConv2d:
+    """Split -> equal 1x1 convs -> Concat as one Conv(group=G)."""
+    weight, bias = merge_grouped_pointwise([c.weight for c in conv.convs], [c.bias for c in conv.convs])
+    return _single(_conv_with(weight, bias, sum(conv.in_splits), conv.convs[0].stride, len(conv.convs)))
+
+
+def lower(model: nn.Module, mdconv: str) -> nn.Module:
+    """A copy of ``model`` with its mixed convs lowered as ``mdconv`` says (``split``: an unchanged copy).
+
+    Works on a folded or an unfolded model; the pipeline applies it after BN folding.
+    """
+    check_mdconv(mdconv)
+    lowered = copy.deepcopy(model)
+    if mdconv == "split":
+        return lowered
+    if isinstance(lowered, MixedConv2d):
+        return _lower_stage(lowered)
+    for parent in list(lowered.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, MixedConv2d):
+                setattr(parent, name, _lower_stage(child))
+    return lowered
+
+
+def _lower_stage(conv: MixedConv2d) -> MixedConv2d:
+    if is_mixed_depthwise(conv):
+        return merge_mixed_depthwise(conv)
+    if is_equal_split_pointwise(conv):
+        return merge_split_pointwise(conv)
+    return conv
+
+
+def count_multi_group(model: nn.Module) -> int:
+    """How many MixedConv2d stages still have several groups (each is a Split/Concat in the graph)."""
+    return sum(isinstance(m, MixedConv2d) and len(m.convs) > 1 for m in model.modules())
+
+
+# ------------------------------------------------------------------ what a graph costs
+
+
+def graph_cost(model: onnx.ModelProto, batch: int = 1) -> dict:
+    """Node count, operator histogram and multiply-accumulates of an ONNX graph at ``batch``.
+
+    MACs are counted for ``Conv`` (output elements x input channels per group x kernel area),
+    ``Gemm`` and ``MatMul`` (output elements x reduced dimension) from the shapes ONNX shape
+    inference gives once the symbolic batch is fixed; the zeros of a padded kernel count as MACs
+    (the runtime multiplies them). Everything else (activations, pools, adds) is not counted.
+    """
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = batch
+    del fixed.graph.value_info[:]
+    for value in fixed.graph.output:
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True)
+    shapes = {init.name: tuple(init.dims) for init in inferred.graph.initializer}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        shapes[value.name] = tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
+    macs = 0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv":
+            out = shapes[node.output[0]]
+            weight = shapes[node.input[1]]
+            macs += math.prod(out) * math.prod(weight[1:])
+        elif node.op_type in ("Gemm", "MatMul"):
+            out = shapes[node.output[0]]
+            a = shapes[node.input[0]]
+            trans_a = any(att.name == "transA" and att.i for att in node.attribute)
+            k = a[-2] if trans_a else a[-1]
+            macs += math.prod(out) * k
+    if any(v == 0 for node in inferred.graph.node if node.op_type == "Conv" for v in shapes[node.output[0]]):
+        raise ValueError("shape inference left a Conv output shape unknown: cannot count MACs")
+    return {
+        "nodes": len(model.graph.node),
+        "ops": dict(sorted(Counter(n.op_type for n in model.graph.node).items())),
+        "macs": int(macs),
+    }
