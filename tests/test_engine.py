@@ -383,13 +383,17 @@ def test_engine_flags_bad_input(tmp_path, args, needle):
     assert rc == 2 and needle in err and "Traceback" not in err
 
 
-def test_cli_trtexec_fp32_path(tmp_path):
-    """The whole export at 64x64 with --trtexec: the recipe names the FP32 file and the profile shapes."""
-    from mixnet_deploy.cli import export_main
+def test_cli_trtexec_recipe(tmp_path):
+    """The whole export at 64x64 with --trtexec (and --fp16 where this checkout has it): the recipe names
+    every precision ONNX of the run and the profile shapes."""
+    from mixnet_deploy.cli import build_export_parser, export_main
 
-    rc = export_main(["--out", str(tmp_path), "--img-size", "64", "--engine", "skip", "--trtexec", "--batch", "1:8:32"])
-    assert rc == 0
+    fp16 = "--fp16" in {s for a in build_export_parser()._actions for s in a.option_strings}
+    args = ["--out", str(tmp_path), "--img-size", "64", "--engine", "skip", "--trtexec", "--batch", "1:8:32"]
+    assert export_main(args + (["--fp16"] if fp16 else [])) == 0
     text = (tmp_path / "trtexec.sh").read_text()
+    if fp16:
+        assert "--onnx=mixnet_s.fp16.onnx" in text and "--saveEngine=mixnet_s.fp16.trtexec.engine" in text
     for needle in ("--onnx=mixnet_s.onnx", "--minShapes=input:1x3x64x64", "--optShapes=input:8x3x64x64",
                    "--maxShapes=input:32x3x64x64", "--saveEngine=mixnet_s.fp32.trtexec.engine"):  # fmt: skip
         assert needle in text
