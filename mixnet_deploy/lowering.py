@@ -142,28 +142,30 @@ def merge_split_pointwise(conv: MixedConv2d) -> MixedConv2d:
     return _single(_conv_with(weight, bias, sum(conv.in_splits), conv.convs[0].stride, len(conv.convs)))
 
 
-def lower(model: nn.Module, mdconv: str) -> nn.Module:
+def lower(model: nn.Module, mdconv: str, *, grouped_pointwise: bool = True) -> nn.Module:
     """A copy of ``model`` with its mixed convs lowered as ``mdconv`` says (``split``: an unchanged copy).
 
     Works on a folded or an unfolded model; the pipeline applies it after BN folding.
+    ``grouped_pointwise=False`` merges only the depthwise stages (kept for the benchmark that
+    justifies making the grouped-1x1 rewrite part of ``merged``; no CLI flag).
     """
     check_mdconv(mdconv)
     lowered = copy.deepcopy(model)
     if mdconv == "split":
         return lowered
     if isinstance(lowered, MixedConv2d):
-        return _lower_stage(lowered)
+        return _lower_stage(lowered, grouped_pointwise)
     for parent in list(lowered.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, MixedConv2d):
-                setattr(parent, name, _lower_stage(child))
+                setattr(parent, name, _lower_stage(child, grouped_pointwise))
     return lowered
 
 
-def _lower_stage(conv: MixedConv2d) -> MixedConv2d:
+def _lower_stage(conv: MixedConv2d, grouped_pointwise: bool = True) -> MixedConv2d:
     if is_mixed_depthwise(conv):
         return merge_mixed_depthwise(conv)
-    if is_equal_split_pointwise(conv):
+    if grouped_pointwise and is_equal_split_pointwise(conv):
         return merge_split_pointwise(conv)
     return conv
 

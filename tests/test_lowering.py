@@ -259,3 +259,31 @@ def test_bad_mdconv_is_an_input_error(tmp_path):
 
     with pytest.raises(InputError, match="--mdconv 'fused'"):
         run_export(ExportConfig(out_dir=tmp_path, engine="skip", mdconv="fused"))
+
+
+def test_fp16_and_int8_paths_on_the_merged_lowering(tmp_path):
+    report = run_export(
+        ExportConfig(
+            img_size=64, out_dir=tmp_path, engine="skip", mdconv="merged",
+            fp16=True, int8=True, calib="synthetic", calib_count=8,
+        )
+    )  # fmt: skip
+    assert [a.precision for a in report.artifacts] == ["fp32", "fp16", "int8"]
+    for artifact in report.artifacts:
+        model = onnx.load(artifact.path)
+        assert read_metadata(model)["mixnet.mdconv"] == "merged", artifact.precision
+        ops = {n.op_type for n in model.graph.node}
+        assert "Split" not in ops and "Concat" not in ops, artifact.precision
+        kernels = {tuple(a.ints) for n in model.graph.node if n.op_type == "Conv" for a in n.attribute
+                   if a.name == "kernel_shape"}  # fmt: skip
+        assert (11, 11) in kernels and (9, 9) in kernels  # the merged depthwise stages survived the conversion
+
+
+def test_cli_mdconv_flag(tmp_path, capsys):
+    from mixnet_deploy.cli import build_export_parser, export_config_from_args, export_main
+
+    args = build_export_parser().parse_args(["--mdconv", "merged"])
+    assert export_config_from_args(args).mdconv == "merged"
+    assert export_config_from_args(build_export_parser().parse_args([])).mdconv == "split"
+    assert export_main(["--mdconv", "fused", "--out", str(tmp_path), "--engine", "skip"]) == 2
+    assert "--mdconv 'fused': expected one of split, merged" in capsys.readouterr().err
