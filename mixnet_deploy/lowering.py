@@ -92,14 +92,28 @@ def _cat_biases(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor |
 
 
 def is_mixed_depthwise(conv: MixedConv2d) -> bool:
-    return len(conv.convs) > 1 and all(c.groups == c.in_channels == c.out_channels for c in conv.convs)
+    """Several depthwise groups that one centred, padded kernel reproduces: odd square kernels, padding
+    ``k // 2``, no dilation, one common stride (anything else is left split)."""
+    convs = list(conv.convs)
+    return len(convs) > 1 and all(
+        c.groups == c.in_channels == c.out_channels
+        and c.kernel_size[0] == c.kernel_size[1]
+        and c.kernel_size[0] % 2 == 1
+        and c.padding == (c.kernel_size[0] // 2,) * 2
+        and c.dilation == (1, 1)
+        and c.stride == convs[0].stride
+        for c in convs
+    )
 
 
 def is_equal_split_pointwise(conv: MixedConv2d) -> bool:
     convs = list(conv.convs)
     return (
         len(convs) > 1
-        and all(c.kernel_size == (1, 1) and c.groups == 1 and c.stride == convs[0].stride for c in convs)
+        and all(
+            c.kernel_size == (1, 1) and c.groups == 1 and c.padding == (0, 0) and c.stride == convs[0].stride
+            for c in convs
+        )
         and len(set(conv.in_splits)) == 1
         and len(set(conv.out_splits)) == 1
     )

@@ -287,3 +287,10 @@ def test_cli_mdconv_flag(tmp_path, capsys):
     assert export_config_from_args(build_export_parser().parse_args([])).mdconv == "split"
     assert export_main(["--mdconv", "fused", "--out", str(tmp_path), "--engine", "skip"]) == 2
     assert "--mdconv 'fused': expected one of split, merged" in capsys.readouterr().err
+
+
+def test_stages_a_centred_kernel_cannot_reproduce_stay_split():
+    conv = _random_mixed(8, 8, (3, 5), True, 1, seed=4)
+    conv.convs[1].padding = (1, 1)  # not k // 2: "same" output no more, one padded kernel cannot match
+    assert not is_mixed_depthwise(conv)
+    assert len(lower(conv, "merged").convs) == 2
