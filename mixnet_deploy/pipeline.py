@@ -231,19 +231,23 @@ def run_export(cfg: ExportConfig) -> ExportReport:
         asdict(TOLERANCES["fp32"]), export_s,
     )  # fmt: skip
     report.artifacts.append(artifact)
+    clear_previous_run(out_dir, spec.model_name)  # the folder never mixes two runs' report, models, engines
     if bad:
-        _remove(path)
         write_json(out_dir / "report.json", report.as_dict())
         raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(bad)}")
-    write_bytes(path, data)
-
-    run_precision_stage(cfg, report, proto, data)
-    run_engine_stage(cfg, report)
-    if cfg.triton_repo is not None:
-        run_triton_stage(cfg, report)
-
-    report.timings_s["total"] = time.perf_counter() - t0
-    write_json(out_dir / "report.json", report.as_dict())
+    try:
+        write_bytes(path, data)
+        run_precision_stage(cfg, report, proto, data)
+        run_engine_stage(cfg, report)
+        if cfg.triton_repo is not None:
+            run_triton_stage(cfg, report)
+        report.timings_s["total"] = time.perf_counter() - t0
+        write_json(out_dir / "report.json", report.as_dict())
+    except VerificationError:
+        raise  # the failing precision kept no file; report.json says why
+    except BaseException:  # bad input found late (unreadable calibration images), Ctrl-C, kill, a crash
+        clear_previous_run(out_dir, spec.model_name)  # this run's files too: no half-finished set is left
+        raise
     return report
 
 
@@ -386,6 +390,18 @@ def run_triton_stage(cfg: ExportConfig, report: ExportReport) -> None:
     for note in report.triton["notes"]:
         log.warning("%s", note)
     report.notes.extend([*report.triton["notes"], report.triton["summary"]])
+
+
+def clear_previous_run(out_dir: Path, model_name: str) -> None:
+    """Remove report.json and the model's artifacts (``<name>.onnx``, ``<name>.<precision>.onnx``, engines and
+    their manifests) from ``out_dir``, so that what a run leaves comes from that run alone. Calibration caches
+    stay (they are keyed by content)."""
+    out_dir = Path(out_dir)
+    patterns = (f"{model_name}.onnx", f"{model_name}.*.onnx", f"{model_name}.*.engine", f"{model_name}.*.engine.json",
+                f"{model_name}.*.plan", "report.json")  # fmt: skip
+    for pattern in patterns:
+        for path in out_dir.glob(pattern):
+            _remove(path)
 
 
 def _remove(path: Path) -> None:
