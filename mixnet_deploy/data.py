@@ -53,6 +53,11 @@ class Preprocess:
             raise InputError(
                 f"preprocessing size={self.size!r} crop_pct={self.crop_pct!r}: expected size > 0, 0 < crop_pct <= 1"
             )
+        finite = all(math.isfinite(v) for v in (*self.mean, *self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or not finite or min(self.std) <= 0:
+            raise InputError(
+                f"preprocessing mean={self.mean!r} std={self.std!r}: expected 3 finite values each, std > 0"
+            )
 
     @property
     def scale_size(self) -> int:
