@@ -115,7 +115,8 @@ def load_preset(path: str | os.PathLike) -> dict[str, object]:
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise InputError(f"--preset {source!r} does not exist: expected a TOML file (see export/README.md)")
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise InputError(f"--preset {source!r} {what}: expected a TOML file (see export/README.md)")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

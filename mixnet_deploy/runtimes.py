@@ -223,7 +223,8 @@ class OrtRunner(Runner):
             raise InputError(f"runtime {runtime!r} is not an ONNX Runtime runtime: expected ort-cpu/ort-cuda/ort-trt")
         self.path = Path(path)
         if not self.path.is_file():
-            raise InputError(f"{str(path)!r} does not exist: expected an ONNX file")
+            what = "is a directory" if self.path.is_dir() else "does not exist"
+            raise InputError(f"{str(path)!r} {what}: expected an ONNX file")
         providers = (RUNTIMES[runtime],) if runtime == "ort-cpu" else (RUNTIMES[runtime], "CPUExecutionProvider")
         try:
             self.session = ort_session(str(self.path), providers, threads)
@@ -313,7 +314,8 @@ def make_runner(
         return engine_runner(path, **opts)
     if suffix == ".onnx":
         if not path.is_file():
-            raise InputError(f"{text!r} does not exist: expected an ONNX file")
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise InputError(f"{text!r} {what}: expected an ONNX file")
         if runtime == "torch":
             _set_torch_threads(threads)
             model, size, meta = _torch_from_onnx_metadata(path, img_size)
