@@ -121,7 +121,7 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
         try:
             normalize_variant(cfg.variant)
         except ValueError as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(f"--variant: {exc}") from None  # the flag, so a preset error names its key
     check_img_size(cfg.img_size)
     if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= 21:
         raise InputError(f"--opset {cfg.opset!r}: expected an integer from {MIN_OPSET} to 21")
