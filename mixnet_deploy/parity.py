@@ -280,7 +280,8 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
             except ValueError as exc:
                 raise InputError(str(exc)) from None
             if variant is not None and variant != wanted:
-                raise InputError(f"--variant {cfg.variant}: the candidates are MixNet-{variant.upper()}")
+                names = ", ".join(r.name for r in runners)
+                raise InputError(f"--variant {cfg.variant}: the candidates ({names}) are MixNet-{variant.upper()}")
             variant = wanted
         if variant is None:
             raise InputError("the candidates carry no mixnet.variant metadata: pass --variant (s, m or l)")

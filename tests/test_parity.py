@@ -131,14 +131,14 @@ def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys
     report = json.loads((tmp_path / "j").read_text())
     (res,) = report["results"]
     assert res["precision"] == "fp16" and res["tolerance"] == parity.TOLERANCES["fp16"].__dict__
-    assert res["metrics"]["max_abs"] > 1e-5  # really computed in float16, not the fp32 graph
+    assert res["metrics"]["max_abs"] > 1e-5  # float16 weights: not the fp32 graph relabelled
     assert rc == 0, out + err
 
 
 @pytest.mark.parametrize(
     "extra,needle",
     [
-        (["--variant", "m"], "the candidates are MixNet-S"),
+        (["--variant", "m"], "mixnet_s.onnx [ort-cpu]) are MixNet-S"),
         (["--variant", "xl"], "unknown variant"),
         (["--img-size", "256"], "take 224x224 inputs only"),
         (["--runtime", "ort-cuda"], "CUDAExecutionProvider"),
