@@ -41,3 +41,33 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files in ``folder`` whose writer is gone (killed with SIGKILL, power loss): never renamed."""
+    found = []
+    for path in Path(folder).glob(f".*{TMP_MARKER}*"):
+        pid = path.name.rsplit(TMP_MARKER, 1)[1]
+        if pid.isdecimal() and not _alive(int(pid)):
+            found.append(path)
+    return sorted(found)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete :func:`stale_temps`; a live process's temporary files (a concurrent run) are left alone."""
+    removed = []
+    for path in stale_temps(folder):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

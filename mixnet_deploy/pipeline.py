@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .arch import normalize_variant
-from .atomic import write_bytes, write_json
+from .atomic import remove_stale_temps, write_bytes, write_json
 from .errors import InputError, VerificationError
 from .fold import fold_bn
 from .lowering import MDCONV_CHOICES, lower
@@ -402,6 +402,8 @@ def clear_previous_run(out_dir: Path, model_name: str) -> None:
     for pattern in patterns:
         for path in out_dir.glob(pattern):
             _remove(path)
+    for path in remove_stale_temps(out_dir):  # left by a run killed with SIGKILL (nothing can clean up then)
+        log.info("removed %s (a temporary file of a killed run)", path.name)
 
 
 def _remove(path: Path) -> None:

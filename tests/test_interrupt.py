@@ -173,3 +173,32 @@ def test_failed_rerun_keeps_no_half_set(tmp_path, checkpoints, first_run):
     copy_run(first_run, out)
     assert export_main(export_args(checkpoints[1], out, "--int8", "--calib", str(calib))) == 2
     assert assert_one_run_or_nothing(out) is None
+
+
+def test_sigkill_leaves_only_a_temp_file_that_the_next_run_removes(tmp_path, checkpoints, first_run):
+    """kill -9 allows no cleanup: the complete-but-unrenamed temporary file stays, never a file under the final
+    name (which a server would load); the next run into the folder deletes it (its writer is gone)."""
+    out = tmp_path / "out"
+    copy_run(first_run, out)
+    proc = start_slow_export(export_args(checkpoints[1], out), "mixnet_s.onnx")
+    temp = wait_for_temp(proc, out, "mixnet_s.onnx")
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert temp.exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(MODEL_SUFFIXES)]  # the earlier run was cleared first
+    assert export_main(export_args(checkpoints[1], out)) == 0
+    assert not temp.exists()
+    assert assert_one_run_or_nothing(out)["weights"]["sha256"] == model_sha(out / "mixnet_s.onnx")
+
+
+def test_only_temp_files_of_dead_writers_are_stale(tmp_path):
+    from mixnet_deploy.atomic import remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    mine = tmp_path / f".a.onnx{TMP_MARKER}{os.getpid()}"  # a live writer (a concurrent run): kept
+    gone = tmp_path / f".b.onnx{TMP_MARKER}{int(dead.stdout)}"
+    other = tmp_path / "b.onnx"
+    for p in (mine, gone, other):
+        p.write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [gone]
+    assert mine.exists() and other.exists() and not gone.exists()
