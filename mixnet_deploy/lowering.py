@@ -10,10 +10,10 @@
   ``Conv(group=G)`` whose weight is the groups' weights stacked along the output channels.
 
 Both are exact up to float summation order (the tests check float64 to ~1e-12). The grouped-1x1
-rewrite is part of ``merged`` rather than its own flag: on ONNX Runtime CPU it is neutral to
-slightly faster once the depthwise stages are merged (see ``docs/lowering.md``), and a separate
-flag would double the lowerings that must be measured per runtime without a case where the
-mixed choice won. A split 1x1 with unequal groups (none in MixNet-S/M/L) stays split.
+rewrite is part of ``merged`` rather than its own flag: on ONNX Runtime CPU it is about half of
+the gain over the split graph (``docs/lowering.md``), and a separate flag would double the
+lowerings to measure per runtime without a case where the mixed choice won. A split 1x1 with
+unequal groups (none in MixNet-S/M/L) stays split.
 
 Pure tensor math (:func:`merge_depthwise_kernels`, :func:`merge_grouped_pointwise`) is kept
 apart from the module rewrite (:func:`lower`), which returns a copy and never changes its input.
