@@ -98,7 +98,10 @@ def write_result_json(result: BenchResult | dict, path: str | os.PathLike) -> Pa
 
 
 def write_plot(result: BenchResult | dict, path: str | os.PathLike) -> Path:
-    """PNG: latency percentiles (p50 solid, p99 dashed) and throughput against batch, one colour per model."""
+    """PNG: latency percentiles (p50 solid, p50-p90 band, p99 dashed) and throughput against batch size.
+
+    One colour per model/runtime; the legend (right of the throughput panel) names them for both panels.
+    """
     try:
         import matplotlib
 
@@ -112,14 +115,15 @@ def write_plot(result: BenchResult | dict, path: str | os.PathLike) -> Path:
     series: dict[str, list[dict]] = defaultdict(list)
     for r in rows(result):
         series[label(r)].append(r)
-    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(13, 5))
+    cmap = plt.get_cmap("tab10" if len(series) <= 10 else "tab20")
     for i, (name, points) in enumerate(series.items()):
         points = sorted(points, key=lambda r: r["batch"])
-        color = f"C{i % 10}"
+        color = cmap(i % cmap.N)
         b = [r["batch"] for r in points]
-        ax_lat.plot(b, [r["p50_ms"] for r in points], "o-", color=color, label=f"{name} p50")
+        ax_lat.plot(b, [r["p50_ms"] for r in points], "o-", color=color)
         ax_lat.fill_between(b, [r["p50_ms"] for r in points], [r["p90_ms"] for r in points], color=color, alpha=0.15)
-        ax_lat.plot(b, [r["p99_ms"] for r in points], "x--", color=color, label=f"{name} p99")
+        ax_lat.plot(b, [r["p99_ms"] for r in points], "x--", color=color)
         ax_thr.plot(b, [r["throughput_ips"] for r in points], "o-", color=color, label=name)
     for ax in (ax_lat, ax_thr):
         ax.set_xscale("log", base=2)
@@ -133,8 +137,7 @@ def write_plot(result: BenchResult | dict, path: str | os.PathLike) -> Path:
     ax_thr.set_ylim(bottom=0)
     ax_thr.set_ylabel("throughput (images/s)")
     ax_thr.set_title("throughput")
-    ax_lat.legend(fontsize=7)
-    ax_thr.legend(fontsize=7)
+    ax_thr.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
