@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -339,8 +340,9 @@ def _bench(args) -> int:
     for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
         if path:
             check_output_path(path, flag)
-    if args.threads < 0:
-        raise InputError(f"--threads {args.threads}: expected 0 (default) or a positive number")
+    cpus = os.cpu_count() or 1
+    if not 0 <= args.threads <= 4 * cpus:  # 100000 threads: ONNX Runtime spends minutes creating them
+        raise InputError(f"--threads {args.threads}: expected 0 (default) or 1..{4 * cpus} (4x the {cpus} CPUs here)")
     cfg = BenchConfig(
         batches=parse_batches(args.batch),
         warmup_s=args.warmup_s,
