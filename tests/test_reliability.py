@@ -235,6 +235,12 @@ CASES: list[Case] = [
     C("parity-runtime-bad", "parity", [W + "s64.onnx", "--runtime", "gpu"], "unknown runtime", "'gpu'"),
     C("parity-runtime-absent", "parity", [W + "s64.onnx", "--runtime", "ort-cuda"], "provider not installed",
       "'ort-cuda'", "CUDAExecutionProvider"),
+    C("parity-second-bad", "parity", [W + "s64.onnx", W + "garbage.onnx"], "second candidate garbage",
+      "garbage.onnx"),
+    C("parity-trt-for-onnx", "parity", [W + "s64.onnx", "--runtime", "tensorrt"], "runtime tensorrt for an ONNX",
+      "tensorrt"),
+    C("parity-images-is-file", "parity", [W + "s64.onnx", "--images", W + "text.pth"], "--images is a file",
+      "text.pth"),
     C("parity-images-missing", "parity", [W + "s64.onnx", "--images", W + "nope"], "--images missing", "nope"),
     C("parity-images-empty", "parity", [W + "s64.onnx", "--images", W + "calib_empty"], "--images empty",
       "calib_empty"),
@@ -277,6 +283,12 @@ CASES: list[Case] = [
     C("bench-duration-nan", "bench", [W + "s64.onnx", "--duration-s", "nan"], "--duration-s nan", "nan"),
     C("bench-duration-inf", "bench", [W + "s64.onnx", "--duration-s", "inf"], "--duration-s inf", "inf"),
     C("bench-threads-negative", "bench", [W + "s64.onnx", "--threads=-1"], "--threads -1", "-1"),
+    C("bench-threads-huge", "bench", [W + "s64.onnx", "--threads", "100000"], "--threads 100000", "100000",
+      "expected 0"),
+    C("bench-rounds-zero", "bench", [W + "s64.onnx", "--rounds", "0"], "--rounds 0", "'0'", "positive"),
+    C("bench-plan-garbage", "bench", [W + "garbage.plan"], "garbage .plan, no manifest", "garbage.plan"),
+    C("bench-trt-for-onnx", "bench", [W + "s64.onnx", "--runtime", "tensorrt"], "runtime tensorrt for an ONNX",
+      "s64.onnx", "tensorrt"),
     C("bench-img-size-text", "bench", ["s", "--img-size", "x"], "--img-size x", "'x'"),
     C("bench-json-under-file", "bench", [W + "s64.onnx", "--json", W + "text.pth/r.json"], "--json under a file",
       "text.pth/r.json"),
@@ -401,7 +413,7 @@ def make_inputs(inputs: Path) -> Path:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs / "identity.onnx")
 
     # Engines: garbage without a manifest, garbage with another system's manifest, a manifest that is not JSON.
-    for name in ("garbage.engine", "foreign.engine", "badjson.engine"):
+    for name in ("garbage.engine", "garbage.plan", "foreign.engine", "badjson.engine"):
         (inputs / name).write_bytes(np.random.default_rng(3).bytes(2048))
     from mixnet_deploy.engine import EngineOptions, build_manifest, sha256_file
 
