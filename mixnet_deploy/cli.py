@@ -68,6 +68,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonempty_path(text: str) -> Path:
+    """A path option: '' would silently become '.', the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
+    return Path(text)
+
+
 # ---------------------------------------------------------------- mixnet-export
 
 
@@ -83,7 +90,7 @@ def build_export_parser() -> Parser:
         "file from the local Hugging Face cache; default: seeded random weights (with a warning)",
     )
     p.add_argument("--img-size", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
-    p.add_argument("--out", type=Path, default=Path("artifacts"), help="output directory (default ./artifacts)")
+    p.add_argument("--out", type=nonempty_path, default=Path("artifacts"), help="output folder (default ./artifacts)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
     p.add_argument(
         "--mdconv",
@@ -118,7 +125,7 @@ def build_export_parser() -> Parser:
     p.add_argument("--hardware-compat", action="store_true", help="engines for any Ampere or newer GPU")
     p.add_argument("--version-compat", action="store_true", help="engines loadable by newer TensorRT (same major)")
     p.add_argument("--trtexec", action="store_true", help="write DIR/trtexec.sh: the trtexec build/bench commands")
-    p.add_argument("--triton-repo", type=Path, metavar="REPO", help="also write a Triton model repository")
+    p.add_argument("--triton-repo", type=nonempty_path, metavar="REPO", help="also write a Triton model repository")
     p.add_argument("--model-name", help="Triton model name (default mixnet_<variant>)")
     p.add_argument("--model-version", type=int, default=1, help="Triton model version folder (default 1)")
     p.add_argument(
