@@ -156,6 +156,11 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         except Exception as exc:  # safetensors raises several types for corrupt files
             raise InputError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from exc
         return _unwrap(tensors, path), meta
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip, or a legacy pickle
+        raise InputError(
+            f"{path}: not a PyTorch checkpoint (starts with {head[:8]!r}, neither a zip nor a pickle): "
+            "expected .pth/.pt/.safetensors"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -114,7 +114,7 @@ CASES: list[Case] = [
     C("weights-empty", "export", ["--weights", W + "empty.pth"], "empty file", "empty.pth", "is empty"),
     C("weights-directory", "export", ["--weights", W + "dir.pth"], "a directory", "dir.pth", "not a file"),
     C("weights-empty-arg", "export", ["--weights", ""], "--weights ''", "'.'", "not a file"),
-    C("weights-text", "export", ["--weights", W + "text.pth"], "text file", "text.pth", "not a readable"),
+    C("weights-text", "export", ["--weights", W + "text.pth"], "text file", "text.pth", "not a PyTorch checkpoint"),
     C("weights-random-bytes", "export", ["--weights", W + "rand.pth"], "random bytes", "rand.pth", "expected"),
     C("weights-png", "export", ["--weights", W + "image.pth"], "a PNG named .pth", "image.pth", "expected"),
     C("weights-zip-not-torch", "export", ["--weights", W + "zip.pth"], "zip, not torch", "zip.pth", "expected"),
