@@ -318,8 +318,8 @@ def load_manifest(engine_path: str | Path) -> dict:
     path = manifest_path_for(engine_path)
     if not path.is_file():
         raise InputError(
-            f"{str(engine_path)!r} has no manifest ({path.name}): expected an engine written by mixnet-export, "
-            "or pass check_manifest=False for an engine built by hand"
+            f"{str(engine_path)!r} has no manifest ({path.name}): expected an engine written by mixnet-export "
+            "(an engine built by hand, e.g. by trtexec.sh, is benchmarked with trtexec itself)"
         )
     try:
         manifest = json.loads(path.read_text())

@@ -144,7 +144,7 @@ def check_engine_config(cfg: ExportConfig) -> None:
     from .engine import check_engine_options, require_gpu_stack
 
     check_engine_options(cfg.engine_options())
-    if cfg.dla_core is not None and not (getattr(cfg, "fp16", False) or getattr(cfg, "int8", False)):
+    if cfg.dla_core is not None and not (cfg.fp16 or cfg.int8):
         raise InputError(f"--dla-core {cfg.dla_core}: DLA runs FP16/INT8 only: expected --fp16 and/or --int8 with it")
     if cfg.engine == "require":
         require_gpu_stack()

@@ -113,11 +113,19 @@ def start_slow_export(args: list[str], target: str) -> subprocess.Popen:
     )
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def wait_for_temp(proc: subprocess.Popen, out: Path, target: str, timeout_s: float = 240) -> Path:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = [p for p in out.glob(f".{target}{TMP_MARKER}*")] if out.is_dir() else []
-        if found:
+        # Created is not yet written: wait for bytes, so the signal lands while the file sits mid-rename.
+        if found and _size(found[0]) > 0:
             return found[0]
         if proc.poll() is not None:
             _, err = proc.communicate()
