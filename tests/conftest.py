@@ -93,3 +93,13 @@ def oracle_checkpoint(tmp_path_factory):
         return made[name]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint_s(tmp_path_factory):
+    """Seeded random MixNet-S weights (what mixnet-export uses without --weights), saved once per session."""
+    from mixnet_deploy.weights import load_model, save_checkpoint
+
+    return save_checkpoint(
+        load_model("s", None)[0], tmp_path_factory.mktemp("random_s") / "mixnet_s_random.safetensors"
+    )

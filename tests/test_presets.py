@@ -29,16 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "export").glob("*.toml"))
 
 
-def random_checkpoint(tmp_path_factory) -> Path:
-    """Seeded random MixNet-S weights (what mixnet-export uses without --weights), saved once per session."""
-    path = tmp_path_factory.getbasetemp() / "mixnet_s_random.safetensors"
-    if not path.is_file():
-        from mixnet_deploy.weights import load_model, save_checkpoint
-
-        save_checkpoint(load_model("s", None)[0], path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory):
     """Six generated images (PNG and JPEG, odd sizes) for the INT8 presets.
@@ -65,14 +55,14 @@ def test_presets_exist_and_are_documented():
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
-def test_every_preset_runs_on_cpu(preset, tmp_path, tmp_path_factory, calib_dir, monkeypatch):
+def test_every_preset_runs_on_cpu(preset, tmp_path, random_checkpoint_s, calib_dir, monkeypatch):
     """The issue's check: --engine skip, --variant s, --calib DIR where the preset quantizes (small sizes)."""
     monkeypatch.chdir(tmp_path)  # the presets' relative paths would land here
     raw = tomllib.loads(preset.read_text())
     values = presets.load_preset(preset)
     out, repo = tmp_path / "out", tmp_path / "repo"
     argv = ["--preset", str(preset), "--variant", "s", "--engine", "skip", "--img-size", "64", "--out", str(out)]
-    argv += ["--weights", str(random_checkpoint(tmp_path_factory))]
+    argv += ["--weights", str(random_checkpoint_s)]
     if raw.get("int8"):
         argv += ["--calib", str(calib_dir), "--calib-count", "4"]
     if "triton_repo" in raw:

@@ -31,22 +31,12 @@ def parse(path_or_text) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
-def random_checkpoint(tmp_path_factory) -> Path:
-    """Seeded random MixNet-S weights (what mixnet-export uses without --weights), saved once per session."""
-    path = tmp_path_factory.getbasetemp() / "mixnet_s_random.safetensors"
-    if not path.is_file():
-        from mixnet_deploy.weights import load_model, save_checkpoint
-
-        save_checkpoint(load_model("s", None)[0], path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, random_checkpoint_s):
     """One CLI export at 224 with --batch 1:8:16 and --triton-repo (the issue's stated case)."""
     base = tmp_path_factory.mktemp("triton")
     out, repo = base / "out", base / "repo"
-    argv = ["--variant", "s", "--weights", str(random_checkpoint(tmp_path_factory)), "--engine", "skip"]
+    argv = ["--variant", "s", "--weights", str(random_checkpoint_s), "--engine", "skip"]
     rc = export_main([*argv, "--out", str(out), "--batch", "1:8:16", "--triton-repo", str(repo)])
     assert rc == 0
     return {"out": out, "repo": repo, "report": json.loads((out / "report.json").read_text())}
