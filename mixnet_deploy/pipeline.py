@@ -108,6 +108,11 @@ class ExportReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def warn(self, message: str) -> None:
+        """Log a warning and keep it in the report."""
+        log.warning("%s", message)
+        self.notes.append(message)
+
 
 def check_img_size(size: int) -> int:
     if not isinstance(size, int) or size <= 0 or size % 32 or size > MAX_IMG_SIZE:
@@ -202,8 +207,7 @@ def run_export(cfg: ExportConfig) -> ExportReport:
             "WARNING: no --weights given: exporting RANDOM weights (seeded). The outputs are meaningless "
             "for classification; pass --weights FILE (timm or mixnet-deploy checkpoint) for a real model."
         )
-        log.warning(msg)
-        report.notes.append(msg)
+        report.warn(msg)
     report.timings_s["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
@@ -289,8 +293,7 @@ def run_precision_stage(cfg: ExportConfig, report: ExportReport, proto, data: by
                 "WARNING: --calib synthetic: INT8 ranges come from random colour fields, not photos. For smoke "
                 "tests only: the INT8 file's accuracy on real images is unknown; pass --calib DIR for a real one."
             )
-            log.warning(msg)
-            report.notes.append(msg)
+            report.warn(msg)
         x = pre.normalize(sets.held_out.crops)
     else:
         x = verification_inputs(cfg.img_size)
@@ -358,8 +361,7 @@ def run_engine_stage(cfg: ExportConfig, report: ExportReport) -> None:
     t = time.perf_counter()
     results, notes = engine_stage(report.artifacts, opts, cfg.engine)
     for note in notes:
-        log.warning("%s", note)
-    report.notes.extend(notes)
+        report.warn(note)
     report.engines.extend(asdict(r) for r in results)
     if results:
         report.timings_s["engines"] = time.perf_counter() - t
@@ -388,8 +390,8 @@ def run_triton_stage(cfg: ExportConfig, report: ExportReport) -> None:
     report.triton = build_repository(report.artifacts, report.engines, triton_options(cfg), report.variant)
     report.timings_s["triton"] = time.perf_counter() - t
     for note in report.triton["notes"]:
-        log.warning("%s", note)
-    report.notes.extend([*report.triton["notes"], report.triton["summary"]])
+        report.warn(note)
+    report.notes.append(report.triton["summary"])
 
 
 def clear_previous_run(out_dir: Path, model_name: str) -> None:
