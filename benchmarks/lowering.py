@@ -176,10 +176,10 @@ def summarize(per_round: dict[str, list[float]], reference: str) -> dict[str, di
 
 def tensorrt_cases(graphs: dict[str, bytes], batches, rounds: int, target_s: float, workdir: Path, progress) -> dict:
     """Build an engine of each lowering (FP32 and FP16 graphs) and time them side by side. Needs a GPU."""
+    from mixnet_deploy.batching import BatchProfile
     from mixnet_deploy.bench import bench_input
     from mixnet_deploy.engine import EngineOptions, build_engine, engine_runner
     from mixnet_deploy.precision import to_fp16
-    from mixnet_deploy.profile import BatchProfile
 
     results = {}
     opts = EngineOptions(batch=BatchProfile(min(batches), max(batches), max(batches)), img_size=IMG)

@@ -167,8 +167,8 @@ class ExportParser(Parser):
 
 
 def export_config_from_args(args: argparse.Namespace):
+    from .batching import parse_batch_profile
     from .pipeline import ExportConfig
-    from .profile import parse_batch_profile
 
     return ExportConfig(
         variant=args.variant,

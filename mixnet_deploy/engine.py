@@ -48,9 +48,9 @@ import numpy as np
 
 from . import __version__
 from .atomic import write_bytes, write_json
+from .batching import BatchProfile
 from .errors import InputError, VerificationError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
-from .profile import BatchProfile
 from .runtimes import Runner
 
 log = logging.getLogger("mixnet_deploy")

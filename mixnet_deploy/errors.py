@@ -1,10 +1,56 @@
-"""The two ways a run can fail, mapped to exit codes by the CLI."""
+"""The ways a run can fail, mapped to exit codes by the CLI.
+
+Library errors carry data, not command-line wording: an ``InputError`` holds the option's field
+name (``img_size``), the bad value and what was expected; the edge renders it, the CLI as a flag
+(``--img-size 100: expected ...``), a preset as its key. An error about a file or a thing that is
+not an option (a checkpoint, an image folder given to parity) has no field and says it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+_UNSET = object()
+
+
+def show_value(value: object) -> str:
+    """How a bad value is quoted in a message: repr, with paths as strings."""
+    return repr(str(value)) if isinstance(value, Path) else repr(value)
 
 
 class InputError(Exception):
-    """Bad input from the user (file, flag, value): exit code 2, one line naming value and expectation."""
+    """Bad input from the user (file, flag, value): exit code 2, one line naming value and expectation.
+
+    ``InputError("expected ...", field="img_size", value=100)``; ``render(label)`` puts ``label`` (a
+    flag or a preset key) and the value before the expectation. Without a field the text is the message.
+    """
 
     exit_code = 2
+
+    def __init__(self, expected: str, *, field: str | None = None, value: object = _UNSET):
+        self.expected = expected
+        self.field = field
+        self.value = value
+        super().__init__(self.render())
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _UNSET
+
+    def render(self, label: str | Callable[[str], str] | None = None) -> str:
+        """The one-line message; ``label`` names the field (a string, or a function of the field name)."""
+        if self.field is None:
+            return self.expected
+        if callable(label):
+            label = label(self.field)
+        head = label or self.field
+        if self.has_value:
+            head = f"{head} {show_value(self.value)}"
+        return f"{head}: {self.expected}"
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class VerificationError(Exception):

@@ -19,13 +19,13 @@ import numpy as np
 from . import __version__
 from .arch import normalize_variant
 from .atomic import remove_stale_temps, write_bytes, write_json
+from .batching import BatchProfile
 from .errors import InputError, VerificationError
 from .fold import fold_bn
 from .lowering import MDCONV_CHOICES, lower
 from .onnx_export import MIN_OPSET, build_metadata, check_graph, op_counts, set_metadata, to_onnx
 from .parity import TOLERANCES, compare, failures
 from .precision import DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
-from .profile import BatchProfile
 from .runtimes import ort_session, run_ort, run_torch
 from .weights import load_model
 

@@ -21,8 +21,8 @@ import types
 import typing
 from pathlib import Path
 
+from .batching import BatchProfile, parse_batch_profile
 from .errors import InputError
-from .profile import BatchProfile, parse_batch_profile
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import TMP_MARKER, write_text
+from .batching import BatchProfile
 from .errors import InputError, VerificationError
-from .profile import BatchProfile
 
 log = logging.getLogger("mixnet_deploy")
 

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 
 from mixnet_deploy import engine as E
+from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.errors import InputError, VerificationError
-from mixnet_deploy.profile import BatchProfile
 from mixnet_deploy.trtexec import trtexec_recipe, write_trtexec_script
 
 SYSTEM = {

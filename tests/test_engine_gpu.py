@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from mixnet_deploy import engine as E
+from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.parity import TOLERANCES, compare, failures
-from mixnet_deploy.profile import BatchProfile
 
 pytestmark = pytest.mark.gpu
 

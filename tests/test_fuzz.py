@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from mixnet_deploy.batching import MAX_BATCH, BatchProfile, parse_batch_profile
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.pipeline import MAX_IMG_SIZE, ExportConfig, check_img_size
-from mixnet_deploy.profile import MAX_BATCH, BatchProfile, parse_batch_profile
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Text a user might type: digits, separators, signs, spaces, unicode digits that int() does or does not accept.

@@ -14,11 +14,11 @@ import onnx
 import pytest
 
 from mixnet_deploy import presets
+from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import build_export_parser, export_config, export_main
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.onnx_export import read_metadata
 from mixnet_deploy.pipeline import ExportConfig
-from mixnet_deploy.profile import BatchProfile
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from mixnet_deploy import triton
+from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import export_main
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.onnx_export import read_metadata
-from mixnet_deploy.profile import BatchProfile
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="pip install tritonclient[grpc]")
 text_format = pytest.importorskip("google.protobuf.text_format")

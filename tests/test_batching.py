@@ -1,7 +1,7 @@
 import pytest
 
+from mixnet_deploy.batching import BatchProfile, parse_batch_profile
 from mixnet_deploy.errors import InputError
-from mixnet_deploy.profile import BatchProfile, parse_batch_profile
 
 
 @pytest.mark.parametrize("text,expected", [("1:8:32", (1, 8, 32)), ("4", (4, 4, 4)), (" 1:1:1 ", (1, 1, 1))])
