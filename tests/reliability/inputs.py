@@ -1,0 +1,187 @@
+"""Every bad input file of the catalogue (a few seconds: random-weight checkpoints, one 64x64 export).
+
+``make_inputs(folder)`` writes them all; each maker below writes one family and is small enough to read.
+The pickles carry payloads that would create ``PWNED-*`` markers in the working directory if unpickled.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+# The system an engine manifest of foreign.engine was "built" on (engine-of-another-system cases).
+FOREIGN_SYSTEM = {"tensorrt": "8.6.1", "cuda_runtime": "11.4", "cuda_driver": "11.4", "gpu": "Tesla K80",
+                  "compute_capability": "3.7", "l4t": None}  # fmt: skip
+PRESETS = {
+    "not.toml": "img_size = = 64\n[",
+    "unknown_key.toml": "imgsize = 64\n",
+    "wrong_type.toml": 'img_size = "big"\n',
+    "bool_int.toml": "img_size = true\n",
+    "bad_value.toml": "img_size = 100\n",
+    "bad_batch.toml": 'batch = "8:1:2"\n',
+    "bad_engine.toml": 'engine = "maybe"\n',
+    "table.toml": "[engine]\nmode = 'skip'\n",
+}
+
+
+class Payload:
+    """Unpickling this would run ``func(arg)``: the markers it would create prove it never ran."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return (self.func, (self.arg,))
+
+
+def payload_markers(folder: Path) -> list[Path]:
+    """What a payload would have created: it writes PWNED-* into the working directory of the process."""
+    return sorted(folder.rglob("PWNED-*"))
+
+
+def make_inputs(inputs: Path) -> Path:
+    inputs.mkdir(parents=True, exist_ok=True)
+    sd = checkpoints(inputs)
+    plain_files(inputs)
+    bad_checkpoints(inputs, sd)
+    pickles(inputs, sd)
+    onnx_files(inputs)
+    engines(inputs)
+    calibration_folders(inputs)
+    for name, text in PRESETS.items():
+        (inputs / name).write_text(text)
+    return inputs
+
+
+def checkpoints(inputs: Path) -> dict:
+    """Good checkpoints (random mixnet_s in our and timm's layout, mixnet_m) and cut copies; the S state_dict."""
+    import torch
+
+    from mixnet_deploy.arch import get_variant
+    from mixnet_deploy.model import build_model
+    from mixnet_deploy.weights import own_to_timm, save_checkpoint
+
+    gen = torch.Generator().manual_seed(0)
+    s = build_model("s")
+    with torch.no_grad():
+        for p in s.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    sd = {k: v.detach().clone().contiguous() for k, v in s.state_dict().items()}
+    save_checkpoint(s, inputs / "s.safetensors")
+    save_checkpoint(build_model("m"), inputs / "m.safetensors")
+    torch.save(own_to_timm(sd, get_variant("s")), inputs / "s_timm.pth")
+    for src, dst, n in (("s.safetensors", "trunc.safetensors", None), ("s.safetensors", "head.safetensors", 100),
+                        ("s_timm.pth", "trunc.pth", None)):  # fmt: skip
+        data = (inputs / src).read_bytes()
+        (inputs / dst).write_bytes(data[: len(data) // 2 if n is None else n])
+    return sd
+
+
+def plain_files(inputs: Path) -> None:
+    """Files that are no checkpoint at all: empty, folders, a dangling link, text, random bytes, PNG, zip, JSON."""
+    from PIL import Image
+
+    (inputs / "empty.pth").write_bytes(b"")
+    (inputs / "dir.pth").mkdir()
+    (inputs / "dir.onnx").mkdir()
+    (inputs / "dangling.pth").symlink_to(inputs / "no-such-target")
+    (inputs / "text.pth").write_text("hello, I am not a checkpoint\n")
+    (inputs / "notes.txt").write_text("not a model\n")
+    (inputs / "rand.pth").write_bytes(np.random.default_rng(1).bytes(4096))
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(inputs / "image.png")
+    (inputs / "image.pth").write_bytes((inputs / "image.png").read_bytes())
+    with zipfile.ZipFile(inputs / "zip.pth", "w") as z:
+        z.writestr("readme.txt", "a zip file, not a torch checkpoint")
+    (inputs / "json.safetensors").write_text(json.dumps({"weights": [1, 2, 3]}))
+    (inputs / "bomb.safetensors").write_bytes((2**60).to_bytes(8, "little") + b"{}")
+
+
+def bad_checkpoints(inputs: Path, sd: dict) -> None:
+    """Readable checkpoints with the wrong content: not a state_dict, another model, wrong shape, NaN, Inf."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.save([torch.zeros(2)], inputs / "list.pth")
+    torch.save({"a": 1, "b": 2}, inputs / "ints.pth")
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}, inputs / "resnet.pth")
+    save_file({**sd, "blocks.3.conv_pw.convs.0.weight": torch.zeros(7, 7, 1, 1)}, str(inputs / "shape.safetensors"))
+    save_file({k: v for i, (k, v) in enumerate(sd.items()) if i % 10 != 5}, str(inputs / "partial.safetensors"))
+    key = "blocks.5.conv_dw.convs.0.weight"
+    nan = {**sd, key: sd[key].clone()}
+    nan[key][0, 0, 0, 0] = float("nan")
+    save_file(nan, str(inputs / "nan.safetensors"))
+    inf = {**sd, "classifier.bias": sd["classifier.bias"].clone()}
+    inf["classifier.bias"][3] = float("inf")
+    torch.save(inf, inputs / "inf.pth")
+
+
+def pickles(inputs: Path, sd: dict) -> None:
+    """Pickles that would run code: each payload would create a PWNED-* marker in the working directory."""
+    import torch
+
+    touch = "open('PWNED-exec', 'w').close()"
+    torch.save({"conv_stem.weight": torch.zeros(1), "x": Payload(os.system, "touch PWNED-system")},
+               inputs / "evil_dict.pth")  # fmt: skip
+    torch.save({"state_dict": sd, "hook": Payload(builtins.exec, touch)}, inputs / "evil_wrapped.pth")
+    torch.save(Payload(builtins.exec, touch), inputs / "evil_legacy.pth", _use_new_zipfile_serialization=False)
+    with open(inputs / "evil_raw.pt", "wb") as f:
+        pickle.dump(Payload(os.system, "touch PWNED-raw"), f, protocol=2)
+
+
+def onnx_files(inputs: Path) -> None:
+    """A 64x64 export of s.safetensors (as run_export makes it), broken copies, a non-MixNet graph."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mixnet_deploy.fold import fold_bn
+    from mixnet_deploy.onnx_export import build_metadata, set_metadata, to_onnx
+    from mixnet_deploy.weights import load_model
+
+    model, info = load_model(None, inputs / "s.safetensors")
+    proto = to_onnx(fold_bn(model), 64)
+    set_metadata(proto, build_metadata(model.spec, info, 64, "fp32"))
+    data = proto.SerializeToString()
+    (inputs / "s64.onnx").write_bytes(data)
+    (inputs / "trunc.onnx").write_bytes(data[: len(data) // 3])
+    (inputs / "empty.onnx").write_bytes(b"")
+    (inputs / "garbage.onnx").write_bytes(np.random.default_rng(2).bytes(3000))
+    (inputs / "text.onnx").write_text("ir_version: 8\nthis is text\n")
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 64, 64])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "identity", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs / "identity.onnx")
+
+
+def engines(inputs: Path) -> None:
+    """Engines: garbage without a manifest, garbage with another system's manifest, a manifest that is not JSON."""
+    from mixnet_deploy.engine import EngineOptions, build_manifest, sha256_file
+
+    for name in ("garbage.engine", "garbage.plan", "foreign.engine", "badjson.engine"):
+        (inputs / name).write_bytes(np.random.default_rng(3).bytes(2048))
+    foreign = build_manifest(
+        engine_sha256=sha256_file(inputs / "foreign.engine"), onnx_path=inputs / "s64.onnx",
+        onnx_sha256=sha256_file(inputs / "s64.onnx"), precision="fp16", opts=EngineOptions(img_size=64),
+        system=FOREIGN_SYSTEM,
+    )  # fmt: skip
+    (inputs / "foreign.engine.json").write_text(json.dumps(foreign))
+    (inputs / "badjson.engine.json").write_text("{not json")
+
+
+def calibration_folders(inputs: Path) -> None:
+    """Image folders with no usable image: empty, only text files, only corrupt images (in a subfolder)."""
+    (inputs / "calib_empty").mkdir()
+    (inputs / "calib_text").mkdir()
+    (inputs / "calib_text" / "labels.txt").write_text("cat\ndog\n")
+    (inputs / "calib_text" / "data.csv").write_text("a,b\n")
+    corrupt = inputs / "calib_corrupt" / "sub"
+    corrupt.mkdir(parents=True)
+    (corrupt / "a.jpg").write_bytes(np.random.default_rng(4).bytes(1000))
+    (corrupt / "b.png").write_bytes((inputs / "image.png").read_bytes()[:40])
+    (corrupt / "c.webp").write_bytes(b"")
+    (corrupt / "d.jpeg").write_text("<html>not an image</html>")

@@ -1,0 +1,88 @@
+"""Writes docs/errors.md: runs the whole catalogue and puts each case's observed error line in its row.
+
+Run from the repository root: ``python -m tests.reliability.make_errors_doc``. tests/test_reliability.py
+fails when the file is missing a case, has a row of no case, or is stale (header, input, command, exit code,
+or a message that no longer holds the case's needles): rerun this then.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from .cases import CASES, PROG, Case
+from .inputs import make_inputs
+from .runner import ROOT, Outcome, run_cases
+
+DOCS = ROOT / "docs" / "errors.md"
+COMMAND = "python -m tests.reliability.make_errors_doc"
+HEAD = f"""# Bad inputs: the error catalogue
+
+Every row is a case of `tests/reliability/cases.py`, run as a subprocess by `tests/test_reliability.py`, which
+checks: the exit code below (2 = bad input, 1 = verification failed), exactly one `<prog>: error:` line on
+stderr that names the value (the message column is what this version printed), no traceback unless
+`--verbose`, no `.onnx`/`.engine`/`.plan` and no temporary file left behind, and no pickled payload executed.
+Regenerate with `{COMMAND}` (the test suite fails when a case is missing here or its row is stale).
+
+Every export case also gets `--out CASE/out` and, unless it sets them or uses `--preset` (flags would
+override the preset's bad value), `--img-size 64 --engine skip`; parity cases `--quiet --random 2`; bench
+cases `--quiet --iters 2 --warmup-s 0 --batch 1`. Input files (`s.safetensors` = random mixnet_s weights,
+`trunc.pth`, `evil_*.pth` = pickles whose unpickling would run `os.system`/`exec`, ...) are made by
+`tests/reliability/inputs.py`. Paths in messages are shortened: `CASE` = the case's folder.
+
+Interrupted and repeated runs (`tests/test_interrupt.py`): every artifact is written under a temporary
+name in its folder and renamed when complete. Ctrl-C or `kill` (SIGTERM) exits 130 and leaves no temporary
+file and no model file; a run that fails after it started writing (e.g. a calibration folder of unreadable
+images) removes what it wrote; a re-run into a folder first removes the previous run's `report.json`,
+ONNX files, engines and manifests of that model, so report, manifest and models always come from one run.
+`kill -9` allows no cleanup: the complete temporary file stays (never a file under the final name) and the
+next run into the folder deletes it. Calibration caches are kept (keyed by content).
+
+| case | input | command | message | exit |
+|---|---|---|---|---|
+"""
+ROW = re.compile(r"^\| `([^`]+)` \| (.*) \| `(.*)` \| (.*) \| (\d) \|$", flags=re.M)
+
+
+def row_fields(case: Case, message: str) -> tuple[str, str, str, str, str]:
+    """(id, input, command, message, exit) as the table shows them (``|`` escaped)."""
+    shown = (a.replace("{in}/", "") if a else "''" for a in case.args)
+    cmd = " ".join((PROG[case.command], *shown))
+    return case.id, _md(case.input), cmd, _md(message), str(case.code)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def documented_rows(text: str) -> dict[str, tuple[str, str, str, str, str]]:
+    """{case id: (id, input, command, message, exit)} of the table in docs/errors.md."""
+    return {m.group(1): m.groups() for m in ROW.finditer(text)}
+
+
+def message_of(outcome: Outcome, inputs: Path) -> str:
+    """The error line with this run's temporary paths shortened (``CASE``, ``CASES``, input names)."""
+    lines = outcome.error_lines()
+    text = lines[0] if lines else "(no message)"
+    text = text.replace(str(outcome.case_dir), "CASE").replace(str(inputs) + "/", "").replace(str(inputs), "IN")
+    return text.replace(str(outcome.case_dir.parent), "CASES")
+
+
+def render_docs(outcomes: dict[str, Outcome], inputs: Path) -> str:
+    rows = ["| `{}` | {} | `{}` | {} | {} |".format(*row_fields(c, message_of(outcomes[c.id], inputs))) for c in CASES]
+    return HEAD + "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = make_inputs(Path(tmp) / "in")
+        results = run_cases(CASES, inputs, Path(tmp) / "cases")
+        DOCS.parent.mkdir(exist_ok=True)
+        DOCS.write_text(render_docs(results, inputs))
+        bad = [i for i, o in results.items() if o.code != o.case.code or len(o.error_lines()) != 1]
+        print(f"wrote {DOCS.relative_to(ROOT)} ({len(CASES)} cases); unexpected: {bad or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
