@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -352,35 +351,6 @@ def test_engine_runner_refuses_unknown_options_and_unmanifested_engines(tmp_path
 
 
 # ---------------------------------------------------------------- the CLI
-
-
-def _cli(*args, cwd=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mixnet_deploy.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-@no_trt
-def test_engine_require_without_tensorrt_exits_2_in_one_line(tmp_path):
-    rc, out, err = _cli("--engine", "require", "--out", str(tmp_path / "o"))
-    assert rc == 2, err
-    assert "TensorRT is not installed" in err and "pip install 'mixnet-deploy[gpu]'" in err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not list(tmp_path.rglob("*.onnx"))  # refused before any work
-
-
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["--dla-core", "0", "--batch", "1:8:32"], "DLA needs static shapes"),
-        (["--workspace", "0"], "--workspace"),
-        (["--dla-core", "abc"], "invalid int value"),
-    ],
-)
-def test_engine_flags_bad_input(tmp_path, args, needle):
-    rc, _, err = _cli(*args, "--out", str(tmp_path / "o"))
-    assert rc == 2 and needle in err and "Traceback" not in err
 
 
 def test_cli_trtexec_recipe(tmp_path):

@@ -135,41 +135,6 @@ def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys
     assert rc == 0, out + err
 
 
-@pytest.mark.parametrize(
-    "extra,needle",
-    [
-        (["--variant", "m"], "mixnet_s.onnx [ort-cpu]) are MixNet-S"),
-        (["--variant", "xl"], "unknown variant"),
-        (["--img-size", "256"], "take 224x224 inputs only"),
-        (["--runtime", "ort-cuda"], "CUDAExecutionProvider"),
-        (["--runtime", "tensorrt"], "engine"),
-        (["--images", "/nonexistent-dir"], "--images"),
-        (["--json", "/nonexistent-dir/p.json"], "does not exist"),
-        (["--random", "0"], "must be positive"),
-    ],
-)
-def test_bad_input_exits_2(s_onnx, timm_fixture, capsys, extra, needle):
-    if extra[:2] == ["--runtime", "ort-cuda"] and "ort-cuda" in available_runtimes():
-        pytest.skip("onnxruntime-gpu with CUDA is installed here")
-    rc, _, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], *extra)
-    assert rc == 2, err
-    assert needle in err and "Traceback" not in err
-
-
-@pytest.mark.parametrize("name", ["missing.onnx", "model.txt"])
-def test_bad_candidate_exits_2(tmp_path, capsys, name):
-    if name.endswith(".txt"):
-        (tmp_path / name).write_text("hello")
-    rc, _, err = _run(capsys, tmp_path / name)
-    assert rc == 2 and "error:" in err
-
-
-def test_garbage_onnx_exits_2(tmp_path, capsys):
-    (tmp_path / "g.onnx").write_bytes(b"\x00not a model")
-    rc, _, err = _run(capsys, tmp_path / "g.onnx")
-    assert rc == 2 and "ONNX Runtime cannot load it" in err
-
-
 def test_images_folder(s_onnx, timm_fixture, tmp_path, capsys):
     pytest.importorskip("mixnet_deploy.data")
     from PIL import Image

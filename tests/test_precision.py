@@ -1,8 +1,6 @@
 """FP16 and INT8 (QDQ) ONNX: accuracy against timm / the FP32 graph, graph structure, calibration cache."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -280,13 +278,3 @@ def test_synthetic_merged_fp16_and_int8_together(tmp_path, caplog):
 def test_precision_config_refused(tmp_path, kwargs, needle):
     with pytest.raises(InputError, match=needle.replace("(", r"\(")):
         check_config(ExportConfig(out_dir=tmp_path, engine="skip", **kwargs))
-
-
-def test_cli_int8_without_calib_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mixnet_deploy.cli", "--int8", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "--int8 needs calibration images" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not list(tmp_path.rglob("*.onnx"))

@@ -3,7 +3,7 @@
 - exit with the catalogue's code (2 = bad input; 1 stays "verification failed"),
 - print one line ``<prog>: error: ...`` on stderr that names the bad value (the case's needles),
 - print no traceback (without ``--verbose``),
-- leave no ``.onnx``/``.engine``/``.plan`` and no temporary file (``atomic.TMP_MARKER``) behind,
+- leave no ``.onnx``/``.engine``/``.plan``, no temporary file (``atomic.TMP_MARKER``), no file at all behind,
 - never run a pickled payload (the payload files would create ``PWNED-*`` markers).
 
 The cases run concurrently (one worker per core, tests/reliability/forkserver.py) once in a session fixture;
@@ -55,7 +55,10 @@ def test_bad_input_fails_cleanly(catalogue, case_id):
     assert lines[0].startswith(f"{prog}: error: "), detail
     for needle in case.needles:
         assert needle in lines[0], f"{needle!r} not in the message:\n{detail}"
-    left = [p for p in o.case_dir.rglob("*") if p.suffix in MODEL_SUFFIXES or TMP_MARKER in p.name]
+    models = [p for p in o.case_dir.rglob("*") if p.suffix in MODEL_SUFFIXES or TMP_MARKER in p.name]
+    assert not models, f"left behind: {models}\n{detail}"
+    # Nothing else either (a Triton repository, a report, a cache): at most the empty --out folder.
+    left = [p for p in o.case_dir.rglob("*") if not (p.is_dir() and not p.is_symlink() and p.name == "out")]
     assert not left, f"left behind: {left}\n{detail}"
     assert not payload_markers(o.case_dir), "a pickled payload ran"
 

@@ -215,22 +215,6 @@ def test_repo_is_a_file(tmp_path):
         triton.check_options(opts(tmp_path))
 
 
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["--model-version", "0"], "--model-version 0"),
-        (["--triton-kind", "tpu"], "--triton-kind 'tpu'"),
-        (["--model-name", "a/b"], "--model-name 'a/b'"),
-    ],
-)
-def test_cli_bad_triton_options_exit_2_before_work(tmp_path, capsys, args, needle):
-    argv = ["--engine", "skip", "--out", str(tmp_path / "o"), "--triton-repo", str(tmp_path / "r"), *args]
-    assert export_main(argv) == 2
-    err = capsys.readouterr().err
-    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "o" / "mixnet_s.onnx").exists() and not (tmp_path / "r").exists()
-
-
 def test_cli_precision_not_exported_is_refused_before_work(tmp_path, capsys):
     argv = ["--engine", "skip", "--out", str(tmp_path / "o"), "--triton-repo", str(tmp_path / "r")]
     assert export_main([*argv, "--triton-precision", "int8", "--fp16"]) == 2

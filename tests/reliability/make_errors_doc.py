@@ -22,8 +22,9 @@ HEAD = f"""# Bad inputs: the error catalogue
 Every row is a case of `tests/reliability/cases.py`, run as a subprocess by `tests/test_reliability.py`, which
 checks: the exit code below (2 = bad input, 1 = verification failed), exactly one `<prog>: error:` line on
 stderr that names the value (the message column is what this version printed), no traceback unless
-`--verbose`, no `.onnx`/`.engine`/`.plan` and no temporary file left behind, and no pickled payload executed.
-Regenerate with `{COMMAND}` (the test suite fails when a case is missing here or its row is stale).
+`--verbose`, no `.onnx`/`.engine`/`.plan`, no temporary file and no other file left behind (at most an empty
+`--out` folder), and no pickled payload executed. Regenerate with `{COMMAND}`
+(the test suite fails when a case is missing here or its row is stale).
 
 Every export case also gets `--out CASE/out` and, unless it sets them or uses `--preset` (flags would
 override the preset's bad value), `--img-size 64 --engine skip`; parity cases `--quiet --random 2`; bench
