@@ -146,13 +146,16 @@ def apply_preset(cfg: ExportConfig, values: dict[str, object], given_fields: set
     """``cfg`` (defaults <- the flags given) with the preset's values for every field not given as a flag.
 
     The result is checked here (``config.check_config``): a value the check rejects is reported with the
-    preset key that set it (the error's field), a value from a flag or a default as that flag.
+    preset key that set it (the error's field), a value from a flag or a default as that flag. An error
+    that names no field (a check not converted to fields yet) still says which preset was applied.
     """
     taken = {k: v for k, v in values.items() if k not in given_fields}
     merged = dataclasses.replace(cfg, **taken)
     try:
         check_config(merged)
     except InputError as exc:
+        if exc.field is None and taken:
+            raise InputError(f"with preset {source}: {exc}") from None
         if exc.field not in taken:
             raise
         raise key_error(exc, source) from None
