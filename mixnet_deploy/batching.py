@@ -34,8 +34,8 @@ def parse_batch_profile(text: str) -> BatchProfile:
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or not all(p.strip().isdecimal() for p in parts):  # not isdigit: '²'
-        raise InputError(f"--batch {text!r}: {expected}")
+        raise InputError(expected, field="batch", value=text)
     lo, opt, hi = (int(p) for p in parts)
     if not 1 <= lo <= opt <= hi <= MAX_BATCH:
-        raise InputError(f"--batch {text!r}: {expected}")
+        raise InputError(expected, field="batch", value=text)
     return BatchProfile(lo, opt, hi)

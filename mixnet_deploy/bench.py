@@ -56,16 +56,17 @@ class BenchConfig:
 
 def check_bench_config(cfg: BenchConfig) -> None:
     if not cfg.batches or any(not isinstance(b, int) or not 0 < b <= MAX_BATCH for b in cfg.batches):
-        raise InputError(f"--batch {','.join(map(str, cfg.batches))!r}: expected positive integers up to {MAX_BATCH}")
+        shown = ",".join(map(str, cfg.batches))
+        raise InputError(f"expected positive integers up to {MAX_BATCH}", field="batch", value=shown)
     if not (cfg.warmup_s >= 0 and math.isfinite(cfg.warmup_s)):
-        raise InputError(f"--warmup-s {cfg.warmup_s!r}: expected a number of seconds >= 0")
+        raise InputError("expected a number of seconds >= 0", field="warmup_s", value=cfg.warmup_s)
     if cfg.iters is None:
         if cfg.duration_s is None or not (cfg.duration_s > 0 and math.isfinite(cfg.duration_s)):
-            raise InputError(f"--duration-s {cfg.duration_s!r}: expected a number of seconds > 0")
+            raise InputError("expected a number of seconds > 0", field="duration_s", value=cfg.duration_s)
     elif not isinstance(cfg.iters, int) or cfg.iters <= 0:
-        raise InputError(f"--iters {cfg.iters!r}: expected a positive integer")
+        raise InputError("expected a positive integer", field="iters", value=cfg.iters)
     if not isinstance(cfg.rounds, int) or cfg.rounds <= 0:
-        raise InputError(f"rounds {cfg.rounds!r}: expected a positive integer")
+        raise InputError("expected a positive integer", field="rounds", value=cfg.rounds)
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -73,11 +74,12 @@ def parse_batches(text: str) -> tuple[int, ...]:
     try:
         batches = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise InputError(f"--batch {text!r}: expected comma-separated positive integers such as 1,8,32") from None
+        expected = "expected comma-separated positive integers such as 1,8,32"
+        raise InputError(expected, field="batch", value=text) from None
     if not batches or any(not 0 < b <= MAX_BATCH for b in batches):
-        raise InputError(f"--batch {text!r}: expected comma-separated positive integers up to {MAX_BATCH}")
+        raise InputError(f"expected comma-separated positive integers up to {MAX_BATCH}", field="batch", value=text)
     if len(set(batches)) != len(batches):
-        raise InputError(f"--batch {text!r}: a batch size is listed twice")
+        raise InputError("expected each batch size once", field="batch", value=text, problem="lists a size twice")
     return batches
 
 
@@ -177,11 +179,11 @@ def bench_input(runner: Runner, batch: int, img_size: int | None = None, seed: i
     h = shape[2] or fallback
     w = shape[3] or fallback
     if img_size and (h, w) != (img_size, img_size):
-        raise InputError(f"--img-size {img_size}: {runner.name} takes {h}x{w} inputs only")
+        raise InputError(f"{runner.name} takes {h}x{w} inputs only", field="img_size", value=img_size)
     if shape[0] is not None and shape[0] != batch:
-        raise InputError(f"batch {batch}: {runner.name} has a static batch of {shape[0]}")
+        raise InputError(f"{runner.name} has a static batch of {shape[0]}", field="batch", value=batch)
     if runner.max_batch is not None and batch > runner.max_batch:
-        raise InputError(f"batch {batch}: {runner.name} accepts at most {runner.max_batch}")
+        raise InputError(f"{runner.name} accepts at most {runner.max_batch}", field="batch", value=batch)
     return np.random.default_rng(seed).standard_normal((batch, shape[1] or 3, h, w), dtype=np.float32)
 
 
@@ -420,7 +422,8 @@ def parse_runtimes(text: str) -> tuple[str, ...]:
 
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
-        raise InputError(f"--runtime {text!r}: expected auto or a comma-separated list of {', '.join(RUNTIMES)}")
+        expected = f"expected auto or a comma-separated list of {', '.join(RUNTIMES)}"
+        raise InputError(expected, field="runtime", value=text)
     for name in names:
         if name != "auto":
             check_runtime(name)

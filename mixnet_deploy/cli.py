@@ -15,8 +15,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .config import ExportConfig, add_export_options, flag_of, given_values, positive_int
 from .errors import InputError, VerificationError
-from .precision import DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,7 +43,8 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
     except (InputError, VerificationError) as exc:
         if verbose:
             traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        message = exc.render(flag_of) if isinstance(exc, InputError) else str(exc)  # fields named as flags
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no partial artifact was kept", file=sys.stderr)
@@ -58,85 +59,16 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
         signal.signal(signal.SIGTERM, previous)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
-def nonempty_path(text: str) -> Path:
-    """A path option: '' would silently become '.', the current directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
-    return Path(text)
-
-
 # ---------------------------------------------------------------- mixnet-export
 
 
 def build_export_parser() -> Parser:
-    p = ExportParser(
+    """The options are generated from ExportConfig's fields (config.py); --preset and --verbose are CLI-only."""
+    p = Parser(
         prog="mixnet-export",
         description="Fold, export and verify MixNet-S/M/L as ONNX (and, where available, TensorRT engines).",
     )
-    p.add_argument("--variant", help="s, m or l (also mixnet_s, ...); default: the checkpoint's, else s")
-    p.add_argument(
-        "--weights",
-        help="checkpoint (.pth/.pt/.safetensors; timm or mixnet-deploy layout), or 'timm' for timm's pretrained "
-        "file from the local Hugging Face cache; default: seeded random weights (with a warning)",
-    )
-    p.add_argument("--img-size", type=int, default=224, help="input height = width, a multiple of 32 (default 224)")
-    p.add_argument("--out", type=nonempty_path, default=Path("artifacts"), help="output folder (default ./artifacts)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..21 (default 17)")
-    p.add_argument(
-        "--mdconv",
-        default="split",
-        help="MixConv lowering: split (default: Split -> Conv per kernel -> Concat) or merged (one depthwise "
-        "conv, kernels zero-padded to the largest, and grouped 1x1 convs; exact, faster on ONNX Runtime CPU)",
-    )
-    p.add_argument("--fp16", action="store_true", help="also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
-    p.add_argument("--int8", action="store_true", help="also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
-    p.add_argument(
-        "--calib", metavar="DIR|synthetic", help="INT8 calibration images (folder, recursive; 'synthetic': smoke test)"
-    )
-    p.add_argument(
-        "--calib-method",
-        default=DEFAULT_CALIB_METHOD,
-        help=f"INT8 calibration: entropy, percentile or minmax (default {DEFAULT_CALIB_METHOD})",
-    )
-    p.add_argument(
-        "--calib-count",
-        type=positive_int,
-        default=DEFAULT_CALIB_COUNT,
-        metavar="N",
-        help=f"calibration images used (default {DEFAULT_CALIB_COUNT}); up to 16 more are held out for verification",
-    )
-    p.add_argument("--engine", default="auto", help="TensorRT engine build: auto (default), require, skip")
-    p.add_argument(
-        "--batch", default="1:8:32", help="batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)"
-    )
-    p.add_argument("--workspace", type=positive_int, metavar="MiB", help="TensorRT workspace limit (default: TRT's)")
-    p.add_argument("--timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, loaded and saved")
-    p.add_argument("--dla-core", type=int, metavar="N", help="Jetson DLA core with GPU fallback (static --batch)")
-    p.add_argument("--hardware-compat", action="store_true", help="engines for any Ampere or newer GPU")
-    p.add_argument("--version-compat", action="store_true", help="engines loadable by newer TensorRT (same major)")
-    p.add_argument("--trtexec", action="store_true", help="write DIR/trtexec.sh: the trtexec build/bench commands")
-    p.add_argument("--triton-repo", type=nonempty_path, metavar="REPO", help="also write a Triton model repository")
-    p.add_argument("--model-name", help="Triton model name (default mixnet_<variant>)")
-    p.add_argument("--model-version", type=int, default=1, help="Triton model version folder (default 1)")
-    p.add_argument(
-        "--triton-kind", default="gpu", help="Triton instance kind: gpu (default) or cpu (cpu serves the ONNX file)"
-    )
-    p.add_argument(
-        "--triton-precision",
-        default="auto",
-        help="precision put into the Triton repo: auto (default: the fastest written, int8 > fp16 > fp32), "
-        "fp32, fp16 or int8",
-    )
+    add_export_options(p)
     p.add_argument(
         "--preset", type=Path, metavar="FILE", help="TOML preset of these options (export/*.toml); flags override it"
     )
@@ -144,59 +76,15 @@ def build_export_parser() -> Parser:
     return p
 
 
-def given_dests(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
-    """The argparse dests given on the command line: parsed again with every default suppressed."""
-    saved = [(action, action.default) for action in parser._actions]
-    try:
-        for action, _ in saved:
-            action.default = argparse.SUPPRESS
-        namespace, _ = argparse.ArgumentParser.parse_known_args(parser, argv)
-    finally:
-        for action, default in saved:
-            action.default = default
-    return set(vars(namespace))
+def export_config(args: argparse.Namespace) -> ExportConfig:
+    """The ExportConfig of a command line: defaults <- the --preset file's values <- the flags given."""
+    given = given_values(args)
+    cfg = ExportConfig(**given)
+    if getattr(args, "preset", None) is not None:
+        from .presets import apply_preset, load_preset
 
-
-class ExportParser(Parser):
-    """Records which options were given (``args.given``), so that they override a --preset."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        parsed, rest = super().parse_known_args(args, namespace)
-        parsed.given = given_dests(self, args)
-        return parsed, rest
-
-
-def export_config_from_args(args: argparse.Namespace):
-    from .batching import parse_batch_profile
-    from .pipeline import ExportConfig
-
-    return ExportConfig(
-        variant=args.variant,
-        weights=args.weights,
-        img_size=args.img_size,
-        out_dir=args.out,
-        opset=args.opset,
-        mdconv=args.mdconv,
-        fp16=args.fp16,
-        int8=args.int8,
-        calib=args.calib,
-        calib_method=args.calib_method,
-        calib_count=args.calib_count,
-        engine=args.engine,
-        batch=parse_batch_profile(args.batch),
-        workspace_mib=args.workspace,
-        timing_cache=args.timing_cache,
-        dla_core=args.dla_core,
-        hardware_compat=args.hardware_compat,
-        version_compat=args.version_compat,
-        trtexec=args.trtexec,
-        triton_repo=args.triton_repo,
-        model_name=args.model_name,
-        model_version=args.model_version,
-        triton_kind=args.triton_kind,
-        triton_precision=args.triton_precision,
-        verbose=args.verbose,
-    )
+        cfg = apply_preset(cfg, load_preset(args.preset), set(given), str(args.preset))
+    return cfg
 
 
 def print_export_summary(report) -> None:
@@ -221,17 +109,6 @@ def print_export_summary(report) -> None:
         if not note.startswith("WARNING"):
             print(note)
     print(f"report: {Path(report.artifacts[0].path).parent / 'report.json'}  ({report.timings_s['total']:.1f} s)")
-
-
-def export_config(args: argparse.Namespace):
-    """The ExportConfig of a command line: its flags, over the --preset file's values, over the defaults."""
-    cfg = export_config_from_args(args)
-    if args.preset is not None:
-        from .presets import apply_preset, field_of_dest, load_preset
-
-        given = {field_of_dest(d) for d in getattr(args, "given", ())}
-        cfg = apply_preset(cfg, load_preset(args.preset), given, str(args.preset))
-    return cfg
 
 
 def _export(args) -> int:
@@ -281,7 +158,7 @@ def _parity(args) -> int:
     from .report import check_output_path
 
     if args.json:
-        check_output_path(args.json, "--json")
+        check_output_path(args.json, "json")
     cfg = ParityConfig(
         candidates=tuple(args.candidates),
         variant=args.variant,
@@ -344,12 +221,13 @@ def _bench(args) -> int:
     from .bench import BenchConfig, parse_batches, parse_runtimes, run_model_benchmark
     from .report import check_output_path, text_table, write_markdown, write_plot, write_result_json
 
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot)):
-        if path:
-            check_output_path(path, flag)
+    for name in ("json", "markdown", "plot"):
+        if getattr(args, name):
+            check_output_path(getattr(args, name), name)
     cpus = os.cpu_count() or 1
     if not 0 <= args.threads <= 4 * cpus:  # 100000 threads: ONNX Runtime spends minutes creating them
-        raise InputError(f"--threads {args.threads}: expected 0 (default) or 1..{4 * cpus} (4x the {cpus} CPUs here)")
+        expected = f"expected 0 (default) or 1..{4 * cpus} (4x the {cpus} CPUs here)"
+        raise InputError(expected, field="threads", value=args.threads)
     cfg = BenchConfig(
         batches=parse_batches(args.batch),
         warmup_s=args.warmup_s,

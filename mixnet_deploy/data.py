@@ -132,18 +132,24 @@ def decode(data: bytes, pre: Preprocess) -> tuple[np.ndarray | None, str]:
         return None, f"undecodable ({type(exc).__name__})"
 
 
-def find_images(root: str | os.PathLike) -> list[Path]:
-    """All JPEG/PNG/WebP files under ``root`` (recursive, symlinked folders not followed), sorted."""
+def find_images(root: str | os.PathLike, field: str = "calib") -> list[Path]:
+    """All JPEG/PNG/WebP files under ``root`` (recursive, symlinked folders not followed), sorted.
+
+    ``field`` is the option that named the folder (``calib``; parity's ``images``): errors name it.
+    """
     root = Path(root)
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a directory"
-        raise InputError(f"--calib {str(root)!r} {what}: expected a folder of JPEG/PNG/WebP images, or 'synthetic'")
+        alternative = f", or {SYNTHETIC!r}" if field == "calib" else ""
+        expected = f"expected a folder of JPEG/PNG/WebP images{alternative}"
+        raise InputError(expected, field=field, value=root, problem=what)
     found = []
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
         found += [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     if not found:
-        raise InputError(f"--calib {str(root)!r} holds no .jpg/.jpeg/.png/.webp files: expected a folder of images")
+        problem = "holds no .jpg/.jpeg/.png/.webp files"
+        raise InputError("expected a folder of images", field=field, value=root, problem=problem)
     return sorted(found)
 
 
@@ -292,8 +298,10 @@ def calibration_sets(
     loaded = load_images(paths, pre, limit=count + held_out_max, root=root, quiet=quiet)
     if len(loaded) < 2:
         raise InputError(
-            f"--calib {spec!r}: {len(loaded)} readable image(s) of {len(paths)} files ({loaded.skip_summary()}): "
-            "expected at least 2 (one is held out for verification)"
+            f"{len(loaded)} readable image(s) of {len(paths)} files ({loaded.skip_summary()}): "
+            "expected at least 2 (one is held out for verification)",
+            field="calib",
+            value=spec,
         )
     hold = min(held_out_max, max(1, len(loaded) // 5)) if len(loaded) < count + held_out_max else held_out_max
     held = ImageSet(loaded.crops[:hold], loaded.ids[:hold])

@@ -1,9 +1,10 @@
 """The ways a run can fail, mapped to exit codes by the CLI.
 
 Library errors carry data, not command-line wording: an ``InputError`` holds the option's field
-name (``img_size``), the bad value and what was expected; the edge renders it, the CLI as a flag
-(``--img-size 100: expected ...``), a preset as its key. An error about a file or a thing that is
-not an option (a checkpoint, an image folder given to parity) has no field and says it all.
+name (``img_size``), the bad value, what is wrong with it (``problem``, optional) and what was
+expected; the edge renders it, the CLI as a flag (``--img-size 100: expected ...``, the flag
+declared for the field in config.py), a preset as its key. An error about a file or a thing that
+is not an option (a checkpoint) has no field and says it all.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ class InputError(Exception):
     """Bad input from the user (file, flag, value): exit code 2, one line naming value and expectation.
 
     ``InputError("expected ...", field="img_size", value=100)``; ``render(label)`` puts ``label`` (a
-    flag or a preset key) and the value before the expectation. Without a field the text is the message.
+    flag or a preset key), the value and the problem before the expectation:
+    ``InputError("expected a directory", field="out_dir", value="f", problem="is a file")`` renders as
+    ``--out 'f' is a file: expected a directory``. Without a field the text is the message.
     """
 
     exit_code = 2
 
-    def __init__(self, expected: str, *, field: str | None = None, value: object = _UNSET):
+    def __init__(self, expected: str, *, field: str | None = None, value: object = _UNSET, problem: str = ""):
         self.expected = expected
         self.field = field
         self.value = value
+        self.problem = problem
         super().__init__(self.render())
 
     @property
@@ -39,14 +43,20 @@ class InputError(Exception):
         return self.value is not _UNSET
 
     def render(self, label: str | Callable[[str], str] | None = None) -> str:
-        """The one-line message; ``label`` names the field (a string, or a function of the field name)."""
+        """The one-line message; ``label`` names the field (a string, or a function of the field name).
+
+        Without a label the field is spelled as a flag by the CLI convention (``img_size`` -> ``--img-size``);
+        the CLI passes the flag each option declares (``out_dir`` -> ``--out``).
+        """
         if self.field is None:
             return self.expected
         if callable(label):
             label = label(self.field)
-        head = label or self.field
+        head = label or "--" + self.field.replace("_", "-")
         if self.has_value:
             head = f"{head} {show_value(self.value)}"
+        if self.problem:
+            head = f"{head} {self.problem}"
         return f"{head}: {self.expected}"
 
     def __str__(self) -> str:

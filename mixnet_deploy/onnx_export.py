@@ -13,10 +13,12 @@ from collections import Counter
 from collections.abc import Mapping
 
 import onnx
+import onnx.shape_inference
 import torch
 
 from . import __version__
 from .arch import VariantSpec
+from .errors import VerificationError
 from .weights import WeightsInfo
 
 INPUT_NAME = "input"
@@ -99,17 +101,25 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def check_graph(model: onnx.ModelProto) -> None:
-    """ONNX checker (full) plus the structural promises of this toolkit; raises ValueError."""
-    onnx.checker.check_model(model, full_check=True)
+    """ONNX checker (full) plus the structural promises of this toolkit.
+
+    Raises VerificationError (exit 1): a graph this toolkit made that breaks them is a failed verification,
+    not bad input.
+    """
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VerificationError(f"ONNX checker refused the graph: {first}") from exc
     ops = set(op_counts(model))
     if "BatchNormalization" in ops:
-        raise ValueError("graph still holds BatchNormalization nodes: BN folding missed a layer")
+        raise VerificationError("graph still holds BatchNormalization nodes: BN folding missed a layer")
     unsupported = sorted(ops - TRT_SAFE_OPS)
     if unsupported:
-        raise ValueError(f"graph uses operators outside the TensorRT-safe set: {', '.join(unsupported)}")
+        raise VerificationError(f"graph uses operators outside the TensorRT-safe set: {', '.join(unsupported)}")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} < {MIN_OPSET}")
+        raise VerificationError(f"graph opset {opset} < {MIN_OPSET}")
     names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
-        raise ValueError(f"graph inputs/outputs are {names}, expected ([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])")
+        raise VerificationError(f"graph inputs/outputs are {names}, expected ([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])")

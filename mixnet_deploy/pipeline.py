@@ -8,7 +8,6 @@ been verified: a failed verification exits 1 and keeps no model file of that pre
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,66 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .arch import normalize_variant
 from .atomic import remove_stale_temps, write_bytes, write_json
-from .batching import BatchProfile
-from .errors import InputError, VerificationError
+from .config import ExportConfig, check_config, triton_options
+from .errors import VerificationError
 from .fold import fold_bn
-from .lowering import MDCONV_CHOICES, lower
-from .onnx_export import MIN_OPSET, build_metadata, check_graph, op_counts, set_metadata, to_onnx
+from .lowering import lower
+from .onnx_export import build_metadata, check_graph, op_counts, set_metadata, to_onnx
 from .parity import TOLERANCES, compare, failures
-from .precision import DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
 from .runtimes import ort_session, run_ort, run_torch
 from .weights import load_model
 
 log = logging.getLogger("mixnet_deploy")
 
-MAX_IMG_SIZE = 2048
-ENGINE_MODES = ("auto", "require", "skip")
 VERIFY_BATCH = 4
 VERIFY_SEED = 1234
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    variant: str | None = None  # None: taken from the checkpoint (or "s" for random init)
-    weights: str | None = None  # file, "timm" (local HF cache) or None (seeded random init)
-    img_size: int = 224
-    out_dir: Path = Path("artifacts")
-    opset: int = MIN_OPSET
-    mdconv: str = "split"  # MixConv lowering (lowering.py): split = Split/Conv/Concat, merged = one conv per stage
-    fp16: bool = False  # also write DIR/<model>.fp16.onnx (precision.py)
-    int8: bool = False  # also write DIR/<model>.int8.onnx (QDQ), calibrated on `calib`
-    calib: str | None = None  # INT8 calibration images: a folder, or "synthetic" (smoke tests only)
-    calib_method: str = DEFAULT_CALIB_METHOD  # entropy, percentile or minmax
-    calib_count: int = DEFAULT_CALIB_COUNT  # calibration images used (held-out ones come on top)
-    engine: str = "auto"
-    batch: BatchProfile = BatchProfile()  # TensorRT optimization profile / Triton max_batch_size
-    workspace_mib: int | None = None  # TensorRT workspace pool limit; None: TensorRT's default
-    timing_cache: Path | None = None  # TensorRT timing cache, loaded if present and saved after each build
-    dla_core: int | None = None  # Jetson DLA core (GPU fallback); needs a static --batch
-    hardware_compat: bool = False  # engines for any Ampere+ GPU
-    version_compat: bool = False  # engines that newer TensorRT versions (same major) can load
-    trtexec: bool = False  # write DIR/trtexec.sh for every precision ONNX of the run
-    triton_repo: Path | None = None  # write a Triton model repository here (triton.py)
-    model_name: str | None = None  # Triton model name; None: mixnet_<variant>
-    model_version: int = 1  # Triton version folder
-    triton_kind: str = "gpu"  # instance_group kind: gpu or cpu (cpu serves the ONNX file)
-    triton_precision: str = "auto"  # which precision goes in: auto = fastest written (int8 > fp16 > fp32)
-    verbose: bool = False
-
-    def engine_options(self):
-        from .engine import EngineOptions
-
-        return EngineOptions(
-            batch=self.batch,
-            img_size=self.img_size,
-            workspace_mib=self.workspace_mib,
-            timing_cache=None if self.timing_cache is None else Path(self.timing_cache),
-            dla_core=self.dla_core,
-            hardware_compat=self.hardware_compat,
-            version_compat=self.version_compat,
-        )
 
 
 @dataclass
@@ -112,60 +65,6 @@ class ExportReport:
         """Log a warning and keep it in the report."""
         log.warning("%s", message)
         self.notes.append(message)
-
-
-def check_img_size(size: int) -> int:
-    if not isinstance(size, int) or size <= 0 or size % 32 or size > MAX_IMG_SIZE:
-        raise InputError(f"--img-size {size!r}: expected a positive multiple of 32 up to {MAX_IMG_SIZE}")
-    return size
-
-
-def check_config(cfg: ExportConfig) -> ExportConfig:
-    """Validate everything that can be validated before any work is done."""
-    if cfg.variant is not None:
-        try:
-            normalize_variant(cfg.variant)
-        except ValueError as exc:
-            raise InputError(f"--variant: {exc}") from None  # the flag, so a preset error names its key
-    check_img_size(cfg.img_size)
-    if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= 21:
-        raise InputError(f"--opset {cfg.opset!r}: expected an integer from {MIN_OPSET} to 21")
-    if cfg.mdconv not in MDCONV_CHOICES:
-        raise InputError(f"--mdconv {cfg.mdconv!r}: expected one of {', '.join(MDCONV_CHOICES)}")
-    if cfg.engine not in ENGINE_MODES:
-        raise InputError(f"--engine {cfg.engine!r}: expected one of {', '.join(ENGINE_MODES)}")
-    check_engine_config(cfg)
-    check_precision_config(cfg)
-    if cfg.triton_repo is not None:
-        from .triton import check_options
-
-        check_options(triton_options(cfg))
-    prepare_out_dir(cfg.out_dir)
-    return cfg
-
-
-def check_engine_config(cfg: ExportConfig) -> None:
-    """Engine / trtexec options, and ``--engine require`` without TensorRT + GPU: InputError before any work."""
-    from .engine import check_engine_options, require_gpu_stack
-
-    check_engine_options(cfg.engine_options())
-    if cfg.dla_core is not None and not (cfg.fp16 or cfg.int8):
-        raise InputError(f"--dla-core {cfg.dla_core}: DLA runs FP16/INT8 only: expected --fp16 and/or --int8 with it")
-    if cfg.engine == "require":
-        require_gpu_stack()
-
-
-def prepare_out_dir(out_dir: Path) -> Path:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {str(out_dir)!r} is a file: expected a directory (existing or new)")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {str(out_dir)!r}: cannot create directory ({exc.strerror})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(f"--out {str(out_dir)!r} is not writable: expected a directory you can write to")
-    return out_dir
 
 
 def versions() -> dict[str, str]:
@@ -253,25 +152,6 @@ def run_export(cfg: ExportConfig) -> ExportReport:
         clear_previous_run(out_dir, spec.model_name)  # this run's files too: no half-finished set is left
         raise
     return report
-
-
-def check_precision_config(cfg: ExportConfig) -> None:
-    """--fp16/--int8/--calib*: InputError before any work (a missing or empty --calib folder too)."""
-    from .data import SYNTHETIC, find_images
-    from .precision import Int8Recipe
-
-    if cfg.int8 and cfg.calib is None:
-        raise InputError(
-            "--int8 needs calibration images: expected --calib DIR (a folder of JPEG/PNG/WebP photos), "
-            "or --calib synthetic for a smoke test"
-        )
-    if cfg.calib is not None and not cfg.int8:
-        raise InputError(f"--calib {cfg.calib!r} given without --int8: expected --int8 with it")
-    Int8Recipe(method=cfg.calib_method)  # validates the method
-    if not isinstance(cfg.calib_count, int) or cfg.calib_count < 1:
-        raise InputError(f"--calib-count {cfg.calib_count!r}: expected a positive integer")
-    if cfg.int8 and cfg.calib != SYNTHETIC:
-        find_images(cfg.calib)
 
 
 def run_precision_stage(cfg: ExportConfig, report: ExportReport, proto, data: bytes) -> None:
@@ -365,21 +245,6 @@ def run_engine_stage(cfg: ExportConfig, report: ExportReport) -> None:
     report.engines.extend(asdict(r) for r in results)
     if results:
         report.timings_s["engines"] = time.perf_counter() - t
-
-
-def triton_options(cfg: ExportConfig):
-    from .triton import TritonOptions
-
-    return TritonOptions(
-        repo=Path(cfg.triton_repo),
-        model_name=cfg.model_name,
-        version=cfg.model_version,
-        kind=cfg.triton_kind,
-        precision=cfg.triton_precision,
-        batch=cfg.batch,
-        dla_core=cfg.dla_core,
-        planned=("fp32",) + ("fp16",) * bool(cfg.fp16) + ("int8",) * bool(cfg.int8),
-    )
 
 
 def run_triton_stage(cfg: ExportConfig, report: ExportReport) -> None:

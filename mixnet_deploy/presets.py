@@ -1,10 +1,11 @@
 """Export presets: small TOML files (``export/*.toml``) of ExportConfig values, read by ``--preset FILE``.
 
-A preset is flat: its keys are ExportConfig field names, found by introspecting the dataclass, so a
-field added to ExportConfig is a valid preset key without touching this module. Values are TOML
-values of the field's type (strings for paths, ``"1:8:32"`` or an integer for ``batch``). Flags given
-on the command line override preset values. Unknown keys, values of the wrong type and values that
-the config check rejects are InputErrors naming the preset file and the key.
+A preset is flat: its keys are the ExportConfig field names (config.py), found by introspecting the
+dataclass, so a field added to ExportConfig is a valid preset key without touching this module. Values
+are TOML values of the field's type (strings for paths); a field whose option parses text (``batch``:
+``"1:8:32"``, or an integer) takes that text. Flags given on the command line override preset values.
+Unknown keys, values of the wrong type and values that the config check rejects are InputErrors naming
+the preset file and the key (the check's error carries the field; nothing is parsed out of a message).
 
 Data flow: ``load_preset(path)`` -> ``{field: typed value}`` -> ``apply_preset(cli_config, values,
 given_fields)`` -> a checked ExportConfig.
@@ -15,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 import sys
 import types
 import typing
 from pathlib import Path
 
-from .batching import BatchProfile, parse_batch_profile
+from .config import ExportConfig, check_config, options
 from .errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -29,21 +29,31 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-# Command-line flags (their argparse dest) whose ExportConfig field has another name.
-FIELD_OF_DEST = {"out": "out_dir", "workspace": "workspace_mib"}
-_FLAG_RE = re.compile(r"--([a-z][a-z0-9-]*)")
-
 
 def config_fields() -> dict[str, object]:
     """ExportConfig field name -> resolved type annotation."""
-    from .pipeline import ExportConfig
-
     hints = typing.get_type_hints(ExportConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(ExportConfig)}
 
 
-def field_of_dest(dest: str) -> str:
-    return FIELD_OF_DEST.get(dest, dest)
+def key_error(exc: InputError, source: str) -> InputError:
+    """An option's error (it carries the field) rendered with the preset file and key instead of the flag."""
+    equals = " =" if exc.has_value else ""
+    return InputError(exc.render(lambda name: f"preset {source}: key {name!r}{equals}"))
+
+
+def _parsed(key: str, value, parse, source: str):
+    """A field whose option parses text (``batch``): a TOML string, or an integer taken as its text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        example = next(f.default for f in dataclasses.fields(ExportConfig) if f.name == key)
+        raise InputError(
+            f"preset {source}: key {key!r} = {value!r} ({type(value).__name__}): "
+            f'expected a string such as "{example}" or an integer'
+        )
+    try:
+        return parse(str(value))
+    except InputError as exc:
+        raise key_error(exc, source) from None
 
 
 def _type_name(tp) -> str:
@@ -54,11 +64,14 @@ def _type_name(tp) -> str:
 
 def convert(key: str, value, tp, source: str):
     """A TOML value -> the field's type; InputError naming the key when it does not fit."""
+    declared = options().get(key)
+    if declared is not None and declared.parse is not None:
+        return _parsed(key, value, declared.parse, source)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        alternatives = [a for a in typing.get_args(tp) if a is not type(None)]
         errors = []
-        for option in options:
+        for option in alternatives:
             try:
                 return convert(key, value, option, source)
             except InputError as exc:
@@ -98,13 +111,6 @@ def convert(key: str, value, tp, source: str):
         if not isinstance(value, str) or not value:
             raise wrong("a path string")
         return Path(os.path.expanduser(value))
-    if tp is BatchProfile:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise wrong('"MIN:OPT:MAX" or an integer')
-        try:
-            return parse_batch_profile(str(value))
-        except InputError as exc:
-            raise InputError(f"preset {source}: key {key!r}: {exc}") from None
     if tp is object or (isinstance(tp, type) and isinstance(value, tp)):
         return value
     raise wrong(_type_name(tp))
@@ -116,11 +122,11 @@ def load_preset(path: str | os.PathLike) -> dict[str, object]:
     source = str(path)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
-        raise InputError(f"--preset {source!r} {what}: expected a TOML file (see export/README.md)")
+        raise InputError("expected a TOML file (see export/README.md)", field="preset", value=source, problem=what)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--preset {source!r}: not valid TOML ({exc})") from None
+        raise InputError(f"not valid TOML ({exc})", field="preset", value=source) from None
     fields = config_fields()
     values = {}
     for key, value in raw.items():
@@ -136,34 +142,21 @@ def load_preset(path: str | os.PathLike) -> dict[str, object]:
     return values
 
 
-def _blamed_key(message: str, values: dict) -> str | None:
-    """The preset key a config-check message is about: its first ``--flag`` mapped to a field."""
-    match = _FLAG_RE.search(message)
-    if not match:
-        return None
-    key = field_of_dest(match.group(1).replace("-", "_"))
-    return key if key in values else None
+def apply_preset(cfg: ExportConfig, values: dict[str, object], given_fields: set[str] | frozenset[str], source: str):
+    """``cfg`` (defaults <- the flags given) with the preset's values for every field not given as a flag.
 
-
-def apply_preset(cfg, values: dict[str, object], given_fields: set[str] | frozenset[str], source: str):
-    """``cfg`` (from the command line) with the preset's values for every field not given as a flag.
-
-    The result is checked here (``pipeline.check_config``), so that a value the check rejects is
-    reported with the preset key that set it.
+    The result is checked here (``config.check_config``): a value the check rejects is reported with the
+    preset key that set it (the error's field), a value from a flag or a default as that flag. An error
+    that names no field (a check not converted to fields yet) still says which preset was applied.
     """
-    from .pipeline import check_config
-
     taken = {k: v for k, v in values.items() if k not in given_fields}
     merged = dataclasses.replace(cfg, **taken)
     try:
         check_config(merged)
     except InputError as exc:
-        key = _blamed_key(str(exc), taken)
-        if key is None:
+        if exc.field is None and taken:
+            raise InputError(f"with preset {source}: {exc}") from None
+        if exc.field not in taken:
             raise
-        raise InputError(f"preset {source}: key {key!r} = {_show(taken[key])}: {exc}") from None
+        raise key_error(exc, source) from None
     return merged
-
-
-def _show(value) -> str:
-    return repr(str(value)) if isinstance(value, (Path, BatchProfile)) else repr(value)

@@ -110,7 +110,7 @@ def write_plot(result: BenchResult | dict, path: str | os.PathLike) -> Path:
     except ImportError as exc:
         from .errors import InputError
 
-        raise InputError(f"--plot {path}: matplotlib is not installed (pip install matplotlib)") from exc
+        raise InputError("matplotlib is not installed (pip install matplotlib)", field="plot", value=path) from exc
 
     series: dict[str, list[dict]] = defaultdict(list)
     for r in rows(result):
@@ -167,22 +167,25 @@ def comparison_markdown(result: BenchResult | dict, baseline_runtime: str = "tor
     return "\n".join(out) + "\n"
 
 
-def check_output_path(path: str | os.PathLike, flag: str) -> Path:
-    """Refuse, before any work, an output whose folder does not exist or is not writable."""
+def check_output_path(path: str | os.PathLike, field: str) -> Path:
+    """Refuse, before any work, an output whose folder does not exist or is not writable.
+
+    ``field`` is the option that named the file (``json``, ``markdown``, ``plot``): errors name it.
+    """
     from .errors import InputError
 
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise InputError(f"{flag} {str(path)!r} is a directory: expected a file name")
+        raise InputError("expected a file name", field=field, value=path, problem="is a directory")
     if not parent.is_dir():
-        raise InputError(f"{flag} {str(path)!r}: folder {str(parent)!r} does not exist")
+        raise InputError(f"folder {str(parent)!r} does not exist", field=field, value=path)
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{flag} {str(path)!r}: folder {str(parent)!r} is not writable")
+        raise InputError(f"folder {str(parent)!r} is not writable", field=field, value=path)
     probe = parent / f".{path.name}.probe-{os.getpid()}"  # os.access says yes to root even where it cannot (/proc)
     try:
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as exc:
-        raise InputError(f"{flag} {str(path)!r}: cannot write in folder {str(parent)!r} ({exc.strerror})") from None
+        raise InputError(f"cannot write in folder {str(parent)!r} ({exc.strerror})", field=field, value=path) from None
     return path

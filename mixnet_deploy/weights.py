@@ -274,7 +274,8 @@ def load_model(variant: str | None, weights: str | os.PathLike | None = None) ->
         return model, info
     if str(weights) == "timm":
         if variant is None:
-            raise InputError("--weights timm needs --variant (s, m or l)")
+            expected = "expected --variant s, m or l with it"
+            raise InputError(expected, field="weights", value="timm", problem="needs a variant")
         weights = find_timm_cache(get_variant(variant).name)
     path = str(weights)
     state, meta = read_state_dict(weights)

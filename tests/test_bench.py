@@ -11,8 +11,9 @@ import pytest
 from mixnet_deploy import bench, report
 from mixnet_deploy.bench import BenchConfig, latency_stats, measure, parse_batches, run_benchmark
 from mixnet_deploy.cli import bench_main
+from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.errors import InputError
-from mixnet_deploy.pipeline import ExportConfig, run_export
+from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.runtimes import OrtRunner, Runner
 
 

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from mixnet_deploy.batching import MAX_BATCH, BatchProfile, parse_batch_profile
+from mixnet_deploy.config import MAX_IMG_SIZE, ExportConfig, check_img_size
 from mixnet_deploy.errors import InputError
-from mixnet_deploy.pipeline import MAX_IMG_SIZE, ExportConfig, check_img_size
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Text a user might type: digits, separators, signs, spaces, unicode digits that int() does or does not accept.
@@ -148,8 +148,8 @@ def export_argv(draw):
 @given(export_argv())
 def test_export_arguments_never_escape_as_other_errors(argv):
     """parse -> ExportConfig -> check_config (everything checked before work) raises InputError or passes."""
-    from mixnet_deploy.cli import build_export_parser, export_config_from_args
-    from mixnet_deploy.pipeline import check_config
+    from mixnet_deploy.cli import build_export_parser, export_config
+    from mixnet_deploy.config import check_config
 
     parser = build_export_parser()
     known = {a for action in parser._actions for a in action.option_strings}
@@ -160,7 +160,7 @@ def test_export_arguments_never_escape_as_other_errors(argv):
         return
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            cfg = export_config_from_args(ns)
+            cfg = export_config(ns)
             cfg = dataclasses.replace(cfg, out_dir=Path(tmp) / "out")
             if getattr(cfg, "triton_repo", None) is not None:
                 cfg = dataclasses.replace(cfg, triton_repo=Path(tmp) / "triton")

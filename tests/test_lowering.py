@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.fold import fold_bn
 from mixnet_deploy.lowering import (
     count_multi_group,
@@ -27,7 +28,7 @@ from mixnet_deploy.lowering import (
 )
 from mixnet_deploy.model import MixedConv2d, build_model
 from mixnet_deploy.onnx_export import read_metadata, to_onnx
-from mixnet_deploy.pipeline import ExportConfig, run_export
+from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.runtimes import ort_session, run_ort
 
 VARIANTS = ("s", "m", "l")
@@ -280,12 +281,12 @@ def test_fp16_and_int8_paths_on_the_merged_lowering(tmp_path):
 
 
 def test_cli_mdconv_flag():
-    """The flag reaches the config; a bad value is the catalogue's case mdconv-bad (tests/test_reliability.py)."""
-    from mixnet_deploy.cli import build_export_parser, export_config_from_args
+    """The flag reaches the config; a bad value is the catalogue's case mdconv-bad (tests/reliability/cases.py)."""
+    from mixnet_deploy.cli import build_export_parser, export_config
 
     args = build_export_parser().parse_args(["--mdconv", "merged"])
-    assert export_config_from_args(args).mdconv == "merged"
-    assert export_config_from_args(build_export_parser().parse_args([])).mdconv == "split"
+    assert export_config(args).mdconv == "merged"
+    assert export_config(build_export_parser().parse_args([])).mdconv == "split"
 
 
 def test_stages_a_centred_kernel_cannot_reproduce_stay_split():

@@ -9,9 +9,10 @@ from onnx import numpy_helper
 
 from mixnet_deploy import parity
 from mixnet_deploy.cli import parity_main
+from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.onnx_export import read_metadata, set_metadata
-from mixnet_deploy.pipeline import ExportConfig, run_export
+from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.runtimes import OrtRunner, available_runtimes, check_runtime, make_runner
 
 

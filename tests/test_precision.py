@@ -10,11 +10,12 @@ from PIL import Image
 from test_data import skimage_data
 
 from mixnet_deploy import precision
+from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.onnx_export import TRT_SAFE_OPS, check_graph, read_metadata, to_onnx
 from mixnet_deploy.parity import TOLERANCES, compare
-from mixnet_deploy.pipeline import ExportConfig, check_config, run_export
+from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.runtimes import ort_session, run_ort
 
 INT8_SIZE = 96

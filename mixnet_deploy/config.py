@@ -1,0 +1,283 @@
+"""ExportConfig: every export option declared once, on its dataclass field, and checked before any work.
+
+Each field carries its :class:`Option` in ``dataclasses.field(metadata=...)``: flag, help, metavar,
+choices, the argparse type and, for a value given as text (``--batch 1:8:32``), its parser. Everything
+else is derived from the fields: the ``mixnet-export`` parser (:func:`add_export_options`), the preset
+keys (presets.py), the flag an error names (:func:`flag_of`), the choices check. Adding an option is
+one field here (plus whatever reads it).
+
+The config is built as defaults <- preset <- given flags: the generated parser leaves a flag that was
+not given out of the namespace (``default=argparse.SUPPRESS``), so the namespace is exactly the given
+flags (:func:`given_values`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batching import BatchProfile, parse_batch_profile
+from .errors import InputError
+from .lowering import MDCONV_CHOICES
+from .onnx_export import MIN_OPSET
+from .precision import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
+from .triton import KINDS as TRITON_KINDS
+
+MAX_IMG_SIZE = 2048
+MAX_OPSET = 21
+ENGINE_MODES = ("auto", "require", "skip")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def nonempty_path(text: str) -> Path:
+    """A path option: '' would silently become '.', the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
+    return Path(text)
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a config field is given: flag (default ``--`` + the field with dashes), help and argparse details."""
+
+    help: str
+    flag: str | None = None
+    metavar: str | None = None
+    type: Callable[[str], object] | None = None  # argparse type: text -> value (argparse reports its errors)
+    parse: Callable[[str], object] | None = None  # text -> value raising InputError (flag text, preset string)
+    choices: tuple[str, ...] = ()  # checked by check_config (so the message says what was expected)
+
+
+def option(default, help: str, **kwargs):
+    return field(default=default, metadata={"option": Option(help, **kwargs)})
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    variant: str | None = option(None, "s, m or l (also mixnet_s, ...); default: the checkpoint's, else s")
+    weights: str | None = option(
+        None,
+        "checkpoint (.pth/.pt/.safetensors; timm or mixnet-deploy layout), or 'timm' for timm's pretrained "
+        "file from the local Hugging Face cache; default: seeded random weights (with a warning)",
+    )
+    img_size: int = option(224, "input height = width, a multiple of 32 (default 224)", type=int)
+    out_dir: Path = option(Path("artifacts"), "output folder (default ./artifacts)", flag="--out", type=nonempty_path)
+    opset: int = option(MIN_OPSET, f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {MIN_OPSET})", type=int)
+    mdconv: str = option(
+        "split",
+        "MixConv lowering: split (default: Split -> Conv per kernel -> Concat) or merged (one depthwise "
+        "conv, kernels zero-padded to the largest, and grouped 1x1 convs; exact, faster on ONNX Runtime CPU)",
+        choices=MDCONV_CHOICES,
+    )
+    fp16: bool = option(False, "also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
+    int8: bool = option(False, "also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
+    calib: str | None = option(
+        None, "INT8 calibration images (folder, recursive; 'synthetic': smoke test)", metavar="DIR|synthetic"
+    )
+    calib_method: str = option(
+        DEFAULT_CALIB_METHOD,
+        f"INT8 calibration: entropy, percentile or minmax (default {DEFAULT_CALIB_METHOD})",
+        choices=CALIB_METHODS,
+    )
+    calib_count: int = option(
+        DEFAULT_CALIB_COUNT,
+        f"calibration images used (default {DEFAULT_CALIB_COUNT}); up to 16 more are held out for verification",
+        type=positive_int,
+        metavar="N",
+    )
+    engine: str = option("auto", "TensorRT engine build: auto (default), require, skip", choices=ENGINE_MODES)
+    batch: BatchProfile = option(
+        BatchProfile(), "batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)", parse=parse_batch_profile
+    )
+    workspace_mib: int | None = option(
+        None, "TensorRT workspace limit (default: TRT's)", flag="--workspace", type=positive_int, metavar="MiB"
+    )
+    timing_cache: Path | None = option(None, "TensorRT timing cache, loaded and saved", type=Path, metavar="FILE")
+    dla_core: int | None = option(None, "Jetson DLA core with GPU fallback (static --batch)", type=int, metavar="N")
+    hardware_compat: bool = option(False, "engines for any Ampere or newer GPU")
+    version_compat: bool = option(False, "engines loadable by newer TensorRT (same major)")
+    trtexec: bool = option(False, "write DIR/trtexec.sh: the trtexec build/bench commands")
+    triton_repo: Path | None = option(None, "also write a Triton model repository", type=nonempty_path, metavar="REPO")
+    model_name: str | None = option(None, "Triton model name (default mixnet_<variant>)")
+    model_version: int = option(1, "Triton model version folder (default 1)", type=int)
+    triton_kind: str = option(
+        "gpu", "Triton instance kind: gpu (default) or cpu (cpu serves the ONNX file)", choices=TRITON_KINDS
+    )
+    triton_precision: str = option(
+        "auto",
+        "precision put into the Triton repo: auto (default: the fastest written, int8 > fp16 > fp32), "
+        "fp32, fp16 or int8",
+    )
+
+    def engine_options(self):
+        from .engine import EngineOptions
+
+        return EngineOptions(
+            batch=self.batch,
+            img_size=self.img_size,
+            workspace_mib=self.workspace_mib,
+            timing_cache=None if self.timing_cache is None else Path(self.timing_cache),
+            dla_core=self.dla_core,
+            hardware_compat=self.hardware_compat,
+            version_compat=self.version_compat,
+        )
+
+
+# ---------------------------------------------------------------- derived from the declarations
+
+
+def options() -> dict[str, Option]:
+    """ExportConfig field name -> its Option, in declaration order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(ExportConfig)}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a field: declared, else ``--`` + the name with dashes (parity, bench options)."""
+    declared = options().get(name)
+    return (declared and declared.flag) or "--" + name.replace("_", "-")
+
+
+def add_export_options(parser: argparse.ArgumentParser) -> None:
+    """One argparse option per ExportConfig field; a flag not given stays out of the namespace."""
+    for f in dataclasses.fields(ExportConfig):
+        opt: Option = f.metadata["option"]
+        flag = flag_of(f.name)
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": opt.help}
+        if f.default is False:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["metavar"] = opt.metavar or flag.lstrip("-").replace("-", "_").upper()
+            if opt.type is not None:
+                kwargs["type"] = opt.type
+        parser.add_argument(flag, **kwargs)
+
+
+def given_values(namespace: argparse.Namespace | Mapping[str, object]) -> dict[str, object]:
+    """The fields given as flags, as field values (text parsed by the field's ``parse``)."""
+    given = vars(namespace) if isinstance(namespace, argparse.Namespace) else dict(namespace)
+    declared = options()
+    values = {}
+    for name, value in given.items():
+        if name not in declared:
+            continue  # a CLI-only option (--preset, --verbose)
+        parse = declared[name].parse
+        values[name] = parse(value) if parse is not None and isinstance(value, str) else value
+    return values
+
+
+# ---------------------------------------------------------------- checks before any work
+
+
+def check_img_size(size: int) -> int:
+    if not isinstance(size, int) or size <= 0 or size % 32 or size > MAX_IMG_SIZE:
+        raise InputError(f"expected a positive multiple of 32 up to {MAX_IMG_SIZE}", field="img_size", value=size)
+    return size
+
+
+def check_choices(cfg: ExportConfig) -> None:
+    for name, opt in options().items():
+        value = getattr(cfg, name)
+        if opt.choices and value not in opt.choices:
+            raise InputError(f"expected one of {', '.join(opt.choices)}", field=name, value=value)
+
+
+def check_config(cfg: ExportConfig) -> ExportConfig:
+    """Validate everything that can be validated before any work is done."""
+    from .arch import normalize_variant
+
+    if cfg.variant is not None:
+        try:
+            normalize_variant(cfg.variant)
+        except ValueError as exc:  # "unknown variant 'xl': expected one of ..."
+            raise InputError(str(exc), field="variant") from None
+    check_img_size(cfg.img_size)
+    if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= MAX_OPSET:
+        raise InputError(f"expected an integer from {MIN_OPSET} to {MAX_OPSET}", field="opset", value=cfg.opset)
+    check_choices(cfg)
+    check_engine_config(cfg)
+    check_precision_config(cfg)
+    if cfg.triton_repo is not None:
+        from .triton import check_options
+
+        check_options(triton_options(cfg))
+    prepare_out_dir(cfg.out_dir)
+    return cfg
+
+
+def check_engine_config(cfg: ExportConfig) -> None:
+    """Engine / trtexec options, and ``--engine require`` without TensorRT + GPU: InputError before any work."""
+    from .engine import check_engine_options, require_gpu_stack
+
+    check_engine_options(cfg.engine_options())
+    if cfg.dla_core is not None and not (cfg.fp16 or cfg.int8):
+        raise InputError(
+            f"DLA runs FP16/INT8 only: expected {flag_of('fp16')} and/or {flag_of('int8')} with it",
+            field="dla_core",
+            value=cfg.dla_core,
+        )
+    if cfg.engine == "require":
+        require_gpu_stack()
+
+
+def check_precision_config(cfg: ExportConfig) -> None:
+    """--fp16/--int8/--calib*: InputError before any work (a missing or empty --calib folder too)."""
+    from .data import SYNTHETIC, find_images
+
+    calib = flag_of("calib")
+    if cfg.int8 and cfg.calib is None:
+        raise InputError(
+            f"expected {calib} DIR (a folder of JPEG/PNG/WebP photos), or {calib} {SYNTHETIC} for a smoke test",
+            field="int8",
+            problem="needs calibration images",
+        )
+    if cfg.calib is not None and not cfg.int8:
+        int8 = flag_of("int8")
+        raise InputError(f"expected {int8} with it", field="calib", value=cfg.calib, problem=f"given without {int8}")
+    if not isinstance(cfg.calib_count, int) or cfg.calib_count < 1:
+        raise InputError("expected a positive integer", field="calib_count", value=cfg.calib_count)
+    if cfg.int8 and cfg.calib != SYNTHETIC:
+        find_images(cfg.calib, field="calib")
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    shown = str(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("expected a directory (existing or new)", field="out_dir", value=shown, problem="is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create directory ({exc.strerror})", field="out_dir", value=shown) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(
+            "expected a directory you can write to", field="out_dir", value=shown, problem="is not writable"
+        )
+    return out_dir
+
+
+def triton_options(cfg: ExportConfig):
+    from .triton import TritonOptions
+
+    return TritonOptions(
+        repo=Path(cfg.triton_repo),
+        model_name=cfg.model_name,
+        version=cfg.model_version,
+        kind=cfg.triton_kind,
+        precision=cfg.triton_precision,
+        batch=cfg.batch,
+        dla_core=cfg.dla_core,
+        planned=("fp32",) + ("fp16",) * bool(cfg.fp16) + ("int8",) * bool(cfg.int8),
+    )
