@@ -25,11 +25,17 @@ ABSENT = "absent"
 L4T_RELEASE_FILE = "/etc/nv_tegra_release"
 
 
-def timed(fn: Callable[[], object]) -> tuple:
-    """``(fn(), seconds)``: wall-clock seconds of one call (``time.perf_counter``)."""
+def stopwatch() -> Callable[[], float]:
+    """A started clock: calling it returns the wall-clock seconds since (``time.perf_counter``)."""
     t0 = time.perf_counter()
+    return lambda: time.perf_counter() - t0
+
+
+def timed(fn: Callable[[], object]) -> tuple:
+    """``(fn(), seconds)``: wall-clock seconds of one call."""
+    elapsed = stopwatch()
     result = fn()
-    return result, time.perf_counter() - t0
+    return result, elapsed()
 
 
 def _run_tool(argv: Sequence[str], timeout: float = 10.0) -> str | None:

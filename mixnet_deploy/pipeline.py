@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from .arch import normalize_variant
 from .atomic import remove_stale_temps, write_bytes, write_json
 from .batching import BatchProfile
 from .engine import ENGINE_SUFFIXES, EngineResult
-from .environment import timed, versions
+from .environment import stopwatch, timed, versions
 from .errors import InputError, VerificationError
 from .fold import fold_bn
 from .lowering import MDCONV_CHOICES, lower
@@ -237,7 +236,7 @@ RANDOM_WEIGHTS_WARNING = (
 def run_export(cfg: ExportConfig) -> ExportReport:
     check_config(cfg)
     out_dir = Path(cfg.out_dir)
-    t0 = time.perf_counter()
+    elapsed = stopwatch()
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
     name = model.spec.model_name
     parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else []}
@@ -260,7 +259,7 @@ def run_export(cfg: ExportConfig) -> ExportReport:
         if cfg.triton_repo is not None:
             triton, notes, timings = run_triton_stage(cfg, model.spec.name, parts["artifacts"], engines)
             _merge(parts, (), timings, notes, triton=triton)
-        parts["timings_s"]["total"] = time.perf_counter() - t0
+        parts["timings_s"]["total"] = elapsed()
         return _write_report(cfg, model.spec, info, parts)
     except VerificationError:
         raise  # the failing precision kept no file; report.json says why
@@ -368,9 +367,9 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
         notes.append(note)
         return model
 
-    makers = {"fp16": lambda: to_fp16(proto), "int8": int8}
+    makers = {"fp16": lambda: to_fp16(proto), "int8": int8}  # precisions.py rows beyond fp32, each an option
     artifacts, refused = [], []
-    for precision in [p for p in ("fp16", "int8") if getattr(cfg, p)]:
+    for precision in [p for p in precisions.names() if p != "fp32" and getattr(cfg, p, False)]:
         path = Path(cfg.out_dir) / precisions.artifact_name(name, precision)
         made = make_verified(precision, path, makers[precision], reference, x)
         artifacts.append(made.artifact)
