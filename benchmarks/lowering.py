@@ -178,8 +178,9 @@ def tensorrt_cases(graphs: dict[str, bytes], batches, rounds: int, target_s: flo
     """Build an engine of each lowering (FP32 and FP16 graphs) and time them side by side. Needs a GPU."""
     from mixnet_deploy.batching import BatchProfile
     from mixnet_deploy.bench import bench_input
-    from mixnet_deploy.engine import EngineOptions, build_engine, engine_runner
+    from mixnet_deploy.engine import EngineOptions, build_engine
     from mixnet_deploy.precision import to_fp16
+    from mixnet_deploy.trt_runner import engine_runner
 
     results = {}
     opts = EngineOptions(batch=BatchProfile(min(batches), max(batches), max(batches)), img_size=IMG)
@@ -192,7 +193,7 @@ def tensorrt_cases(graphs: dict[str, bytes], batches, rounds: int, target_s: flo
             path = workdir / f"{name}.{prec}.onnx"
             path.write_bytes(data)
             built = build_engine(path, prec, opts)
-            runners[name] = engine_runner(built.engine_path)
+            runners[name] = engine_runner(built.path)  # EngineResult.path
         for b in batches:
             x = bench_input(runners["split"], b, IMG)
             per_round = interleaved({n: r.run for n, r in runners.items()}, x, rounds, target_s, progress)

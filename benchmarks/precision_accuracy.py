@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from mixnet_deploy import precision  # noqa: E402
 from mixnet_deploy.atomic import write_json  # noqa: E402
 from mixnet_deploy.data import CalibrationReader, ImageSet, Preprocess, crop_image  # noqa: E402
+from mixnet_deploy.environment import versions  # noqa: E402
 from mixnet_deploy.fold import fold_bn  # noqa: E402
 from mixnet_deploy.onnx_export import build_metadata, check_graph, set_metadata, to_onnx  # noqa: E402
 from mixnet_deploy.parity import compare  # noqa: E402
-from mixnet_deploy.pipeline import versions  # noqa: E402
 from mixnet_deploy.runtimes import ort_session, run_ort  # noqa: E402
 from mixnet_deploy.weights import load_model  # noqa: E402
 

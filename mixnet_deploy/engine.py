@@ -1,8 +1,9 @@
-"""TensorRT engines: build (strongly typed, dynamic batch), manifest, and a runner.
+"""TensorRT engines: build (strongly typed, dynamic batch) and manifest.
 
 Data flow: precision ONNX (``mixnet_s.fp16.onnx``) -> ``build_engine`` -> ``mixnet_s.fp16.engine`` plus
-``mixnet_s.fp16.engine.json`` (the manifest). Loading an engine (``engine_runner``, bench, parity, Triton)
-checks that manifest against the running system first.
+``mixnet_s.fp16.engine.json`` (the manifest). Loading an engine (``trt_runner.engine_runner``, bench, parity,
+Triton) checks that manifest against the running system first. The runner is in ``trt_runner.py``, the
+export stage that calls ``build_engine`` in ``pipeline.py``; precision facts come from ``precisions.py``.
 
 Everything up to the TensorRT call is plain Python, tested on a CPU: profile shapes, option checks,
 manifest building and checking, the precision classification of the engine inspector's output. The
@@ -27,9 +28,7 @@ What the TensorRT code relies on (read, not guessed; the GPU tests in tests/test
   ``ProfilingVerbosity.DETAILED``. Public inspector dumps show per-tensor ``"Format/Datatype"`` strings
   ("Row major linear FP16 format", "Thirty-two wide channel vectorized row major Int8 format", "Float",
   "Half") and "N/A due to dynamic shapes" when no execution context with input shapes is attached.
-- TensorRT ``samples/python/common_runtime.py``: cuda-python ``cudart`` calls return ``(err, value)``;
-  ``engine.get_tensor_name/get_tensor_mode/get_tensor_dtype/get_tensor_profile_shape``,
-  ``context.set_input_shape/set_tensor_address/execute_async_v3(stream)``.
+- TensorRT ``samples/python/common_runtime.py``: cuda-python ``cudart`` calls return ``(err, value)``.
 """
 
 from __future__ import annotations
@@ -44,20 +43,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from . import __version__
+from . import __version__, precisions
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
+from .environment import read_l4t_release, timed
 from .errors import InputError, VerificationError
-from .onnx_export import INPUT_NAME, OUTPUT_NAME
-from .runtimes import Runner
+from .onnx_export import INPUT_NAME
 
 log = logging.getLogger("mixnet_deploy")
 
-PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_SUFFIXES = (".engine", ".plan")  # engine files: what make_runner, parity, bench and Triton take
 MANIFEST_SCHEMA = "mixnet-deploy/engine-manifest/1"
-L4T_RELEASE_FILE = Path("/etc/nv_tegra_release")
 INSTALL_HINT = (
     "install it with `pip install 'mixnet-deploy[gpu]'` on a machine with an NVIDIA GPU and driver "
     "(Jetson: JetPack's python3-libnvinfer), or use --engine skip / --trtexec to build elsewhere"
@@ -112,10 +108,7 @@ def profile_shapes(batch: BatchProfile, img_size: int) -> dict[str, dict[str, li
 def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
     """``DIR/mixnet_s.onnx`` (fp32) -> ``DIR/mixnet_s.fp32.engine``; ``x.fp16.onnx`` -> ``x.fp16.engine``."""
     onnx_path = Path(onnx_path)
-    stem = onnx_path.name[: -len(".onnx")] if onnx_path.name.endswith(".onnx") else onnx_path.stem
-    if stem.endswith(f".{precision}"):
-        stem = stem[: -len(precision) - 1]
-    return onnx_path.with_name(f"{stem}.{precision}.engine")
+    return onnx_path.with_name(precisions.engine_name(onnx_path.name, precision))
 
 
 def manifest_path_for(engine_path: str | Path) -> Path:
@@ -134,17 +127,7 @@ def sha256_file(path: str | Path) -> str:
 # ---------------------------------------------------------------- the running system
 
 
-def read_l4t_release(path: str | Path = L4T_RELEASE_FILE) -> str | None:
-    """Jetson's L4T release from ``/etc/nv_tegra_release`` ("# R36 (release), REVISION: 4.0, ..." -> "R36.4.0")."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return None
-    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
-    return f"R{m.group(1)}.{m.group(2)}" if m else text.strip().splitlines()[0][:80] or None
-
-
-def _import_tensorrt():
+def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
@@ -152,7 +135,7 @@ def _import_tensorrt():
     return tensorrt
 
 
-def _import_cudart():
+def import_cudart():
     """cuda-python's runtime bindings: ``cuda.bindings.runtime`` (>= 12.8) or the older ``cuda.cudart``."""
     try:
         from cuda.bindings import runtime as cudart
@@ -164,7 +147,7 @@ def _import_cudart():
     return cudart
 
 
-def _cuda_call(result):
+def cuda_call(result):
     """cuda-python returns ``(err, *values)``; raise on an error, return the value(s)."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if getattr(err, "value", err) != 0:  # cudaError_t.cudaSuccess == 0
@@ -180,7 +163,7 @@ def gpu_stack_status() -> tuple[bool, str]:
         except ImportError:
             return False, f"{what} is not installed (Python module `{module}`)"
     try:
-        count = _cuda_call(_import_cudart().cudaGetDeviceCount())
+        count = cuda_call(import_cudart().cudaGetDeviceCount())
     except Exception as exc:  # no driver, no device: cudaErrorNoDevice / InsufficientDriver
         return False, f"no usable CUDA device ({exc})"
     if not count:
@@ -201,14 +184,14 @@ def _version_text(v: int) -> str:
 
 def running_system(device: int = 0) -> dict:
     """TensorRT, CUDA runtime and driver versions, GPU name and compute capability, L4T release."""
-    trt = _import_tensorrt()
-    cudart = _import_cudart()
-    props = _cuda_call(cudart.cudaGetDeviceProperties(device))
+    trt = import_tensorrt()
+    cudart = import_cudart()
+    props = cuda_call(cudart.cudaGetDeviceProperties(device))
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return {
         "tensorrt": trt.__version__,
-        "cuda_runtime": _version_text(_cuda_call(cudart.cudaRuntimeGetVersion())),
-        "cuda_driver": _version_text(_cuda_call(cudart.cudaDriverGetVersion())),
+        "cuda_runtime": _version_text(cuda_call(cudart.cudaRuntimeGetVersion())),
+        "cuda_driver": _version_text(cuda_call(cudart.cudaDriverGetVersion())),
         "gpu": name.strip("\x00 "),
         "compute_capability": f"{props.major}.{props.minor}",
         "l4t": read_l4t_release(),
@@ -350,16 +333,10 @@ def verify_engine_file(engine_path: str | Path, system: Mapping | None = None) -
 def classify_format(text: str) -> str | None:
     """An inspector ``Format/Datatype`` string -> "int8" / "fp16" / "fp32" / None (unknown, N/A, other types)."""
     t = str(text).lower()
-    if "int8" in t:
-        return "int8"
-    if "fp16" in t or "half" in t:
-        return "fp16"
-    if "fp32" in t or "float" in t:
-        return "fp32"
+    for precision in precisions.by_speed():  # "int8" before "float": a format names its narrowest type
+        if any(word in t for word in precisions.row(precision).inspector_words):
+            return precision
     return None
-
-
-_RANK = {"int8": 0, "fp16": 1, "fp32": 2}
 
 
 def layer_precisions(engine_info: Mapping | str) -> Counter:
@@ -374,7 +351,7 @@ def layer_precisions(engine_info: Mapping | str) -> Counter:
             continue
         tensors = [*layer.get("Inputs", ()), *layer.get("Outputs", ())]
         kinds = {classify_format(t.get("Format/Datatype", "")) for t in tensors if isinstance(t, Mapping)} - {None}
-        counts[min(kinds, key=_RANK.__getitem__) if kinds else None] += 1
+        counts[min(kinds, key=lambda p: precisions.row(p).speed_rank) if kinds else None] += 1
     return counts
 
 
@@ -385,7 +362,7 @@ def check_engine_precision(precision: str, counts: Counter, name: str) -> dict:
     if not known:
         log.warning("%s: the engine inspector reported no tensor types; precision taken from the network", name)
         return {**summary, "verdict": "unknown (inspector gave no tensor types)"}
-    if precision in ("fp16", "int8") and not known.get(precision):
+    if precisions.row(precision).trt_tensor_type and not known.get(precision):
         raise VerificationError(
             f"{name}: asked for {precision.upper()} but the built engine has no {precision.upper()} layer "
             f"(layers by precision: {known}); refusing to keep an engine of another precision"
@@ -394,9 +371,9 @@ def check_engine_precision(precision: str, counts: Counter, name: str) -> dict:
 
 
 def check_network_dtypes(precision: str, dtype_names: Iterable[str], name: str) -> None:
-    """Strongly typed: the parsed network must carry the precision (HALF tensors for fp16, INT8 for int8)."""
+    """Strongly typed: the parsed network must carry the precision's tensor type (HALF for fp16, INT8 for int8)."""
     names = {str(d).upper().rsplit(".", 1)[-1] for d in dtype_names}
-    wanted = {"fp16": "HALF", "int8": "INT8"}.get(precision)
+    wanted = precisions.row(precision).trt_tensor_type
     if wanted and wanted not in names:
         raise VerificationError(
             f"{name}: parsed as a strongly typed network without {wanted} tensors (found {sorted(names)}): "
@@ -418,54 +395,41 @@ class EngineResult:
     check: dict
 
 
-def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, engine_path: str | Path | None = None):
-    """Build, check and write one engine and its manifest. Returns an :class:`EngineResult`."""
-    import time
+def _config_kwargs(trt, opts: EngineOptions, precision: str, strongly_typed: bool) -> dict:
+    """Polygraphy ``CreateConfig`` keywords: the profile, pools, timing cache, compatibility, legacy flags."""
+    from polygraphy.backend.trt import Profile
 
-    if precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    check_engine_options(opts)
-    onnx_path = Path(onnx_path)
-    engine_path = Path(engine_path) if engine_path is not None else engine_path_for(onnx_path, precision)
-    trt = _import_tensorrt()
-    from polygraphy.backend.trt import (
-        CreateConfig,
-        EngineBytesFromNetwork,
-        EngineFromBytes,
-        NetworkFromOnnxPath,
-        Profile,
-    )
-
-    system = running_system()
-    major = _trt_major(trt.__version__)
-    strongly_typed = major >= 10
-    if opts.dla_core is not None and precision == "fp32":
-        raise InputError(f"--dla-core {opts.dla_core}: DLA runs FP16/INT8 only, not {onnx_path.name} (fp32)")
     shapes = opts.batch.shapes(opts.img_size)
-    profile = Profile().add(INPUT_NAME, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])
-    config_kwargs = {
-        "profiles": [profile],
+    kwargs = {
+        "profiles": [Profile().add(INPUT_NAME, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
         "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,  # the inspector needs it for tensor types
     }
     if opts.workspace_mib:
-        config_kwargs["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: opts.workspace_mib << 20}
+        kwargs["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: opts.workspace_mib << 20}
     if opts.timing_cache is not None and Path(opts.timing_cache).is_file():
-        config_kwargs["load_timing_cache"] = str(opts.timing_cache)
+        kwargs["load_timing_cache"] = str(opts.timing_cache)
     if opts.hardware_compat:
-        config_kwargs["hardware_compatibility_level"] = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        kwargs["hardware_compatibility_level"] = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if opts.version_compat:
-        config_kwargs["version_compatible"] = True
+        kwargs["version_compatible"] = True
     if not strongly_typed:  # TensorRT 8.6 / 9: the same ONNX with the matching builder flags
-        config_kwargs["fp16"] = precision == "fp16"
-        config_kwargs["int8"] = precision == "int8"
-    create_config = CreateConfig(**config_kwargs)
-    captured = {}
+        for name, row in precisions.PRECISIONS.items():
+            if row.builder_flag:
+                kwargs[row.builder_flag] = name == precision
+    return kwargs
+
+
+def _network_config(trt, opts: EngineOptions, precision: str, onnx_name: str, strongly_typed: bool, captured: dict):
+    """The ``config(builder, network)`` callable: checks the parsed network's types, then sets DLA."""
+    from polygraphy.backend.trt import CreateConfig
+
+    create_config = CreateConfig(**_config_kwargs(trt, opts, precision, strongly_typed))
 
     def config(builder, network):
         if strongly_typed:
             dtypes = [network.get_layer(i).get_output(j).dtype for i in range(network.num_layers)
                       for j in range(network.get_layer(i).num_outputs)]  # fmt: skip
-            check_network_dtypes(precision, (str(d) for d in dtypes), onnx_path.name)
+            check_network_dtypes(precision, (str(d) for d in dtypes), onnx_name)
         cfg = create_config(builder, network)
         if opts.dla_core is not None:
             if builder.num_DLA_cores <= opts.dla_core:
@@ -476,33 +440,44 @@ def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, eng
         captured["config"] = cfg
         return cfg
 
+    return config
+
+
+def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, engine_path: str | Path | None = None):
+    """Build, check and write one engine and its manifest. Returns an :class:`EngineResult`."""
+    row = precisions.row(precision)
+    check_engine_options(opts)
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path is not None else engine_path_for(onnx_path, precision)
+    trt = import_tensorrt()
+    from polygraphy.backend.trt import EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath
+
+    system = running_system()
+    major = _trt_major(trt.__version__)
+    if opts.dla_core is not None and not row.dla:
+        raise InputError(f"--dla-core {opts.dla_core}: DLA runs FP16/INT8 only, not {onnx_path.name} ({precision})")
+    captured: dict = {}
+    config = _network_config(trt, opts, precision, onnx_path.name, major >= 10, captured)
     # TensorRT 10: STRONGLY_TYPED flag; 11+: always strongly typed (flag deprecated, so not set).
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=(major == 10))
-    t0 = time.perf_counter()
-    data = bytes(EngineBytesFromNetwork(network, config=config)())
-    seconds = time.perf_counter() - t0
-
-    engine = EngineFromBytes(data)()
-    check = check_engine_precision(precision, layer_precisions(inspect_engine(engine, shapes["opt"])), onnx_path.name)
+    data, seconds = timed(lambda: bytes(EngineBytesFromNetwork(network, config=config)()))
+    opt_shape = opts.batch.shapes(opts.img_size)["opt"]
+    layers = layer_precisions(inspect_engine(EngineFromBytes(data)(), opt_shape))
+    check = check_engine_precision(precision, layers, onnx_path.name)
     if opts.timing_cache is not None and "config" in captured:
         cache = captured["config"].get_timing_cache()
         if cache is not None:
             write_bytes(opts.timing_cache, bytes(cache.serialize()))
     manifest = build_manifest(
-        engine_sha256=hashlib.sha256(data).hexdigest(),
-        onnx_path=onnx_path,
-        onnx_sha256=sha256_file(onnx_path),
-        precision=precision,
-        opts=opts,
-        system=system,
-        engine_check=check,
-        build_seconds=round(seconds, 3),
-    )
+        engine_sha256=hashlib.sha256(data).hexdigest(), onnx_path=onnx_path, onnx_sha256=sha256_file(onnx_path),
+        precision=precision, opts=opts, system=system, engine_check=check, build_seconds=round(seconds, 3),
+    )  # fmt: skip
     write_bytes(engine_path, data)
     write_json(manifest_path_for(engine_path), manifest)
     return EngineResult(
-        precision, str(onnx_path), str(engine_path), str(manifest_path_for(engine_path)), len(data), seconds, check
-    )
+        precision=precision, onnx=str(onnx_path), path=str(engine_path),
+        manifest=str(manifest_path_for(engine_path)), bytes=len(data), seconds=seconds, check=check,
+    )  # fmt: skip
 
 
 def inspect_engine(engine, input_shape) -> dict:
@@ -514,187 +489,3 @@ def inspect_engine(engine, input_shape) -> dict:
     inspector = engine.create_engine_inspector()
     inspector.execution_context = context
     return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-
-
-# ---------------------------------------------------------------- runner (GPU)
-
-
-class TrtEngineRunner(Runner):
-    """A TensorRT engine behind the runner contract of :mod:`mixnet_deploy.runtimes`.
-
-    Binds by tensor name, sets the input shape per batch, keeps device buffers for the profile's max batch,
-    times with CUDA events, and optionally replays a CUDA graph captured per batch size.
-    """
-
-    runtime = "tensorrt"
-
-    def __init__(self, path: str | Path, cuda_graph: bool = False, check_manifest: bool = True):
-        path = Path(path)
-        self.path = path
-        self.manifest = verify_engine_file(path) if check_manifest else {}
-        trt = _import_tensorrt()
-        from polygraphy.backend.trt import EngineFromBytes
-
-        self._trt = trt
-        self._cudart = cudart = _import_cudart()
-        self.engine = EngineFromBytes(path.read_bytes())()
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-            raise InputError(
-                f"{path.name}: tensors {inputs} -> {outputs}, expected [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]"
-            )
-        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME)))
-        self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(OUTPUT_NAME)))
-        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(INPUT_NAME, 0))
-        self.min_batch, self.max_batch = lo[0], hi[0]
-        self.input_shape = (None if lo[0] != hi[0] else lo[0], *hi[1:])
-        self.context.set_input_shape(INPUT_NAME, hi)
-        out_max = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
-        self.precision = self.manifest.get("precision")
-        self.metadata = _onnx_metadata(path.with_name(self.manifest["onnx"])) if self.manifest.get("onnx") else {}
-        self.name = f"{path.name} [tensorrt]"
-        self.cuda_graph = cuda_graph
-        self._stream = _cuda_call(cudart.cudaStreamCreate())
-        self._d_in = _cuda_call(cudart.cudaMalloc(int(np.prod(hi)) * self._in_dtype.itemsize))
-        self._d_out = _cuda_call(cudart.cudaMalloc(int(np.prod(out_max)) * self._out_dtype.itemsize))
-        self.context.set_tensor_address(INPUT_NAME, int(self._d_in))
-        self.context.set_tensor_address(OUTPUT_NAME, int(self._d_out))
-        self._graphs: dict[tuple, object] = {}
-        self._shape: tuple | None = None
-
-    # -- helpers
-    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
-        x = np.ascontiguousarray(x, dtype=self._in_dtype)
-        if x.ndim != 4 or not self.min_batch <= x.shape[0] <= self.max_batch:
-            raise InputError(
-                f"{self.path.name}: input shape {x.shape}: expected [N, 3, H, W] with "
-                f"{self.min_batch} <= N <= {self.max_batch} (the engine's profile)"
-            )
-        if x.shape != self._shape:
-            if not self.context.set_input_shape(INPUT_NAME, x.shape):
-                raise InputError(f"{self.path.name}: input shape {x.shape} is outside the engine's profile")
-            self._shape = x.shape
-        return x, tuple(self.context.get_tensor_shape(OUTPUT_NAME))
-
-    def _enqueue(self) -> None:
-        """One inference on the stream: a captured CUDA graph for this shape, or execute_async_v3."""
-        cudart = self._cudart
-        if not self.cuda_graph:
-            if not self.context.execute_async_v3(int(self._stream)):
-                raise RuntimeError(f"{self.path.name}: execute_async_v3 failed")
-            return
-        exec_graph = self._graphs.get(self._shape)
-        if exec_graph is None:
-            # One plain enqueue after a shape change lets TensorRT finish its deferred updates before capture.
-            self.context.execute_async_v3(int(self._stream))
-            _cuda_call(cudart.cudaStreamSynchronize(self._stream))
-            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            _cuda_call(cudart.cudaStreamBeginCapture(self._stream, mode))
-            self.context.execute_async_v3(int(self._stream))
-            graph = _cuda_call(cudart.cudaStreamEndCapture(self._stream))
-            exec_graph = _cuda_call(cudart.cudaGraphInstantiate(graph, 0))
-            self._graphs[self._shape] = exec_graph
-        _cuda_call(cudart.cudaGraphLaunch(exec_graph, self._stream))
-
-    def _copy_in(self, x: np.ndarray) -> None:
-        kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        _cuda_call(self._cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, x.nbytes, kind, self._stream))
-
-    # -- the runner contract
-    def run(self, x: np.ndarray) -> np.ndarray:
-        cudart = self._cudart
-        x, out_shape = self._prepare(x)
-        out = np.empty(out_shape, dtype=self._out_dtype)
-        self._copy_in(x)
-        self._enqueue()
-        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _cuda_call(cudart.cudaMemcpyAsync(out.ctypes.data, self._d_out, out.nbytes, kind, self._stream))
-        _cuda_call(cudart.cudaStreamSynchronize(self._stream))
-        return out.astype(np.float32, copy=False)
-
-    def time_batch(self, x: np.ndarray, iters: int) -> list[float]:
-        """Device milliseconds per inference (CUDA events around each enqueue; input copied once, not timed)."""
-        cudart = self._cudart
-        x, _ = self._prepare(x)
-        self._copy_in(x)
-        start, end = _cuda_call(cudart.cudaEventCreate()), _cuda_call(cudart.cudaEventCreate())
-        times = []
-        try:
-            for _ in range(int(iters)):
-                _cuda_call(cudart.cudaEventRecord(start, self._stream))
-                self._enqueue()
-                _cuda_call(cudart.cudaEventRecord(end, self._stream))
-                _cuda_call(cudart.cudaEventSynchronize(end))
-                times.append(float(_cuda_call(cudart.cudaEventElapsedTime(start, end))))
-        finally:
-            cudart.cudaEventDestroy(start)
-            cudart.cudaEventDestroy(end)
-        return times
-
-    def describe(self) -> dict:
-        return {**super().describe(), "cuda_graph": self.cuda_graph, "manifest": dict(self.manifest.get("system", {}))}
-
-    def close(self) -> None:
-        cudart = getattr(self, "_cudart", None)
-        if cudart is None:
-            return
-        for g in self._graphs.values():
-            cudart.cudaGraphExecDestroy(g)
-        self._graphs.clear()
-        for ptr in (self._d_in, self._d_out):
-            cudart.cudaFree(ptr)
-        cudart.cudaStreamDestroy(self._stream)
-        self._cudart = None
-
-
-def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
-    """The ``mixnet.*`` metadata of the engine's source ONNX when it lies beside the engine (else empty)."""
-    if not onnx_path.is_file():
-        return {}
-    import onnx
-
-    from .onnx_export import read_metadata
-
-    return read_metadata(onnx.load(str(onnx_path), load_external_data=False))
-
-
-RUNNER_OPTIONS = ("cuda_graph", "check_manifest")
-
-
-def engine_runner(path: str | Path, **opts) -> TrtEngineRunner:
-    """The entry point :func:`mixnet_deploy.runtimes.make_runner` calls for ``.engine`` / ``.plan`` files."""
-    unknown = sorted(set(opts) - set(RUNNER_OPTIONS))
-    if unknown:
-        raise InputError(f"engine runner options {unknown}: expected only {', '.join(RUNNER_OPTIONS)}")
-    return TrtEngineRunner(path, **opts)
-
-
-# ---------------------------------------------------------------- the export stage
-
-
-def engine_stage(artifacts: Iterable, opts: EngineOptions, mode: str) -> tuple[list[EngineResult], list[str]]:
-    """Build one engine per precision ONNX of the run (``artifacts``: objects with .precision and .path).
-
-    ``mode``: ``auto`` builds when the GPU stack is present, else returns a note saying why and how;
-    ``require`` raises InputError then; ``skip`` does nothing. Returns (results, notes).
-    """
-    if mode == "skip":
-        return [], []
-    ok, why = gpu_stack_status()
-    if not ok:
-        if mode == "require":
-            require_gpu_stack()
-        note = f"WARNING: no TensorRT engine built (--engine auto): {why}. Engines need a CUDA GPU and TensorRT"
-        return [], [f"{note}: {INSTALL_HINT}"]
-    results = []
-    for artifact in artifacts:
-        if opts.dla_core is not None and artifact.precision == "fp32":
-            log.info("engine: %s skipped for DLA (DLA runs FP16/INT8 only)", Path(artifact.path).name)
-            continue
-        name = engine_path_for(artifact.path, artifact.precision).name
-        log.info("engine: building %s from %s ...", name, artifact.path)
-        results.append(build_engine(artifact.path, artifact.precision, opts))
-    return results, []

@@ -1,7 +1,7 @@
-"""Output comparison: measurements as values, and one tolerance table per precision.
+"""Output comparison: measurements as values, judged by the precision's tolerance.
 
-The table below is the only place tolerances live: the export verification, ``mixnet-parity``
-and the tests all read it.
+Tolerances live in :mod:`mixnet_deploy.precisions` (one row per precision) only: the export
+verification, ``mixnet-parity`` and the tests all read that table.
 """
 
 from __future__ import annotations
@@ -15,30 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import precisions
+from .engine import ENGINE_SUFFIXES
 from .errors import InputError
+from .precisions import Tolerance
 
 if TYPE_CHECKING:
     from .runtimes import Runner
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    max_abs: float | None  # largest allowed |candidate - reference| over all logits
-    min_cosine: float  # per-sample cosine similarity, worst sample
-    min_mean_cosine: float
-    min_top1: float | None  # fraction of samples whose argmax agrees
-    min_top5_overlap: float | None  # mean |top5(candidate) & top5(reference)| / 5
-
-
-TOLERANCES: dict[str, Tolerance] = {
-    # float32 graph vs float32 PyTorch: only summation order differs.
-    "fp32": Tolerance(max_abs=1e-3, min_cosine=0.99999, min_mean_cosine=0.99999, min_top1=None, min_top5_overlap=None),
-    # float16 weights and activations vs the FP32 graph (ORT CPU, held-out inputs). No max_abs: it scales
-    # with the logits (random-weight oracles reach |logit| ~ 100); measured worst cosine 0.99999+ (docs/precision.md).
-    "fp16": Tolerance(max_abs=None, min_cosine=0.9995, min_mean_cosine=0.9999, min_top1=None, min_top5_overlap=0.8),
-    # int8 QDQ vs the FP32 graph on held-out images; the issue's bar: mean cosine >= 0.99, top-5 overlap >= 0.7.
-    "int8": Tolerance(max_abs=None, min_cosine=0.98, min_mean_cosine=0.99, min_top1=None, min_top5_overlap=0.7),
-}
 
 
 @dataclass(frozen=True)
@@ -107,20 +90,21 @@ MAX_IMAGES = 256
 
 
 def tolerance_for(precision: str | None, name: str = "candidate") -> Tolerance:
-    """The row of :data:`TOLERANCES` for a precision; InputError when unknown or missing."""
+    """The tolerance of a precision's row in :mod:`mixnet_deploy.precisions`; InputError when unknown or missing."""
     if precision is None:
         raise InputError(f"{name}: no mixnet.precision metadata: expected a model written by mixnet-export")
-    if precision not in TOLERANCES:
-        raise InputError(f"{name}: precision {precision!r} has no tolerance: expected one of {', '.join(TOLERANCES)}")
-    return TOLERANCES[precision]
+    known = precisions.tolerances()
+    if precision not in known:
+        raise InputError(f"{name}: precision {precision!r} has no tolerance: expected one of {', '.join(known)}")
+    return known[precision]
 
 
 def tightest_passing(metrics: Metrics) -> str | None:
-    """The strictest precision row of :data:`TOLERANCES` these metrics pass (None: none passes).
+    """The strictest precision row whose tolerance these metrics pass (None: none passes).
 
     Rows are ordered by their cosine bound, the one criterion every row has.
     """
-    rows = sorted(TOLERANCES.items(), key=lambda kv: (-kv[1].min_cosine, -kv[1].min_mean_cosine))
+    rows = sorted(precisions.tolerances().items(), key=lambda kv: (-kv[1].min_cosine, -kv[1].min_mean_cosine))
     return next((name for name, tol in rows if not failures(metrics, tol)), None)
 
 
@@ -231,7 +215,9 @@ def parity_inputs(
     if images is None:
         if n <= 0:
             raise InputError(f"--random {n}: expected a positive number of inputs")
-        x = np.random.default_rng(seed).standard_normal((n, 3, img_size, img_size), dtype=np.float32)
+        from .runtimes import random_inputs
+
+        x = random_inputs((n, 3, img_size, img_size), seed)
         return x, {"kind": "random", "n": n, "seed": seed, "img_size": img_size}
     folder = Path(images)
     if not folder.is_dir():
@@ -266,8 +252,8 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
     runners = []
     try:
         for path in cfg.candidates:
-            if Path(path).suffix.lower() not in (".onnx", ".engine", ".plan"):
-                raise InputError(f"candidate {path!r}: expected an .onnx, .engine or .plan file")
+            if Path(path).suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
+                raise InputError(f"candidate {path!r}: expected an .onnx, {' or '.join(ENGINE_SUFFIXES)} file")
             runner = make_runner(path, cfg.runtime)
             tolerance_for(runner.precision, runner.name)  # fail before any work
             runners.append(runner)

@@ -8,22 +8,23 @@ been verified: a failed verification exits 1 and keeps no model file of that pre
 from __future__ import annotations
 
 import logging
-import platform
-import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import precisions
 from .atomic import remove_stale_temps, write_bytes, write_json
 from .config import ExportConfig, check_config, triton_options
+from .engine import ENGINE_SUFFIXES, EngineResult
+from .environment import stopwatch, timed, versions
 from .errors import VerificationError
 from .fold import fold_bn
 from .lowering import lower
 from .onnx_export import build_metadata, check_graph, op_counts, set_metadata, to_onnx
-from .parity import TOLERANCES, compare, failures
-from .runtimes import ort_session, run_ort, run_torch
+from .parity import compare, failures
+from .runtimes import ort_session, random_inputs, run_ort, run_torch
 from .weights import load_model
 
 log = logging.getLogger("mixnet_deploy")
@@ -53,7 +54,7 @@ class ExportReport:
     artifacts: list[Artifact] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    engines: list[dict] = field(default_factory=list)  # TensorRT engines built in this run (engine.EngineResult)
+    engines: list[EngineResult] = field(default_factory=list)  # TensorRT engines built in this run
     triton: dict = field(default_factory=dict)  # the Triton repository written (triton.build_repository)
     calibration: dict = field(default_factory=dict)  # INT8 calibration: images, method, cache, seconds
     versions: dict[str, str] = field(default_factory=dict)
@@ -61,202 +62,255 @@ class ExportReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def warn(self, message: str) -> None:
-        """Log a warning and keep it in the report."""
-        log.warning("%s", message)
-        self.notes.append(message)
 
-
-def versions() -> dict[str, str]:
-    import onnx
-    import torch
-
-    found = {"mixnet_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    found["onnx"] = onnx.__version__
-    try:
-        import onnxruntime
-
-        found["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        found["onnxruntime"] = "absent"
-    return found
+def warning(message: str) -> str:
+    """Log a warning; returns it, for the report's notes."""
+    log.warning("%s", message)
+    return message
 
 
 def verification_inputs(img_size: int, n: int = VERIFY_BATCH, seed: int = VERIFY_SEED) -> np.ndarray:
     """Seeded standard-normal images: the scale of ImageNet-normalized pixels."""
-    return np.random.default_rng(seed).standard_normal((n, 3, img_size, img_size), dtype=np.float32)
+    return random_inputs((n, 3, img_size, img_size), seed)
 
 
 def verify_onnx(data: bytes, reference: np.ndarray, x: np.ndarray, precision: str) -> tuple[dict, list[str]]:
     """Run a serialized ONNX model in ONNX Runtime (CPU) and compare with reference logits."""
     out = run_ort(ort_session(data), x)
     metrics = compare(reference, out)
-    return metrics.as_dict(), failures(metrics, TOLERANCES[precision])
+    return metrics.as_dict(), failures(metrics, precisions.row(precision).tolerance)
+
+
+@dataclass(frozen=True)
+class Made:
+    """One precision's model, made and verified in memory: its report entry, the model and its bytes, what failed."""
+
+    artifact: Artifact
+    model: object  # onnx.ModelProto
+    blob: bytes
+    failures: tuple[str, ...]
+    timings: dict[str, float]
+
+
+def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np.ndarray) -> Made:
+    """``make()`` -> checked ONNX model, serialized and verified against ``reference`` on ``x``."""
+
+    def made():
+        model = make()
+        check_graph(model)
+        return model, model.SerializeToString()
+
+    (model, blob), made_s = timed(made)
+    (metrics, bad), verify_s = timed(lambda: verify_onnx(blob, reference, x, precision))
+    artifact = Artifact(
+        precision=precision, path=str(path), bytes=len(blob), nodes=len(model.graph.node), ops=op_counts(model),
+        metrics=metrics, tolerance=asdict(precisions.row(precision).tolerance), seconds=made_s,
+    )  # fmt: skip
+    return Made(artifact, model, blob, tuple(bad), {f"make_{precision}": made_s, f"verify_{precision}": verify_s})
+
+
+def export_fp32(cfg: ExportConfig, model, info) -> tuple[Made, dict[str, float]]:
+    """Fold, lower, export and verify the FP32 ONNX against the unfolded PyTorch model (nothing written)."""
+    spec = model.spec
+    folded, fold_s = timed(lambda: lower(fold_bn(model), cfg.mdconv))  # exact rewrites, verified below
+    x = verification_inputs(cfg.img_size)
+    reference = run_torch(model, x)
+
+    def make():
+        proto = to_onnx(folded, cfg.img_size, cfg.opset)
+        return set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32", mdconv=cfg.mdconv))
+
+    made = make_verified("fp32", Path(cfg.out_dir) / precisions.artifact_name(spec.model_name, "fp32"), make,
+                         reference, x)  # fmt: skip
+    timings = {"fold": fold_s, "export_fp32": made.timings["make_fp32"], "verify_fp32": made.timings["verify_fp32"]}
+    return made, timings
+
+
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: no --weights given: exporting RANDOM weights (seeded). The outputs are meaningless "
+    "for classification; pass --weights FILE (timm or mixnet-deploy checkpoint) for a real model."
+)
 
 
 def run_export(cfg: ExportConfig) -> ExportReport:
     check_config(cfg)
     out_dir = Path(cfg.out_dir)
-    t0 = time.perf_counter()
-    model, info = load_model(cfg.variant, cfg.weights)
-    spec = model.spec
-    report = ExportReport(spec.name, cfg.img_size, asdict(info), versions=versions())
-    if info.is_random:
-        msg = (
-            "WARNING: no --weights given: exporting RANDOM weights (seeded). The outputs are meaningless "
-            "for classification; pass --weights FILE (timm or mixnet-deploy checkpoint) for a real model."
-        )
-        report.warn(msg)
-    report.timings_s["load"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    folded = lower(fold_bn(model), cfg.mdconv)  # exact rewrites; verified below against the unfolded model
-    report.mdconv = cfg.mdconv
-    report.timings_s["fold"] = time.perf_counter() - t
-
-    x = verification_inputs(cfg.img_size)
-    reference = run_torch(model, x)
-
-    t = time.perf_counter()
-    proto = to_onnx(folded, cfg.img_size, cfg.opset)
-    set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32", mdconv=cfg.mdconv))
-    check_graph(proto)
-    data = proto.SerializeToString()
-    export_s = time.perf_counter() - t
-    report.timings_s["export_fp32"] = export_s
-
-    path = out_dir / f"{spec.model_name}.onnx"
-    t = time.perf_counter()
-    metrics, bad = verify_onnx(data, reference, x, "fp32")
-    report.timings_s["verify_fp32"] = time.perf_counter() - t
-    artifact = Artifact(
-        "fp32", str(path), len(data), len(proto.graph.node), op_counts(proto), metrics,
-        asdict(TOLERANCES["fp32"]), export_s,
-    )  # fmt: skip
-    report.artifacts.append(artifact)
-    clear_previous_run(out_dir, spec.model_name)  # the folder never mixes two runs' report, models, engines
-    if bad:
-        write_json(out_dir / "report.json", report.as_dict())
-        raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(bad)}")
+    elapsed = stopwatch()
+    (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
+    name = model.spec.model_name
+    parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else []}
+    fp32, timings = export_fp32(cfg, model, info)
+    parts |= {"artifacts": [fp32.artifact], "timings_s": {"load": load_s, **timings}}
+    clear_previous_run(out_dir, name)  # the folder never mixes two runs' report, models, engines
+    if fp32.failures:
+        _write_report(cfg, model.spec, info, parts)
+        path = Path(fp32.artifact.path)
+        raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(fp32.failures)}")
     try:
-        write_bytes(path, data)
-        run_precision_stage(cfg, report, proto, data)
-        run_engine_stage(cfg, report)
+        write_bytes(fp32.artifact.path, fp32.blob)
+        stage = run_precision_stage(cfg, name, fp32.model, fp32.blob)
+        _merge(parts, stage.artifacts, stage.timings, stage.notes, calibration=stage.calibration)
+        if stage.refused:
+            _write_report(cfg, model.spec, info, parts)
+            raise VerificationError("; ".join(stage.refused) + " (file not kept)")
+        engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
+        _merge(parts, (), timings, notes, engines=engines)
         if cfg.triton_repo is not None:
-            run_triton_stage(cfg, report)
-        report.timings_s["total"] = time.perf_counter() - t0
-        write_json(out_dir / "report.json", report.as_dict())
+            triton, notes, timings = run_triton_stage(cfg, model.spec.name, parts["artifacts"], engines)
+            _merge(parts, (), timings, notes, triton=triton)
+        parts["timings_s"]["total"] = elapsed()
+        return _write_report(cfg, model.spec, info, parts)
     except VerificationError:
         raise  # the failing precision kept no file; report.json says why
     except BaseException:  # bad input found late (unreadable calibration images), Ctrl-C, kill, a crash
-        clear_previous_run(out_dir, spec.model_name)  # this run's files too: no half-finished set is left
+        clear_previous_run(out_dir, name)  # this run's files too: no half-finished set is left
         raise
+
+
+def _merge(parts: dict, artifacts, timings: dict, notes, **more) -> None:
+    """Add a stage's return values to what ``run_export`` has collected so far (its local dict)."""
+    parts["artifacts"] = [*parts["artifacts"], *artifacts]
+    parts["timings_s"] = {**parts["timings_s"], **timings}
+    parts["notes"] = [*parts["notes"], *notes]
+    parts.update(more)
+
+
+def _write_report(cfg: ExportConfig, spec, info, parts: dict) -> ExportReport:
+    """The ExportReport of the run, assembled from the stages' values and written as DIR/report.json."""
+    report = ExportReport(
+        variant=spec.name, img_size=cfg.img_size, weights=asdict(info), mdconv=cfg.mdconv, versions=versions(),
+        **parts,
+    )  # fmt: skip
+    write_json(Path(cfg.out_dir) / "report.json", report.as_dict())
     return report
 
 
-def run_precision_stage(cfg: ExportConfig, report: ExportReport, proto, data: bytes) -> None:
-    """FP16 / INT8 ONNX from the verified FP32 graph, each verified in ONNX Runtime (CPU) against the
-    FP32 file on held-out inputs; a precision beyond its tolerance keeps no file and the run exits 1."""
-    if not (cfg.fp16 or cfg.int8):
-        return
-    from .data import CalibrationReader, Preprocess, calibration_sets
-    from .onnx_export import read_metadata
-    from .precision import Int8Recipe, artifact_name, calibrate, int8_problems, quantize_int8, to_fp16
+@dataclass(frozen=True)
+class PrecisionStage:
+    """What the FP16 / INT8 stage returns: the artifacts (kept or refused), calibration, timings, notes."""
 
-    out_dir, name = Path(cfg.out_dir), Path(report.artifacts[0].path).name.removesuffix(".onnx")
+    artifacts: tuple[Artifact, ...] = ()
+    calibration: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # one line per precision beyond its tolerance (no file kept)
+
+
+SYNTHETIC_CALIB_WARNING = (
+    "WARNING: --calib synthetic: INT8 ranges come from random colour fields, not photos. For smoke "
+    "tests only: the INT8 file's accuracy on real images is unknown; pass --calib DIR for a real one."
+)
+
+
+def make_int8(cfg: ExportConfig, name: str, data: bytes, sets, pre) -> tuple[object, dict, str]:
+    """Calibrate (or reuse the cache) and quantize: (QDQ model, calibration for the report, note)."""
+    from .data import CalibrationReader
+    from .precision import Int8Recipe, calibrate, int8_problems, quantize_int8
+
+    recipe = Int8Recipe(method=cfg.calib_method)
+    calib = calibrate(
+        data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, Path(cfg.out_dir), name,
+        sets.source,
+    )  # fmt: skip
+    how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
+    note = f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"
+    model = quantize_int8(data, calib, recipe)
+    problems = int8_problems(model)
+    if problems:
+        raise VerificationError(f"{precisions.artifact_name(name, 'int8')}: not TensorRT-style QDQ: {problems[0]}")
+    return model, {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}, note
+
+
+def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> PrecisionStage:
+    """FP16 / INT8 ONNX of model ``name`` from the verified FP32 graph, each verified in ONNX Runtime (CPU)
+    against the FP32 file on held-out inputs; a precision beyond its tolerance keeps no file (``refused``)."""
+    if not (cfg.fp16 or cfg.int8):
+        return PrecisionStage()
+    from .data import Preprocess, calibration_sets
+    from .onnx_export import read_metadata
+    from .precision import to_fp16
+
     pre = Preprocess.from_metadata(read_metadata(proto))
-    sets = None
+    notes, calibration, timings = [], {}, {}
     if cfg.int8:
         sets = calibration_sets(cfg.calib, pre, cfg.calib_count)
         if sets.synthetic:
-            msg = (
-                "WARNING: --calib synthetic: INT8 ranges come from random colour fields, not photos. For smoke "
-                "tests only: the INT8 file's accuracy on real images is unknown; pass --calib DIR for a real one."
-            )
-            report.warn(msg)
+            notes.append(warning(SYNTHETIC_CALIB_WARNING))
         x = pre.normalize(sets.held_out.crops)
     else:
         x = verification_inputs(cfg.img_size)
     reference = run_ort(ort_session(data), x)
 
-    candidates = []  # (precision, make) in order; each made, verified, kept or refused
-    if cfg.fp16:
-        candidates.append(("fp16", lambda: to_fp16(proto)))
-    if cfg.int8:
-        recipe = Int8Recipe(method=cfg.calib_method)
+    def int8():
+        model, calibration["int8"], note = make_int8(cfg, name, data, sets, pre)
+        timings["calibrate_int8"] = calibration["int8"]["seconds"]
+        notes.append(note)
+        return model
 
-        def make_int8():
-            calib = calibrate(
-                data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, out_dir, name,
-                sets.source,
-            )  # fmt: skip
-            report.calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}
-            report.timings_s["calibrate_int8"] = calib.seconds
-            how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
-            report.notes.append(f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})")
-            model = quantize_int8(data, calib, recipe)
-            problems = int8_problems(model)
-            if problems:
-                raise VerificationError(f"{artifact_name(name, 'int8')}: not TensorRT-style QDQ: {problems[0]}")
-            return model
-
-        candidates.append(("int8", make_int8))
-
-    refused = []
-    for precision, make in candidates:
-        path = out_dir / artifact_name(name, precision)
-        t = time.perf_counter()
-        model = make()
-        check_graph(model)
-        blob = model.SerializeToString()
-        made_s = time.perf_counter() - t
-        t = time.perf_counter()
-        metrics, bad = verify_onnx(blob, reference, x, precision)
-        report.timings_s[f"verify_{precision}"] = time.perf_counter() - t
-        report.timings_s[f"make_{precision}"] = made_s
-        report.artifacts.append(
-            Artifact(precision, str(path), len(blob), len(model.graph.node), op_counts(model), metrics,
-                     asdict(TOLERANCES[precision]), made_s)
-        )  # fmt: skip
-        if bad:
+    makers = {"fp16": lambda: to_fp16(proto), "int8": int8}  # precisions.py rows beyond fp32, each an option
+    artifacts, refused = [], []
+    for precision in [p for p in precisions.names() if p != "fp32" and getattr(cfg, p, False)]:
+        path = Path(cfg.out_dir) / precisions.artifact_name(name, precision)
+        made = make_verified(precision, path, makers[precision], reference, x)
+        artifacts.append(made.artifact)
+        timings |= made.timings
+        if made.failures:
             _remove(path)
-            refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(bad)}")
+            refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
         else:
-            write_bytes(path, blob)
-    if refused:
-        write_json(out_dir / "report.json", report.as_dict())
-        raise VerificationError("; ".join(refused) + " (file not kept)")
+            write_bytes(path, made.blob)
+    return PrecisionStage(tuple(artifacts), calibration.get("int8", {}), timings, tuple(notes), tuple(refused))
 
 
-def run_engine_stage(cfg: ExportConfig, report: ExportReport) -> None:
-    """TensorRT engines and DIR/trtexec.sh for every precision ONNX the run wrote (report.artifacts)."""
-    from .engine import engine_stage
+def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[EngineResult], list[str]]:
+    """Build one engine per precision ONNX of the run (``artifacts``: objects with .precision and .path).
 
+    ``mode``: ``auto`` builds when the GPU stack is present, else returns a note saying why and how;
+    ``require`` raises InputError then; ``skip`` does nothing. Returns (results, notes).
+    """
+    from .engine import INSTALL_HINT, build_engine, engine_path_for, gpu_stack_status, require_gpu_stack
+
+    if mode == "skip":
+        return [], []
+    ok, why = gpu_stack_status()
+    if not ok:
+        if mode == "require":
+            require_gpu_stack()
+        note = f"WARNING: no TensorRT engine built (--engine auto): {why}. Engines need a CUDA GPU and TensorRT"
+        return [], [f"{note}: {INSTALL_HINT}"]
+    results = []
+    for artifact in artifacts:
+        if opts.dla_core is not None and not precisions.row(artifact.precision).dla:
+            log.info("engine: %s skipped for DLA (DLA runs FP16/INT8 only)", Path(artifact.path).name)
+            continue
+        name = engine_path_for(artifact.path, artifact.precision).name
+        log.info("engine: building %s from %s ...", name, artifact.path)
+        results.append(build_engine(artifact.path, artifact.precision, opts))
+    return results, []
+
+
+def run_engine_stage(cfg: ExportConfig, artifacts: list[Artifact]) -> tuple[list[EngineResult], list[str], dict]:
+    """TensorRT engines and DIR/trtexec.sh for every precision ONNX the run wrote: (engines, notes, timings)."""
     opts = cfg.engine_options()
+    notes = []
     if cfg.trtexec:
         from .trtexec import write_trtexec_script
 
-        script = write_trtexec_script(cfg.out_dir, report.artifacts, opts)
-        report.notes.append(f"trtexec recipe: {script}")
-    t = time.perf_counter()
-    results, notes = engine_stage(report.artifacts, opts, cfg.engine)
-    for note in notes:
-        report.warn(note)
-    report.engines.extend(asdict(r) for r in results)
-    if results:
-        report.timings_s["engines"] = time.perf_counter() - t
+        notes.append(f"trtexec recipe: {write_trtexec_script(cfg.out_dir, artifacts, opts)}")
+    (results, warnings), seconds = timed(lambda: engine_stage(artifacts, opts, cfg.engine))
+    notes += [warning(w) for w in warnings]
+    return results, notes, {"engines": seconds} if results else {}
 
 
-def run_triton_stage(cfg: ExportConfig, report: ExportReport) -> None:
-    """Triton model repository from the files this run wrote (report.artifacts, report.engines)."""
+def run_triton_stage(
+    cfg: ExportConfig, variant: str, artifacts: list[Artifact], engines: list[EngineResult]
+) -> tuple[dict, list[str], dict]:
+    """Triton model repository from the files this run wrote: (what report.json records, notes, timings)."""
     from .triton import build_repository
 
-    t = time.perf_counter()
-    report.triton = build_repository(report.artifacts, report.engines, triton_options(cfg), report.variant)
-    report.timings_s["triton"] = time.perf_counter() - t
-    for note in report.triton["notes"]:
-        report.warn(note)
-    report.notes.append(report.triton["summary"])
+    triton, seconds = timed(lambda: build_repository(artifacts, engines, triton_options(cfg), variant))
+    notes = [warning(n) for n in triton["notes"]] + [triton["summary"]]
+    return triton, notes, {"triton": seconds}
 
 
 def clear_previous_run(out_dir: Path, model_name: str) -> None:
@@ -264,8 +318,9 @@ def clear_previous_run(out_dir: Path, model_name: str) -> None:
     their manifests) from ``out_dir``, so that what a run leaves comes from that run alone. Calibration caches
     stay (they are keyed by content)."""
     out_dir = Path(out_dir)
-    patterns = (f"{model_name}.onnx", f"{model_name}.*.onnx", f"{model_name}.*.engine", f"{model_name}.*.engine.json",
-                f"{model_name}.*.plan", "report.json")  # fmt: skip
+    engines = [f"{model_name}.*{suffix}" for suffix in ENGINE_SUFFIXES]
+    patterns = (f"{model_name}.onnx", f"{model_name}.*.onnx", *engines, *(f"{p}.json" for p in engines),
+                "report.json")  # fmt: skip
     for pattern in patterns:
         for path in out_dir.glob(pattern):
             _remove(path)

@@ -43,7 +43,6 @@ from .onnx_export import read_metadata, set_metadata
 
 log = logging.getLogger("mixnet_deploy")
 
-PRECISIONS = ("fp32", "fp16", "int8")
 FP16_KEEP_FP32_OPS: tuple[str, ...] = ()  # measured: no op needs float32 (docs/precision.md)
 FP16_MAX = 65504.0
 CALIB_METHODS = ("entropy", "percentile", "minmax")
@@ -53,11 +52,6 @@ INT8_OP_TYPES = ("Conv",)  # the classifier Gemm stays float: measured (docs/pre
 CALIB_BATCH = 8
 CACHE_FORMAT = 1
 OPERATOR_FORMAT_OPS = frozenset({"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm"})
-
-
-def artifact_name(model_name: str, precision: str) -> str:
-    """``mixnet_s.onnx``, ``mixnet_s.fp16.onnx``, ``mixnet_s.int8.onnx``."""
-    return f"{model_name}.onnx" if precision == "fp32" else f"{model_name}.{precision}.onnx"
 
 
 def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:

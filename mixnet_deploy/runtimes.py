@@ -5,34 +5,7 @@ Every runner is called with a numpy array under the ONNX names (input ``input`` 
 their input cast and their output cast back, so callers always deal in float32.
 
 The runner contract (what :mod:`mixnet_deploy.parity`, :mod:`mixnet_deploy.bench` and the CLI rely
-on; a TensorRT engine runner in ``mixnet_deploy.engine`` follows it too):
-
-``name: str``
-    label for tables and plots, e.g. ``"mixnet_s.fp16.onnx [ort-cpu]"``.
-``runtime: str``
-    one of :data:`RUNTIMES` (``"torch"``, ``"ort-cpu"``, ``"ort-cuda"``, ``"ort-trt"``, ``"tensorrt"``).
-``input_name`` / ``output_name: str``
-    the tensor names (``"input"`` / ``"logits"`` for everything this toolkit writes).
-``input_shape: tuple[int | None, ...]``
-    ``(None, 3, 224, 224)``: ``None`` for a dynamic dimension.
-``precision: str | None``
-    ``"fp32"``, ``"fp16"``, ``"int8"`` (from the ONNX metadata ``mixnet.precision`` or the engine
-    manifest); ``None`` when unknown.
-``max_batch: int | None``
-    the largest batch the runner accepts (an engine's profile max), ``None`` for no limit.
-``metadata: dict[str, str]``
-    the ``mixnet.*`` metadata of the source ONNX (may be empty).
-``run(x: np.ndarray) -> np.ndarray``
-    float32 ``[N, 3, H, W]`` in, float32 ``[N, classes]`` out, synchronous (results on the host).
-``time_batch(x: np.ndarray, iters: int) -> list[float]``  (optional)
-    milliseconds per call, measured on the device (CUDA events recorded around each enqueue, then
-    synchronized); :mod:`mixnet_deploy.bench` uses it when present and wall-clock time otherwise.
-``close() -> None``
-    release sessions / contexts (optional; the base class has a no-op).
-
-For ``.engine`` / ``.plan`` files :func:`make_runner` imports ``mixnet_deploy.engine`` lazily and
-calls ``engine_runner(path, **opts)``, which returns such an object (``opts`` may hold
-``cuda_graph: bool``; unknown options should raise :class:`InputError`).
+on) is :class:`mixnet_deploy.runner.Runner`; the TensorRT runner is in :mod:`mixnet_deploy.trt_runner`.
 """
 
 from __future__ import annotations
@@ -43,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .engine import ENGINE_SUFFIXES
 from .errors import InputError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
+from .runner import Runner
 
 # runtime name -> ONNX Runtime execution provider (None: not ONNX Runtime)
 RUNTIMES: dict[str, str | None] = {
@@ -54,7 +29,6 @@ RUNTIMES: dict[str, str | None] = {
     "ort-trt": "TensorrtExecutionProvider",
     "tensorrt": None,
 }
-ENGINE_SUFFIXES = (".engine", ".plan")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -83,44 +57,18 @@ def run_ort(session, x: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
+def random_inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Seeded standard-normal float32 inputs (the scale of ImageNet-normalized pixels): the one maker of the
+    export's verification inputs, parity's random inputs and the benchmarks' inputs."""
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
 @torch.no_grad()
 def run_torch(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return model.eval()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
 # ---------------------------------------------------------------- the runner interface
-
-
-class Runner:
-    """Base class of the runners (see the module docstring for the contract)."""
-
-    name: str = "runner"
-    runtime: str = ""
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
-    input_shape: tuple[int | None, ...] = (None, 3, None, None)
-    precision: str | None = None
-    max_batch: int | None = None
-    metadata: dict[str, str] = {}
-
-    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def describe(self) -> dict:
-        """What a report records about the runner."""
-        return {
-            "name": self.name,
-            "runtime": self.runtime,
-            "precision": self.precision,
-            "input_shape": list(self.input_shape),
-            "variant": self.metadata.get("mixnet.variant"),
-        }
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}>"
 
 
 class TorchRunner(Runner):
@@ -283,7 +231,7 @@ def make_runner(
     ``target``:
     - ``.onnx`` file: ONNX Runtime (``runtime`` ``auto`` = ``ort-cpu``); with ``runtime="torch"`` an
       unfolded PyTorch model of the variant in its metadata, default init (latency only);
-    - ``.engine`` / ``.plan``: ``mixnet_deploy.engine.engine_runner(path, **opts)`` (TensorRT);
+    - ``.engine`` / ``.plan``: ``mixnet_deploy.trt_runner.engine_runner(path, **opts)`` (TensorRT);
     - ``.pth`` / ``.pt`` / ``.safetensors`` checkpoint: PyTorch with those weights; a variant name
       (``s``, ``mixnet_m``): PyTorch with default init (latency only);
     - a ``torch.nn.Module``: PyTorch.
@@ -300,55 +248,70 @@ def make_runner(
     if runtime != "auto" and runtime not in RUNTIMES:
         raise InputError(f"runtime {runtime!r}: expected auto or one of {', '.join(RUNTIMES)}")
     if suffix in ENGINE_SUFFIXES:
-        if runtime not in ("auto", "tensorrt"):
-            raise InputError(f"{text}: a TensorRT engine runs only with runtime tensorrt, not {runtime!r}")
-        if not path.is_file():
-            raise InputError(f"{text!r} does not exist: expected a TensorRT engine file")
-        try:
-            from .engine import engine_runner
-        except ImportError as exc:
-            raise InputError(
-                f"{text}: TensorRT engines need mixnet_deploy.engine and TensorRT "
-                f"(pip install mixnet-deploy[gpu] on a machine with an NVIDIA GPU): {exc}"
-            ) from None
-        return engine_runner(path, **opts)
+        return _engine_runner(text, runtime, **opts)
     if suffix == ".onnx":
-        if not path.is_file():
-            what = "is a directory" if path.is_dir() else "does not exist"
-            raise InputError(f"{text!r} {what}: expected an ONNX file")
-        if runtime == "torch":
-            _set_torch_threads(threads)
-            model, size, meta = _torch_from_onnx_metadata(path, img_size)
-            runner = TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=size, **opts)
-            runner.metadata = {**meta, "mixnet.precision": "fp32"}
-            return runner
-        if runtime == "tensorrt":
-            raise InputError(f"{text}: runtime tensorrt needs an engine file; for ONNX use ort-trt or build one")
-        if opts:
-            raise InputError(f"options {sorted(opts)} do not apply to ONNX Runtime")
-        return OrtRunner(path, "ort-cpu" if runtime == "auto" else runtime, threads)
+        return _onnx_runner(text, runtime, threads, img_size, **opts)
     if runtime not in ("auto", "torch"):
         raise InputError(f"{text}: runtime {runtime!r} needs an .onnx or .engine file")
-    from .weights import load_model
-
-    if suffix in CHECKPOINT_SUFFIXES:
-        if not path.is_file():
-            raise InputError(f"{text!r} does not exist: expected a checkpoint file")
-        model, _ = load_model(None, path)
-    else:
-        from .arch import normalize_variant
-
-        try:
-            normalize_variant(text)
-        except ValueError:
-            raise InputError(
-                f"model {text!r}: expected an .onnx, .engine/.plan or checkpoint file, or a variant name (s, m, l)"
-            ) from None
-        from .model import build_model
-
-        model = build_model(text)  # default init: a variant name is for timing, not for outputs
+    model = _torch_model(text) if suffix in CHECKPOINT_SUFFIXES else _variant_model(text)
     _set_torch_threads(threads)
     return TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=img_size or 224, **opts)
+
+
+def _engine_runner(text: str, runtime: str, **opts) -> Runner:
+    path = Path(text)
+    if runtime not in ("auto", "tensorrt"):
+        raise InputError(f"{text}: a TensorRT engine runs only with runtime tensorrt, not {runtime!r}")
+    if not path.is_file():
+        raise InputError(f"{text!r} does not exist: expected a TensorRT engine file")
+    try:
+        from .trt_runner import engine_runner
+    except ImportError as exc:
+        raise InputError(
+            f"{text}: TensorRT engines need mixnet_deploy.trt_runner and TensorRT "
+            f"(pip install mixnet-deploy[gpu] on a machine with an NVIDIA GPU): {exc}"
+        ) from None
+    return engine_runner(path, **opts)
+
+
+def _onnx_runner(text: str, runtime: str, threads: int, img_size: int | None, **opts) -> Runner:
+    path = Path(text)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise InputError(f"{text!r} {what}: expected an ONNX file")
+    if runtime == "torch":
+        _set_torch_threads(threads)
+        model, size, meta = _torch_from_onnx_metadata(path, img_size)
+        runner = TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=size, **opts)
+        runner.metadata = {**meta, "mixnet.precision": "fp32"}
+        return runner
+    if runtime == "tensorrt":
+        raise InputError(f"{text}: runtime tensorrt needs an engine file; for ONNX use ort-trt or build one")
+    if opts:
+        raise InputError(f"options {sorted(opts)} do not apply to ONNX Runtime")
+    return OrtRunner(path, "ort-cpu" if runtime == "auto" else runtime, threads)
+
+
+def _torch_model(text: str) -> torch.nn.Module:
+    from .weights import load_model
+
+    if not Path(text).is_file():
+        raise InputError(f"{text!r} does not exist: expected a checkpoint file")
+    return load_model(None, Path(text))[0]
+
+
+def _variant_model(text: str) -> torch.nn.Module:
+    """Default init: a variant name is for timing, not for outputs."""
+    from .arch import normalize_variant
+    from .model import build_model
+
+    try:
+        normalize_variant(text)
+    except ValueError:
+        raise InputError(
+            f"model {text!r}: expected an .onnx, .engine/.plan or checkpoint file, or a variant name (s, m, l)"
+        ) from None
+    return build_model(text)
 
 
 def _set_torch_threads(threads: int) -> None:

@@ -1,7 +1,7 @@
 """Triton model repository: ``REPO/<model>/config.pbtxt`` plus ``REPO/<model>/<version>/model.{plan,onnx}``.
 
-Data flow: the files a run wrote (``report.artifacts``: precision ONNX; ``report.engines``: TensorRT
-engines) + :class:`TritonOptions` -> :func:`choose_source` (which file, which precision) ->
+Data flow: the files a run wrote (its artifacts: precision ONNX; its engines: :class:`EngineResult`)
++ :class:`TritonOptions` -> :func:`choose_source` (which file, which precision) ->
 :func:`model_config` (a :class:`TritonModel`: I/O read from the ONNX, batching from the profile,
 preprocessing from the ONNX metadata) -> :func:`render_config` (``config.pbtxt`` text in the
 ``inference.ModelConfig`` text format) -> :func:`write_repository` (atomic: the version folder is
@@ -32,16 +32,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import precisions
 from .atomic import TMP_MARKER, write_text
 from .batching import BatchProfile
+from .engine import ENGINE_SUFFIXES, EngineResult, manifest_path_for
 from .errors import InputError, VerificationError
 
 log = logging.getLogger("mixnet_deploy")
 
 KINDS = ("gpu", "cpu")
-PRECISION_CHOICES = ("auto", "fp32", "fp16", "int8")
-SPEED_ORDER = ("int8", "fp16", "fp32")  # fastest first: what "auto" picks
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 QUEUE_DELAY_US = 100  # dynamic batcher: wait at most 0.1 ms to fill a preferred batch
 MAX_VERSION = 2**31 - 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -52,8 +51,6 @@ ONNX_TO_TRITON = {
     7: "TYPE_INT64", 8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 12: "TYPE_UINT32",
     13: "TYPE_UINT64", 16: "TYPE_BF16",
 }  # fmt: skip
-# ONNX Runtime's TensorRT execution provider, as Triton's onnxruntime backend names it
-TRT_PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +112,11 @@ def default_model_name(variant: str) -> str:
     return variant if variant.startswith("mixnet_") else f"mixnet_{variant}"
 
 
+def precision_choices() -> tuple[str, ...]:
+    """``--triton-precision``: auto (the fastest written, see :func:`mixnet_deploy.precisions.by_speed`) or one."""
+    return ("auto", *precisions.names())
+
+
 def check_options(opts: TritonOptions) -> TritonOptions:
     """Validate the options before any work (InputError naming the flag and value)."""
     if opts.model_name is not None and not _NAME_RE.match(str(opts.model_name)):
@@ -127,8 +129,9 @@ def check_options(opts: TritonOptions) -> TritonOptions:
         raise InputError(f"--model-version {v!r}: expected an integer from 1 to {MAX_VERSION}")
     if opts.kind not in KINDS:
         raise InputError(f"--triton-kind {opts.kind!r}: expected one of {', '.join(KINDS)}")
-    if opts.precision not in PRECISION_CHOICES:
-        raise InputError(f"--triton-precision {opts.precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
+    choices = precision_choices()
+    if opts.precision not in choices:
+        raise InputError(f"--triton-precision {opts.precision!r}: expected one of {', '.join(choices)}")
     if opts.planned is not None and opts.precision not in ("auto", *opts.planned):
         raise InputError(
             f"--triton-precision {opts.precision}: this run writes {', '.join(opts.planned)} only: "
@@ -146,44 +149,32 @@ def check_options(opts: TritonOptions) -> TritonOptions:
 # ---------------------------------------------------------------- which file goes in
 
 
-def _field(item, name: str):
-    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
-
-
-def _precision_of(text) -> str | None:
-    found = re.findall(r"fp32|fp16|int8", str(text or "").lower())
-    return found[-1] if found else None
-
-
-def collect_sources(artifacts: Iterable, engines: Iterable = ()) -> list[Source]:
-    """Servable files of a run: ONNX artifacts and engines (objects or dicts with .precision and .path)."""
+def collect_sources(artifacts: Iterable, engines: Iterable[EngineResult] = ()) -> list[Source]:
+    """Servable files of a run: its ONNX artifacts (with ``.precision`` and ``.path``) and its engines."""
     sources: list[Source] = []
     onnx_by_precision: dict[str, Path] = {}
-    for item in artifacts:
-        path, precision = _field(item, "path"), _precision_of(_field(item, "precision"))
-        if path is None or precision is None:
-            continue
-        path = Path(path)
+    for artifact in artifacts:
+        path = Path(artifact.path)
         if path.suffix == ".onnx" and path.is_file():
-            sources.append(Source(precision, path, path, False))
-            onnx_by_precision.setdefault(precision, path)
-    for item in engines:
-        path, precision = _field(item, "path"), _precision_of(_field(item, "precision"))
-        if path is None or precision is None or Path(path).suffix not in ENGINE_SUFFIXES or not Path(path).is_file():
+            sources.append(Source(artifact.precision, path, path, False))
+            onnx_by_precision.setdefault(artifact.precision, path)
+    for built in engines:
+        path = Path(built.path)
+        if path.suffix not in ENGINE_SUFFIXES or not path.is_file():
             continue
-        onnx = _field(item, "onnx")
-        onnx = Path(onnx) if onnx and Path(onnx).is_file() else onnx_by_precision.get(precision)
+        onnx = Path(built.onnx) if built.onnx and Path(built.onnx).is_file() else onnx_by_precision.get(built.precision)
         if onnx is None:
             log.warning("triton: engine %s has no ONNX file of this run to read its I/O from; not used", path)
             continue
-        sources.append(Source(precision, Path(path), onnx, True))
+        sources.append(Source(built.precision, path, onnx, True))
     return sources
 
 
 def choose_source(sources: list[Source], kind: str, precision: str) -> Source:
     """The file the repository serves (see the module docstring for the rules)."""
     usable = [s for s in sources if kind == "gpu" or not s.is_engine]
-    written = sorted({s.precision for s in usable}, key=SPEED_ORDER.index)
+    speed = precisions.by_speed()
+    written = sorted({s.precision for s in usable}, key=speed.index)
     if not written:
         raise InputError("--triton-repo: this run wrote no ONNX file or engine to put into the repository")
     if precision == "auto":
@@ -237,7 +228,7 @@ def trt_accelerator(precision: str, profile: BatchProfile, inputs: tuple[TensorS
     The profile shapes make the EP build one engine for the whole batch range (instead of rebuilding
     when a larger batch arrives); the engine cache keeps it across model reloads.
     """
-    params = {"precision_mode": TRT_PRECISION_MODE[precision]}
+    params = {"precision_mode": precisions.row(precision).trt_precision_mode}
 
     def shapes(n: int) -> str:
         return ",".join(f"{t.name}:{'x'.join(str(d) for d in (n, *t.dims))}" for t in inputs)
@@ -375,7 +366,7 @@ def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source
         tmp.mkdir()
         shutil.copyfile(source.path, tmp / model.filename)
         if source.is_engine:
-            manifest = Path(f"{source.path}.json")
+            manifest = manifest_path_for(source.path)
             if manifest.is_file():
                 shutil.copyfile(manifest, tmp / "engine_manifest.json")
         if final.exists():
@@ -392,9 +383,10 @@ def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source
     return model_dir
 
 
-def build_repository(artifacts: Iterable, engines: Iterable, opts: TritonOptions, variant: str) -> dict:
+def build_repository(artifacts: Iterable, engines: Iterable[EngineResult], opts: TritonOptions, variant: str) -> dict:
     """The Triton stage of ``run_export``: choose, configure, write. Returns what goes into report.json."""
     check_options(opts)
+    engines = list(engines)
     source = choose_source(collect_sources(artifacts, engines), opts.kind, opts.precision)
     model = model_config(source, opts, variant)
     text = render_config(model)
@@ -406,7 +398,7 @@ def build_repository(artifacts: Iterable, engines: Iterable, opts: TritonOptions
             f"triton: the engine's profile starts at batch {opts.batch.min}; Triton's dynamic batcher also "
             "forms smaller batches, which this engine rejects: build with --batch 1:OPT:MAX for Triton"
         )
-    if opts.kind == "gpu" and not source.is_engine and any(_precision_of(_field(e, "precision")) for e in engines):
+    if opts.kind == "gpu" and not source.is_engine and engines:
         notes.append(f"triton: no {source.precision} engine was built in this run; serving the ONNX file")
     return {
         "model_dir": str(model_dir),

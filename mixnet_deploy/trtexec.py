@@ -25,7 +25,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import __version__
+from . import __version__, precisions
 from .atomic import write_text
 from .engine import EngineOptions, check_engine_options
 from .onnx_export import INPUT_NAME
@@ -35,7 +35,6 @@ DEFAULT_TIMING_CACHE = "trtexec.timing.cache"
 WARMUP_MS = 500
 DURATION_S = 10
 PERCENTILES = "90,95,99"
-LEGACY_FLAGS = {"fp32": "", "fp16": "--fp16", "int8": "--int8"}
 
 
 def shape_spec(shape: Iterable[int]) -> str:
@@ -45,10 +44,7 @@ def shape_spec(shape: Iterable[int]) -> str:
 
 def trtexec_engine_name(onnx_name: str, precision: str) -> str:
     """'mixnet_s.fp16.onnx' -> 'mixnet_s.fp16.trtexec.engine' (never overwrites mixnet-export's checked engine)."""
-    stem = onnx_name[: -len(".onnx")] if onnx_name.endswith(".onnx") else onnx_name
-    if stem.endswith(f".{precision}"):
-        stem = stem[: -len(precision) - 1]
-    return f"{stem}.{precision}.trtexec.engine"
+    return precisions.engine_name(onnx_name, precision, tool="trtexec")
 
 
 def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_cache: str) -> list[str]:
@@ -58,7 +54,7 @@ def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_ca
         '"$TRTEXEC"',
         f"--onnx={shlex.quote(onnx_name)}",
         f"--saveEngine={shlex.quote(trtexec_engine_name(onnx_name, precision))}",
-        f"$(precision_flag {LEGACY_FLAGS[precision]})".replace(" )", ")"),
+        f"$(precision_flag {precisions.row(precision).trtexec_legacy_flag})".replace(" )", ")"),
         f"--minShapes={shape_spec(shapes['min'])}",
         f"--optShapes={shape_spec(shapes['opt'])}",
         f"--maxShapes={shape_spec(shapes['max'])}",
@@ -143,7 +139,7 @@ def trtexec_recipe(
         "",
     ]
     for onnx_name, precision in entries:
-        if opts.dla_core is not None and precision == "fp32":
+        if opts.dla_core is not None and not precisions.row(precision).dla:
             out += [f"# {onnx_name}: skipped for DLA (DLA runs FP16/INT8 only)", ""]
             continue
         out.append(f"# ---- {precision}: {onnx_name} -> {trtexec_engine_name(onnx_name, precision)}")

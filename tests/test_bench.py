@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from mixnet_deploy import bench, report
+from mixnet_deploy import bench, environment, precisions, report
 from mixnet_deploy.bench import BenchConfig, latency_stats, measure, parse_batches, run_benchmark
 from mixnet_deploy.cli import bench_main
 from mixnet_deploy.config import ExportConfig
@@ -140,12 +140,12 @@ def test_static_batch_and_max_batch_are_respected():
 
 
 def test_environment_here_records_absent_parts(tmp_path):
-    env = bench.environment(root=tmp_path, run_tool=lambda argv: None)
+    env = environment.environment(root=tmp_path, run_tool=lambda argv: None)
     assert env["gpu"] == "absent" or isinstance(env["gpu"], list)  # torch may still see a GPU elsewhere
     assert env["jetson"] == "absent"
     assert env["versions"]["tensorrt"] in ("absent",) or env["versions"]["tensorrt"][0].isdigit()
     assert env["cpu"]["logical_cpus"] >= 1
-    real = bench.environment()
+    real = environment.environment()
     assert real["cpu"]["model"] != "absent" and real["versions"]["onnxruntime"] != "absent"
 
 
@@ -162,7 +162,7 @@ def test_jetson_environment_from_files_and_tools(tmp_path):
         "jetson_clocks": "SOC family:tegra234  Machine:NVIDIA Jetson AGX Orin Developer Kit\nonline CPUs: 0-11",
         "nvidia-smi": None,
     }
-    env = bench.environment(root=tmp_path, run_tool=lambda argv: tools.get(argv[0]))
+    env = environment.environment(root=tmp_path, run_tool=lambda argv: tools.get(argv[0]))
     j = env["jetson"]
     assert j["l4t_release"] == "R36.4.0"
     assert j["board"] == "NVIDIA Jetson AGX Orin Developer Kit"
@@ -173,7 +173,7 @@ def test_jetson_environment_from_files_and_tools(tmp_path):
 
 def test_gpu_from_nvidia_smi():
     line = "NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB, 9.0"
-    (gpu,) = bench.gpu_info(lambda argv: line)
+    (gpu,) = environment.gpu_info(lambda argv: line)
     assert gpu == {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "memory": "81559 MiB",
                    "compute_capability": "9.0"}  # fmt: skip
 
@@ -256,7 +256,7 @@ def test_cuda_event_timing_and_outputs_on_gpu(timm_fixture):
     runner = make_runner(model, device="cuda", img_size=224)
     assert runner.runtime == "torch-cuda"
     m = parity.compare(timm_fixture["logits"], runner.run(timm_fixture["input"]))
-    assert not parity.failures(m, parity.TOLERANCES["fp32"]), m
+    assert not parity.failures(m, precisions.row("fp32").tolerance), m
     res = run_benchmark([runner], BenchConfig(batches=(1, 8), warmup_s=0.2, duration_s=0.5), progress=False)
     for case in res.results:
         assert case.timer == "device" and 0 < case.stats.p50_ms < 1000

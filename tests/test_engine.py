@@ -16,7 +16,10 @@ import pytest
 
 from mixnet_deploy import engine as E
 from mixnet_deploy.batching import BatchProfile
+from mixnet_deploy.environment import parse_l4t_release, read_l4t_release
 from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.pipeline import engine_stage
+from mixnet_deploy.trt_runner import engine_runner
 from mixnet_deploy.trtexec import trtexec_recipe, write_trtexec_script
 
 SYSTEM = {
@@ -71,10 +74,23 @@ def test_timing_cache_that_is_a_directory_is_refused(tmp_path):
 
 
 def test_l4t_release(tmp_path):
-    f = tmp_path / "nv_tegra_release"
+    f = tmp_path / "etc" / "nv_tegra_release"
+    f.parent.mkdir()
     f.write_text("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13\n")
-    assert E.read_l4t_release(f) == "R36.4.0"
-    assert E.read_l4t_release(tmp_path / "absent") is None
+    assert read_l4t_release(tmp_path) == "R36.4.0"
+    assert read_l4t_release(tmp_path / "absent") is None
+
+
+@pytest.mark.parametrize("text", ["", "\n", "   \n\n"])
+def test_l4t_release_empty_file_is_none(tmp_path, text):
+    """An empty release file (both old parsers raised IndexError on it) reads as no L4T release."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nv_tegra_release").write_text(text)
+    assert parse_l4t_release(text) is None and read_l4t_release(tmp_path) is None
+
+
+def test_l4t_release_without_the_revision_pattern_keeps_its_first_line():
+    assert parse_l4t_release("# R35 custom build\nmore\n") == "# R35 custom build"
 
 
 # ---------------------------------------------------------------- manifest
@@ -324,7 +340,7 @@ def test_stage_writes_recipe_for_every_artifact_of_the_run(tmp_path):
     from mixnet_deploy.pipeline import ExportConfig, run_engine_stage
 
     report = _report(tmp_path, ("fp32", "fp16", "int8"))
-    run_engine_stage(ExportConfig(out_dir=tmp_path, engine="skip", trtexec=True), report)
+    run_engine_stage(ExportConfig(out_dir=tmp_path, engine="skip", trtexec=True), report.artifacts)
     text = (tmp_path / "trtexec.sh").read_text()
     for name in ("mixnet_s.onnx", "mixnet_s.fp16.onnx", "mixnet_s.int8.onnx"):
         assert f"--onnx={name}" in text
@@ -334,20 +350,20 @@ def test_stage_writes_recipe_for_every_artifact_of_the_run(tmp_path):
 
 @no_trt
 def test_stage_auto_without_tensorrt_skips_with_a_prominent_note(tmp_path):
-    results, notes = E.engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "auto")
+    results, notes = engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "auto")
     assert results == [] and len(notes) == 1
     assert notes[0].startswith("WARNING: no TensorRT engine built") and "pip install 'mixnet-deploy[gpu]'" in notes[0]
-    assert E.engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "skip") == ([], [])
+    assert engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "skip") == ([], [])
     with pytest.raises(InputError, match="--engine require: TensorRT is not installed"):
-        E.engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "require")
+        engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "require")
 
 
 def test_engine_runner_refuses_unknown_options_and_unmanifested_engines(tmp_path):
     with pytest.raises(InputError, match="engine runner options"):
-        E.engine_runner(tmp_path / "x.engine", fp16=True)
+        engine_runner(tmp_path / "x.engine", fp16=True)
     (tmp_path / "x.engine").write_bytes(b"garbage")
     with pytest.raises(InputError, match="has no manifest"):
-        E.engine_runner(tmp_path / "x.engine")
+        engine_runner(tmp_path / "x.engine")
 
 
 # ---------------------------------------------------------------- the CLI

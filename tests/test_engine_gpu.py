@@ -22,7 +22,9 @@ import pytest
 from mixnet_deploy import engine as E
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.errors import InputError
-from mixnet_deploy.parity import TOLERANCES, compare, failures
+from mixnet_deploy.parity import compare, failures
+from mixnet_deploy.precisions import tolerances
+from mixnet_deploy.trt_runner import engine_runner
 
 pytestmark = pytest.mark.gpu
 
@@ -83,20 +85,20 @@ def test_engine_and_manifest_per_precision(built, precision):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_parity_with_onnxruntime(built, precision):
-    """Engine vs the FP32 ONNX in ONNX Runtime (CPU), within the precision's row of TOLERANCES."""
+    """Engine vs the FP32 ONNX in ONNX Runtime (CPU), within the precision's row of precisions.PRECISIONS."""
     path = _engine(built, precision)
-    if precision not in TOLERANCES:
-        pytest.skip(f"no {precision} row in parity.TOLERANCES in this checkout")
+    if precision not in tolerances():
+        pytest.skip(f"no {precision} row in precisions.PRECISIONS in this checkout")
     x = np.random.default_rng(0).standard_normal((8, 3, 224, 224), dtype=np.float32)
     x = np.concatenate([built["timm"]["input"], x])
     reference = _ort(built["out"] / NAMES["fp32"], x)
-    runner = E.engine_runner(path)
+    runner = engine_runner(path)
     try:
         out = runner.run(x)
     finally:
         runner.close()
     metrics = compare(reference, out)
-    assert failures(metrics, TOLERANCES[precision]) == [], metrics
+    assert failures(metrics, tolerances()[precision]) == [], metrics
     if precision == "fp32":  # and timm's own logits, as the ONNX export is checked
         assert np.abs(out[:2] - built["timm"]["logits"]).max() < 1e-3
 
@@ -105,11 +107,11 @@ def test_parity_with_onnxruntime(built, precision):
 def test_dynamic_batch(built, batch):
     path = _engine(built, "fp32")
     x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-    runner = E.engine_runner(path)
+    runner = engine_runner(path)
     try:
         out = runner.run(x)
         assert out.shape == (batch, 1000) and out.dtype == np.float32
-        assert failures(compare(_ort(built["out"] / NAMES["fp32"], x), out), TOLERANCES["fp32"]) == []
+        assert failures(compare(_ort(built["out"] / NAMES["fp32"], x), out), tolerances()["fp32"]) == []
         with pytest.raises(InputError, match="1 <= N <= 32"):
             runner.run(np.zeros((33, 3, 224, 224), np.float32))
     finally:
@@ -119,7 +121,7 @@ def test_dynamic_batch(built, batch):
 def test_cuda_graph_replay_and_event_timing(built):
     path = _engine(built, "fp32")
     x = np.random.default_rng(1).standard_normal((8, 3, 224, 224), dtype=np.float32)
-    plain, graph = E.engine_runner(path), E.engine_runner(path, cuda_graph=True)
+    plain, graph = engine_runner(path), engine_runner(path, cuda_graph=True)
     try:
         np.testing.assert_allclose(graph.run(x), plain.run(x), rtol=0, atol=1e-5)
         np.testing.assert_allclose(graph.run(x[:1]), plain.run(x[:1]), rtol=0, atol=1e-5)  # new shape: new graph
@@ -162,7 +164,7 @@ def test_tampered_manifest_and_engine_are_refused(built, tmp_path):
     tampered = {**manifest, "system": {**manifest["system"], "tensorrt": "9.9.9"}}
     E.manifest_path_for(engine).write_text(json.dumps(tampered))
     with pytest.raises(InputError, match="engine built with 9.9.9"):
-        E.engine_runner(engine)
+        engine_runner(engine)
     E.manifest_path_for(engine).write_text(json.dumps(manifest))
     with open(engine, "r+b") as f:  # flip one byte of the plan
         f.seek(1000)
@@ -170,7 +172,7 @@ def test_tampered_manifest_and_engine_are_refused(built, tmp_path):
         f.seek(1000)
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(InputError, match="SHA-256"):
-        E.engine_runner(engine)
+        engine_runner(engine)
 
 
 def _trtexec() -> str | None:
@@ -198,10 +200,10 @@ def test_trtexec_recipe_runs(built, tmp_path):
     assert engine.is_file() and engine.stat().st_size > 1_000_000
     times = json.loads((tmp_path / f"mixnet_s.{precision}.trtexec.b8.times.json").read_text())
     assert len(times) > 0
-    runner = E.engine_runner(engine, check_manifest=False)  # hand-built: no manifest
+    runner = engine_runner(engine, check_manifest=False)  # hand-built: no manifest
     try:
         x = built["timm"]["input"]
-        tol = TOLERANCES.get(precision, TOLERANCES["fp32"])
+        tol = tolerances().get(precision, tolerances()["fp32"])
         assert failures(compare(_ort(tmp_path / NAMES[precision], x), runner.run(x)), tol) == []
     finally:
         runner.close()

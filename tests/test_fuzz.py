@@ -351,7 +351,7 @@ def test_bench_batches_any_text(text):
     except InputError as exc:
         assert repr(text) in str(exc)
         return
-    assert batches and all(1 <= b <= bench.MAX_BATCH for b in batches) and len(set(batches)) == len(batches)
+    assert batches and all(1 <= b <= MAX_BATCH for b in batches) and len(set(batches)) == len(batches)
 
 
 @FAST

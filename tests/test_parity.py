@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from mixnet_deploy import parity
+from mixnet_deploy import parity, precisions
 from mixnet_deploy.cli import parity_main
 from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.errors import InputError
@@ -61,9 +61,9 @@ def test_correct_export_passes(s_onnx, timm_fixture, tmp_path, capsys):
     (res,) = report["results"]
     assert report["passed"] and res["passed"] and res["precision"] == "fp32"
     assert res["metrics"]["n"] == 6
-    assert res["metrics"]["max_abs"] <= parity.TOLERANCES["fp32"].max_abs
-    assert res["metrics"]["min_cosine"] >= parity.TOLERANCES["fp32"].min_cosine
-    assert res["tolerance"] == parity.TOLERANCES["fp32"].__dict__
+    assert res["metrics"]["max_abs"] <= precisions.row("fp32").tolerance.max_abs
+    assert res["metrics"]["min_cosine"] >= precisions.row("fp32").tolerance.min_cosine
+    assert res["tolerance"] == precisions.row("fp32").tolerance.__dict__
     assert res["tightest_passing"] == "fp32"
     assert res["notes"] == []  # same weights as the export: no sha256 mismatch note
     assert "PASS" in out and "1 of 1 candidate(s) pass" in out
@@ -77,7 +77,7 @@ def test_sabotaged_copy_fails_with_exit_1(s_onnx, sabotaged, timm_fixture, tmp_p
     report = json.loads((tmp_path / "p.json").read_text())
     good, bad = report["results"]
     assert good["passed"] and not bad["passed"] and not report["passed"]
-    assert bad["metrics"]["max_abs"] > parity.TOLERANCES["fp32"].max_abs
+    assert bad["metrics"]["max_abs"] > precisions.row("fp32").tolerance.max_abs
     assert any("max abs error" in f for f in bad["failures"])
     assert bad["required_tolerance"]["max_abs"] == bad["metrics"]["max_abs"]
     assert "FAIL" in out and "1 of 2 candidate(s) pass" in out
@@ -118,8 +118,8 @@ def test_precision_from_metadata_picks_the_tolerance(s_onnx, timm_fixture, tmp_p
 
 @pytest.mark.filterwarnings("ignore:the float32 number:UserWarning")
 def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys):
-    if "fp16" not in parity.TOLERANCES:
-        pytest.skip("no fp16 row in parity.TOLERANCES yet (the precision issue adds it)")
+    if "fp16" not in precisions.PRECISIONS:
+        pytest.skip("no fp16 row in precisions.PRECISIONS yet (the precision issue adds it)")
     from onnxconverter_common import float16
 
     model = float16.convert_float_to_float16(onnx.load(str(s_onnx)), keep_io_types=True)
@@ -131,7 +131,7 @@ def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys
     rc, out, err = _run(capsys, path, "--weights", timm_fixture["weights"], "--random", 4, "--json", tmp_path / "j")
     report = json.loads((tmp_path / "j").read_text())
     (res,) = report["results"]
-    assert res["precision"] == "fp16" and res["tolerance"] == parity.TOLERANCES["fp16"].__dict__
+    assert res["precision"] == "fp16" and res["tolerance"] == precisions.row("fp16").tolerance.__dict__
     assert res["metrics"]["max_abs"] > 1e-5  # float16 weights: not the fp32 graph relabelled
     assert rc == 0, out + err
 

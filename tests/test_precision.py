@@ -14,8 +14,9 @@ from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.onnx_export import TRT_SAFE_OPS, check_graph, read_metadata, to_onnx
-from mixnet_deploy.parity import TOLERANCES, compare
+from mixnet_deploy.parity import compare
 from mixnet_deploy.pipeline import run_export
+from mixnet_deploy.precisions import tolerances
 from mixnet_deploy.runtimes import ort_session, run_ort
 
 INT8_SIZE = 96
@@ -103,7 +104,7 @@ def test_fp16_graph(fp16_export):
     assert meta == fp32_meta
     (fp16,) = [a for a in report.artifacts if a.precision == "fp16"]
     assert fp16.bytes < 0.55 * report.artifacts[0].bytes
-    assert fp16.tolerance == {**TOLERANCES["fp16"].__dict__}
+    assert fp16.tolerance == {**tolerances()["fp16"].__dict__}
     saved = json.loads((out / "report.json").read_text())
     assert [a["precision"] for a in saved["artifacts"]] == ["fp32", "fp16"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper
 from mixnet_deploy import triton
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.engine import EngineResult
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.onnx_export import read_metadata
 
@@ -90,13 +92,18 @@ def tiny_onnx(path: Path, elem=TensorProto.FLOAT, batch="batch", metadata=None) 
     return path
 
 
+def art(precision, path):
+    """An artifact of a run as the Triton stage reads it (pipeline.Artifact has more fields)."""
+    return SimpleNamespace(precision=precision, path=path)
+
+
 def opts(tmp_path, **kw):
     return triton.TritonOptions(repo=tmp_path / "repo", **kw)
 
 
 def test_fp16_io_types_and_cpu_kind(tmp_path):
     src = tiny_onnx(tmp_path / "m.fp16.onnx", TensorProto.FLOAT16)
-    info = triton.build_repository([{"precision": "fp16", "path": str(src)}], [], opts(tmp_path, kind="cpu"), "s")
+    info = triton.build_repository([art("fp16", str(src))], [], opts(tmp_path, kind="cpu"), "s")
     cfg = parse(Path(info["config"]))
     assert cfg.input[0].data_type == model_config_pb2.TYPE_FP16 and list(cfg.input[0].dims) == [3, 8, 8]
     assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -112,7 +119,7 @@ def test_static_batch_onnx_is_refused(tmp_path):
 
 def test_precision_choice(tmp_path):
     files = {p: tiny_onnx(tmp_path / f"m.{p}.onnx") for p in ("fp32", "fp16", "int8")}
-    arts = [{"precision": p, "path": str(f)} for p, f in files.items()]
+    arts = [art(p, str(f)) for p, f in files.items()]
     sources = triton.collect_sources(arts)
     assert triton.choose_source(sources, "gpu", "auto").precision == "int8"
     assert triton.choose_source(sources[:2], "gpu", "auto").precision == "fp16"
@@ -126,7 +133,7 @@ def test_precision_choice(tmp_path):
 @pytest.mark.parametrize("precision,mode", [("fp32", "FP32"), ("fp16", "FP16"), ("int8", "INT8")])
 def test_trt_accelerator_precision_mode(tmp_path, precision, mode):
     src = tiny_onnx(tmp_path / f"m.{precision}.onnx")
-    info = triton.build_repository([{"precision": precision, "path": str(src)}], [], opts(tmp_path), "s")
+    info = triton.build_repository([art(precision, str(src))], [], opts(tmp_path), "s")
     (acc,) = parse(Path(info["config"])).optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.parameters["precision_mode"] == mode
 
@@ -136,8 +143,9 @@ def test_engine_becomes_model_plan(tmp_path):
     engine = tmp_path / "m.fp16.engine"
     engine.write_bytes(b"not a real engine: the repository copies bytes")
     (tmp_path / "m.fp16.engine.json").write_text('{"tensorrt": "10.x"}')
-    eng = [{"precision": "fp16", "onnx": str(src), "path": str(engine)}]
-    arts = [{"precision": "fp16", "path": str(src)}]
+    eng = [EngineResult(precision="fp16", onnx=str(src), path=str(engine), manifest=f"{engine}.json", bytes=0,
+                        seconds=0.0, check={})]  # fmt: skip
+    arts = [art("fp16", str(src))]
     info = triton.build_repository(arts, eng, opts(tmp_path, batch=BatchProfile(1, 1, 1), dla_core=0), "s")
     cfg = parse(Path(info["config"]))
     assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 1
@@ -162,7 +170,7 @@ def test_rewrite_replaces_version_keeps_others_and_leaves_no_temp(tmp_path):
     (model_dir / "1" / "model.plan").write_bytes(b"stale engine of an earlier run")
     (model_dir / "2").mkdir()
     (model_dir / "2" / "model.onnx").write_bytes(b"other version")
-    triton.build_repository([{"precision": "fp32", "path": str(fp32)}], [], opts(tmp_path), "s")
+    triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path), "s")
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx"]
     assert (model_dir / "2" / "model.onnx").read_bytes() == b"other version"
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2", "config.pbtxt"]
@@ -170,7 +178,7 @@ def test_rewrite_replaces_version_keeps_others_and_leaves_no_temp(tmp_path):
 
 def test_failed_copy_keeps_the_old_version(tmp_path, monkeypatch):
     fp32 = tiny_onnx(tmp_path / "m.onnx")
-    triton.build_repository([{"precision": "fp32", "path": str(fp32)}], [], opts(tmp_path), "s")
+    triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path), "s")
     model_dir = tmp_path / "repo" / "mixnet_s"
     before = (model_dir / "1" / "model.onnx").read_bytes()
 
@@ -180,7 +188,7 @@ def test_failed_copy_keeps_the_old_version(tmp_path, monkeypatch):
 
     monkeypatch.setattr(triton.shutil, "copyfile", broken_copy)
     with pytest.raises(OSError, match="disk full"):
-        triton.build_repository([{"precision": "fp32", "path": str(fp32)}], [], opts(tmp_path, version=1), "s")
+        triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, version=1), "s")
     assert (model_dir / "1" / "model.onnx").read_bytes() == before
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt"]
 

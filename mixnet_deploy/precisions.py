@@ -1,0 +1,118 @@
+"""Precision facts, one frozen row per precision: every stage reads this table and nothing else.
+
+A row says what a precision is called in file names, how close it must stay to its reference
+(parity), what a TensorRT network built from its ONNX must carry, which flags select it where
+TensorRT has no strong typing (8.6 / 9, trtexec's legacy flags), whether DLA runs it, what ONNX
+Runtime's TensorRT execution provider (and Triton's onnxruntime backend) calls it, and how it ranks
+for speed. Adding a precision is one row here plus its tests (and its ONNX maker in precision.py).
+
+No stage keeps a copy: they look rows up through :func:`row` at call time, so the tests that
+replace a row (``monkeypatch.setattr(precisions, "PRECISIONS", ...)``) reach every stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: float | None  # largest allowed |candidate - reference| over all logits
+    min_cosine: float  # per-sample cosine similarity, worst sample
+    min_mean_cosine: float
+    min_top1: float | None  # fraction of samples whose argmax agrees
+    min_top5_overlap: float | None  # mean |top5(candidate) & top5(reference)| / 5
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # fp32 / fp16 / int8: mixnet.precision metadata, engine manifests, flags
+    file_tag: str  # in ONNX file names: mixnet_s{file_tag}.onnx ("" for the fp32 reference file)
+    tolerance: Tolerance  # against its reference (PyTorch for fp32, the FP32 ONNX for the others)
+    trt_tensor_type: str | None  # tensors a strongly typed TensorRT network of this ONNX must carry
+    builder_flag: str | None  # TensorRT < 10 (no strong typing): Polygraphy CreateConfig keyword set True
+    trtexec_legacy_flag: str  # trtexec < 10 (TRT_LEGACY_PRECISION=1 in trtexec.sh)
+    dla: bool  # DLA runs it (Jetson: FP16 / INT8 only)
+    trt_precision_mode: str  # ONNX Runtime TensorRT EP / Triton onnxruntime backend `precision_mode`
+    speed_rank: int  # 0 = fastest: what Triton's "auto" picks, and a layer's lowest precision in an engine
+    inspector_words: tuple[str, ...]  # lower-case words of TensorRT's engine inspector "Format/Datatype"
+
+
+PRECISIONS: Mapping[str, Precision] = MappingProxyType(
+    {
+        "fp32": Precision(
+            name="fp32", file_tag="", trt_tensor_type=None, builder_flag=None, trtexec_legacy_flag="", dla=False,
+            trt_precision_mode="FP32", speed_rank=2, inspector_words=("fp32", "float"),
+            # float32 graph vs float32 PyTorch: only summation order differs.
+            tolerance=Tolerance(max_abs=1e-3, min_cosine=0.99999, min_mean_cosine=0.99999, min_top1=None,
+                                min_top5_overlap=None),
+        ),
+        "fp16": Precision(
+            name="fp16", file_tag=".fp16", trt_tensor_type="HALF", builder_flag="fp16", trtexec_legacy_flag="--fp16",
+            dla=True, trt_precision_mode="FP16", speed_rank=1, inspector_words=("fp16", "half"),
+            # float16 weights and activations vs the FP32 graph (ORT CPU, held-out inputs). No max_abs: it scales
+            # with the logits (random-weight oracles reach |logit| ~ 100); measured worst cosine 0.99999+
+            # (docs/precision.md).
+            tolerance=Tolerance(max_abs=None, min_cosine=0.9995, min_mean_cosine=0.9999, min_top1=None,
+                                min_top5_overlap=0.8),
+        ),
+        "int8": Precision(
+            name="int8", file_tag=".int8", trt_tensor_type="INT8", builder_flag="int8", trtexec_legacy_flag="--int8",
+            dla=True, trt_precision_mode="INT8", speed_rank=0, inspector_words=("int8",),
+            # int8 QDQ vs the FP32 graph on held-out images; the issue's bar: mean cosine >= 0.99, top-5 overlap >= 0.7.
+            tolerance=Tolerance(max_abs=None, min_cosine=0.98, min_mean_cosine=0.99, min_top1=None,
+                                min_top5_overlap=0.7),
+        ),
+    }
+)  # fmt: skip
+
+
+def names() -> tuple[str, ...]:
+    """The precisions in table order (fp32 first: the reference every other one is made from)."""
+    return tuple(PRECISIONS)
+
+
+def by_speed() -> tuple[str, ...]:
+    """Fastest first (int8, fp16, fp32)."""
+    return tuple(sorted(PRECISIONS, key=lambda p: PRECISIONS[p].speed_rank))
+
+
+def row(precision: str) -> Precision:
+    """The row of ``precision``; InputError naming the known ones otherwise."""
+    found = PRECISIONS.get(precision)
+    if found is None:
+        raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return found
+
+
+def tolerances() -> dict[str, Tolerance]:
+    """precision -> tolerance, in table order."""
+    return {p: r.tolerance for p, r in PRECISIONS.items()}
+
+
+# ---------------------------------------------------------------- file names, computed here only
+
+
+def artifact_name(model_name: str, precision: str) -> str:
+    """``mixnet_s.onnx``, ``mixnet_s.fp16.onnx``, ``mixnet_s.int8.onnx``."""
+    return f"{model_name}{row(precision).file_tag}.onnx"
+
+
+def model_stem(onnx_name: str, precision: str) -> str:
+    """``mixnet_s.fp16.onnx`` (fp16) -> ``mixnet_s``; ``mixnet_s.onnx`` (fp32) -> ``mixnet_s``."""
+    stem = onnx_name[: -len(".onnx")] if onnx_name.endswith(".onnx") else Path(onnx_name).stem
+    return stem[: -len(precision) - 1] if stem.endswith(f".{precision}") else stem
+
+
+def engine_name(onnx_name: str, precision: str, tool: str = "") -> str:
+    """``mixnet_s.fp16.onnx`` -> ``mixnet_s.fp16.engine``; ``tool="trtexec"``: ``mixnet_s.fp16.trtexec.engine``.
+
+    Engines always carry the precision, fp32 too (``mixnet_s.fp32.engine``).
+    """
+    middle = f".{tool}" if tool else ""
+    return f"{model_stem(onnx_name, precision)}.{precision}{middle}.engine"

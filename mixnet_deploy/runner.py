@@ -1,0 +1,72 @@
+"""The runner contract every runtime follows (PyTorch, ONNX Runtime in ``runtimes.py``; TensorRT in
+``trt_runner.py``), in a module of its own so that the runners import it and none imports another.
+
+The runner contract (what :mod:`mixnet_deploy.parity`, :mod:`mixnet_deploy.bench` and the CLI rely
+on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
+
+``name: str``
+    label for tables and plots, e.g. ``"mixnet_s.fp16.onnx [ort-cpu]"``.
+``runtime: str``
+    one of :data:`mixnet_deploy.runtimes.RUNTIMES` (``"torch"``, ``"ort-cpu"``, ``"ort-cuda"``, ``"ort-trt"``,
+    ``"tensorrt"``).
+``input_name`` / ``output_name: str``
+    the tensor names (``"input"`` / ``"logits"`` for everything this toolkit writes).
+``input_shape: tuple[int | None, ...]``
+    ``(None, 3, 224, 224)``: ``None`` for a dynamic dimension.
+``precision: str | None``
+    ``"fp32"``, ``"fp16"``, ``"int8"`` (from the ONNX metadata ``mixnet.precision`` or the engine
+    manifest); ``None`` when unknown.
+``max_batch: int | None``
+    the largest batch the runner accepts (an engine's profile max), ``None`` for no limit.
+``metadata: dict[str, str]``
+    the ``mixnet.*`` metadata of the source ONNX (may be empty).
+``run(x: np.ndarray) -> np.ndarray``
+    float32 ``[N, 3, H, W]`` in, float32 ``[N, classes]`` out, synchronous (results on the host).
+``time_batch(x: np.ndarray, iters: int) -> list[float]``  (optional)
+    milliseconds per call, measured on the device (CUDA events recorded around each enqueue, then
+    synchronized); :mod:`mixnet_deploy.bench` uses it when present and wall-clock time otherwise.
+``close() -> None``
+    release sessions / contexts (optional; the base class has a no-op).
+
+For ``.engine`` / ``.plan`` files :func:`mixnet_deploy.runtimes.make_runner` imports ``mixnet_deploy.trt_runner``
+lazily and calls ``engine_runner(path, **opts)``, which returns such an object (``opts`` may hold
+``cuda_graph: bool``; unknown options should raise :class:`InputError`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+
+class Runner:
+    """Base class of the runners (see the module docstring for the contract)."""
+
+    name: str = "runner"
+    runtime: str = ""
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    input_shape: tuple[int | None, ...] = (None, 3, None, None)
+    precision: str | None = None
+    max_batch: int | None = None
+    metadata: dict[str, str] = {}
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        """What a report records about the runner."""
+        return {
+            "name": self.name,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "input_shape": list(self.input_shape),
+            "variant": self.metadata.get("mixnet.variant"),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

@@ -1,0 +1,176 @@
+"""The TensorRT engine runner: an engine behind the runner contract of :mod:`mixnet_deploy.runtimes`.
+
+Beside the other runners (``runtimes.py``: PyTorch, ONNX Runtime); :func:`mixnet_deploy.runtimes.make_runner`
+imports it for ``.engine`` / ``.plan`` files. The engine's manifest is checked against the running system
+first (:func:`mixnet_deploy.engine.verify_engine_file`). ``tensorrt``, ``polygraphy`` and ``cuda-python``
+are imported when a runner is made, so ``import mixnet_deploy.trt_runner`` works without them.
+
+What the code relies on: TensorRT ``samples/python/common_runtime.py``: cuda-python ``cudart`` calls return
+``(err, value)``; ``engine.get_tensor_name/get_tensor_mode/get_tensor_dtype/get_tensor_profile_shape``,
+``context.set_input_shape/set_tensor_address/execute_async_v3(stream)``; CUDA graphs captured per input shape
+after one plain enqueue (TensorRT's deferred updates). The GPU tests in tests/test_engine_gpu.py run it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .engine import cuda_call, import_cudart, import_tensorrt, verify_engine_file
+from .errors import InputError
+from .onnx_export import INPUT_NAME, OUTPUT_NAME
+from .runner import Runner
+
+
+class TrtEngineRunner(Runner):
+    """A TensorRT engine behind the runner contract of :mod:`mixnet_deploy.runtimes`.
+
+    Binds by tensor name, sets the input shape per batch, keeps device buffers for the profile's max batch,
+    times with CUDA events, and optionally replays a CUDA graph captured per batch size.
+    """
+
+    runtime = "tensorrt"
+
+    def __init__(self, path: str | Path, cuda_graph: bool = False, check_manifest: bool = True):
+        path = Path(path)
+        self.path = path
+        self.manifest = verify_engine_file(path) if check_manifest else {}
+        trt = import_tensorrt()
+        from polygraphy.backend.trt import EngineFromBytes
+
+        self._trt = trt
+        self._cudart = cudart = import_cudart()
+        self.engine = EngineFromBytes(path.read_bytes())()
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
+            raise InputError(
+                f"{path.name}: tensors {inputs} -> {outputs}, expected [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]"
+            )
+        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME)))
+        self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(OUTPUT_NAME)))
+        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(INPUT_NAME, 0))
+        self.min_batch, self.max_batch = lo[0], hi[0]
+        self.input_shape = (None if lo[0] != hi[0] else lo[0], *hi[1:])
+        self.context.set_input_shape(INPUT_NAME, hi)
+        out_max = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        self.precision = self.manifest.get("precision")
+        self.metadata = _onnx_metadata(path.with_name(self.manifest["onnx"])) if self.manifest.get("onnx") else {}
+        self.name = f"{path.name} [tensorrt]"
+        self.cuda_graph = cuda_graph
+        self._stream = cuda_call(cudart.cudaStreamCreate())
+        self._d_in = cuda_call(cudart.cudaMalloc(int(np.prod(hi)) * self._in_dtype.itemsize))
+        self._d_out = cuda_call(cudart.cudaMalloc(int(np.prod(out_max)) * self._out_dtype.itemsize))
+        self.context.set_tensor_address(INPUT_NAME, int(self._d_in))
+        self.context.set_tensor_address(OUTPUT_NAME, int(self._d_out))
+        self._graphs: dict[tuple, object] = {}
+        self._shape: tuple | None = None
+
+    # -- helpers
+    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        x = np.ascontiguousarray(x, dtype=self._in_dtype)
+        if x.ndim != 4 or not self.min_batch <= x.shape[0] <= self.max_batch:
+            raise InputError(
+                f"{self.path.name}: input shape {x.shape}: expected [N, 3, H, W] with "
+                f"{self.min_batch} <= N <= {self.max_batch} (the engine's profile)"
+            )
+        if x.shape != self._shape:
+            if not self.context.set_input_shape(INPUT_NAME, x.shape):
+                raise InputError(f"{self.path.name}: input shape {x.shape} is outside the engine's profile")
+            self._shape = x.shape
+        return x, tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+
+    def _enqueue(self) -> None:
+        """One inference on the stream: a captured CUDA graph for this shape, or execute_async_v3."""
+        cudart = self._cudart
+        if not self.cuda_graph:
+            if not self.context.execute_async_v3(int(self._stream)):
+                raise RuntimeError(f"{self.path.name}: execute_async_v3 failed")
+            return
+        exec_graph = self._graphs.get(self._shape)
+        if exec_graph is None:
+            # One plain enqueue after a shape change lets TensorRT finish its deferred updates before capture.
+            self.context.execute_async_v3(int(self._stream))
+            cuda_call(cudart.cudaStreamSynchronize(self._stream))
+            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+            cuda_call(cudart.cudaStreamBeginCapture(self._stream, mode))
+            self.context.execute_async_v3(int(self._stream))
+            graph = cuda_call(cudart.cudaStreamEndCapture(self._stream))
+            exec_graph = cuda_call(cudart.cudaGraphInstantiate(graph, 0))
+            self._graphs[self._shape] = exec_graph
+        cuda_call(cudart.cudaGraphLaunch(exec_graph, self._stream))
+
+    def _copy_in(self, x: np.ndarray) -> None:
+        kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        cuda_call(self._cudart.cudaMemcpyAsync(self._d_in, x.ctypes.data, x.nbytes, kind, self._stream))
+
+    # -- the runner contract
+    def run(self, x: np.ndarray) -> np.ndarray:
+        cudart = self._cudart
+        x, out_shape = self._prepare(x)
+        out = np.empty(out_shape, dtype=self._out_dtype)
+        self._copy_in(x)
+        self._enqueue()
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda_call(cudart.cudaMemcpyAsync(out.ctypes.data, self._d_out, out.nbytes, kind, self._stream))
+        cuda_call(cudart.cudaStreamSynchronize(self._stream))
+        return out.astype(np.float32, copy=False)
+
+    def time_batch(self, x: np.ndarray, iters: int) -> list[float]:
+        """Device milliseconds per inference (CUDA events around each enqueue; input copied once, not timed)."""
+        cudart = self._cudart
+        x, _ = self._prepare(x)
+        self._copy_in(x)
+        start, end = cuda_call(cudart.cudaEventCreate()), cuda_call(cudart.cudaEventCreate())
+        times = []
+        try:
+            for _ in range(int(iters)):
+                cuda_call(cudart.cudaEventRecord(start, self._stream))
+                self._enqueue()
+                cuda_call(cudart.cudaEventRecord(end, self._stream))
+                cuda_call(cudart.cudaEventSynchronize(end))
+                times.append(float(cuda_call(cudart.cudaEventElapsedTime(start, end))))
+        finally:
+            cudart.cudaEventDestroy(start)
+            cudart.cudaEventDestroy(end)
+        return times
+
+    def describe(self) -> dict:
+        return {**super().describe(), "cuda_graph": self.cuda_graph, "manifest": dict(self.manifest.get("system", {}))}
+
+    def close(self) -> None:
+        cudart = getattr(self, "_cudart", None)
+        if cudart is None:
+            return
+        for g in self._graphs.values():
+            cudart.cudaGraphExecDestroy(g)
+        self._graphs.clear()
+        for ptr in (self._d_in, self._d_out):
+            cudart.cudaFree(ptr)
+        cudart.cudaStreamDestroy(self._stream)
+        self._cudart = None
+
+
+def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
+    """The ``mixnet.*`` metadata of the engine's source ONNX when it lies beside the engine (else empty)."""
+    if not onnx_path.is_file():
+        return {}
+    import onnx
+
+    from .onnx_export import read_metadata
+
+    return read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+
+
+RUNNER_OPTIONS = ("cuda_graph", "check_manifest")
+
+
+def engine_runner(path: str | Path, **opts) -> TrtEngineRunner:
+    """The entry point :func:`mixnet_deploy.runtimes.make_runner` calls for ``.engine`` / ``.plan`` files."""
+    unknown = sorted(set(opts) - set(RUNNER_OPTIONS))
+    if unknown:
+        raise InputError(f"engine runner options {unknown}: expected only {', '.join(RUNNER_OPTIONS)}")
+    return TrtEngineRunner(path, **opts)

@@ -1,0 +1,45 @@
+"""The precision table: every row consistent with its key and with what the stages expect of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from mixnet_deploy import precisions
+from mixnet_deploy.errors import InputError
+
+
+def test_rows_are_keyed_by_name_and_ranked_once():
+    rows = precisions.PRECISIONS
+    assert all(r.name == key for key, r in rows.items())
+    assert sorted(r.speed_rank for r in rows.values()) == list(range(len(rows)))
+    assert precisions.by_speed() == ("int8", "fp16", "fp32")  # what Triton's auto picks first
+    assert precisions.names()[0] == "fp32"  # the reference every other precision is made from
+
+
+def test_reduced_precisions_carry_their_tensorrt_facts():
+    for name, r in precisions.PRECISIONS.items():
+        reduced = name != "fp32"
+        assert (r.trt_tensor_type is not None) == reduced and (r.builder_flag is not None) == reduced
+        assert r.dla == reduced and bool(r.trtexec_legacy_flag) == reduced
+        assert r.trt_precision_mode == name.upper()
+
+
+@pytest.mark.parametrize(
+    "precision,onnx,engine,trtexec",
+    [
+        ("fp32", "mixnet_s.onnx", "mixnet_s.fp32.engine", "mixnet_s.fp32.trtexec.engine"),
+        ("fp16", "mixnet_s.fp16.onnx", "mixnet_s.fp16.engine", "mixnet_s.fp16.trtexec.engine"),
+        ("int8", "mixnet_s.int8.onnx", "mixnet_s.int8.engine", "mixnet_s.int8.trtexec.engine"),
+    ],
+)
+def test_file_names(precision, onnx, engine, trtexec):
+    assert precisions.artifact_name("mixnet_s", precision) == onnx
+    assert precisions.engine_name(onnx, precision) == engine
+    assert precisions.engine_name(onnx, precision, tool="trtexec") == trtexec
+
+
+def test_unknown_precision_is_bad_input_and_the_table_is_read_only():
+    with pytest.raises(InputError, match="precision 'fp8': expected one of fp32, fp16, int8"):
+        precisions.row("fp8")
+    with pytest.raises(TypeError):
+        precisions.PRECISIONS["fp8"] = precisions.PRECISIONS["fp16"]  # type: ignore[index]

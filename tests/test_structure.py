@@ -1,0 +1,105 @@
+"""The package's shape, checked from its source: no import cycle among mixnet_deploy modules (imports inside
+functions count: they run too), no function over 60 lines, precision facts in one module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mixnet_deploy"
+MAX_FUNCTION_LINES = 60
+
+
+def module_imports(path: Path, package: str = "mixnet_deploy") -> set[str]:
+    """The package modules a module imports anywhere in its body (top level, functions, TYPE_CHECKING blocks)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{package}.")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:  # from .engine import x
+                found.add(node.module.split(".")[0])
+            elif node.level == 1 or node.module == package:  # from . import precisions
+                found |= {a.name for a in node.names}
+            elif node.module and node.module.startswith(f"{package}."):
+                found.add(node.module.split(".")[1])
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    return {m: module_imports(PACKAGE / f"{m}.py") & modules - {m} for m in sorted(modules)}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the directed graph as [a, b, ..., a], or None (depth-first search, three colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_cycle_finder_finds_cycles_and_accepts_a_dag():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_import_parser_sees_function_level_and_relative_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "from . import precisions\nfrom .engine import x\nimport mixnet_deploy.bench\n"
+        "def f():\n    from .runtimes import y\n    from mixnet_deploy.triton import z\n"
+    )
+    assert module_imports(src) == {"precisions", "engine", "bench", "runtimes", "triton"}
+
+
+def test_no_import_cycle_among_package_modules():
+    graph = import_graph()
+    assert "runner" in graph["trt_runner"] and "trt_runner" in graph["runtimes"]  # a function-level import, read
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+# The modules issue 11's precision/stage/environment part rewrote; the others are checked by the same rule as
+# they are converted (add them here).
+CHECKED_MODULES = ("engine", "trt_runner", "runtimes", "runner", "triton", "trtexec", "parity", "precision",
+                   "precisions", "environment", "bench", "pipeline")  # fmt: skip
+
+
+@pytest.mark.parametrize("module", CHECKED_MODULES)
+def test_no_function_over_60_lines(module):
+    assert long_functions(PACKAGE / f"{module}.py") == []
+
+
+def test_precision_tables_live_in_precisions_only():
+    """No module besides precisions.py spells a precision -> fact table (the nine old tables are gone)."""
+    old = ("TOLERANCES", "_RANK", "SPEED_ORDER", "TRT_PRECISION_MODE", "LEGACY_FLAGS", "PRECISION_CHOICES")
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        assert not names & {*old, "PRECISIONS"} or path.stem == "precisions", (path.name, names & {*old, "PRECISIONS"})
