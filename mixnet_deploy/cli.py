@@ -146,6 +146,16 @@ def build_parity_parser() -> Parser:
     p.add_argument("--img-size", type=positive_int, help="input size; default: the candidates'")
     p.add_argument("--runtime", default="auto", help="auto (by file type), ort-cpu, ort-cuda, ort-trt, tensorrt")
     p.add_argument("--batch", type=positive_int, default=8, help="inputs per call (default 8)")
+    p.add_argument(
+        "--labels",
+        metavar="folder|CSV",
+        help="accuracy against ground truth over every image: 'folder' (--images has ImageNet synset subfolders, "
+        "n01440764/...) or a CSV of image,class (class index 0-999 or synset)",
+    )
+    p.add_argument("--max-top1-drop", type=float, metavar="POINTS", help="fail a candidate losing more top-1 points")
+    p.add_argument(
+        "--predictions", type=nonempty_path, metavar="FILE", help="write top-5 per image and model (JSON Lines)"
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="write the full results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
@@ -157,8 +167,9 @@ def _parity(args) -> int:
     from .parity import DEFAULT_RANDOM_N, ParityConfig, parity_table, run_parity
     from .report import check_output_path
 
-    if args.json:
-        check_output_path(args.json, "json")
+    for path, name in ((args.json, "json"), (args.predictions, "predictions")):
+        if path:
+            check_output_path(path, name)
     cfg = ParityConfig(
         candidates=tuple(args.candidates),
         variant=args.variant,
@@ -168,11 +179,14 @@ def _parity(args) -> int:
         img_size=args.img_size,
         runtime=args.runtime,
         batch=args.batch,
+        labels=args.labels,
+        predictions=args.predictions,
+        max_top1_drop=args.max_top1_drop,
     )
     report = run_parity(cfg, progress=not args.quiet)
     print(f"reference: {report.reference['name']}, weights {report.reference['weights']}; inputs: {report.inputs}")
     for result in report.results:
-        print(parity_table(result))
+        print(parity_table(result, report.reference.get("accuracy")))
     passed = sum(r.passed for r in report.results)
     print(f"{passed} of {len(report.results)} candidate(s) pass")
     if args.json:

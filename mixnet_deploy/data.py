@@ -165,12 +165,48 @@ class ImageSet:
         return len(self.crops)
 
     def skip_summary(self) -> str:
-        if not self.skipped:
-            return "no file skipped"
-        counts = Counter(self.skipped.values())
-        return f"{len(self.skipped)} unreadable file(s) skipped: " + ", ".join(
-            f"{n} {why}" for why, n in counts.items()
-        )
+        return skip_summary(self.skipped)
+
+
+def skip_summary(skipped: Mapping[str, str]) -> str:
+    """``{file: reason}`` -> "N unreadable file(s) skipped: 2 not an image, ..." (or "no file skipped")."""
+    if not skipped:
+        return "no file skipped"
+    counts = Counter(skipped.values())
+    return f"{len(skipped)} unreadable file(s) skipped: " + ", ".join(f"{n} {why}" for why, n in counts.items())
+
+
+def read_crop(path: Path, pre: Preprocess) -> tuple[np.ndarray | None, str, bytes]:
+    """A file -> (uint8 crop, "", its bytes) or (None, why it was skipped, b""). Never raises for bad files."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or type(exc).__name__})", b""
+    crop, why = decode(data, pre)
+    return crop, why, data
+
+
+def iter_crops(
+    paths: Sequence[Path], pre: Preprocess, batch: int, skipped: dict[str, str], root: Path | None = None
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Decode files in order, ``batch`` usable ones at a time: (their indices in ``paths``, uint8 crops).
+
+    Only one batch of crops is held at a time (streaming over 50,000 ImageNet images); unreadable files
+    are recorded in ``skipped`` (relative path -> reason) and left out.
+    """
+    index, crops = [], []
+    for i, path in enumerate(paths):
+        crop, why, _ = read_crop(path, pre)
+        if crop is None:
+            skipped[str(path.relative_to(root)) if root else str(path)] = why
+            continue
+        index.append(i)
+        crops.append(crop)
+        if len(crops) == batch:
+            yield index, np.stack(crops)
+            index, crops = [], []
+    if crops:
+        yield index, np.stack(crops)
 
 
 def load_images(
@@ -184,12 +220,7 @@ def load_images(
             if limit is not None and len(crops) >= limit:
                 break
             name = str(path.relative_to(root)) if root else str(path)
-            try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                skipped[name] = f"unreadable ({exc.strerror or type(exc).__name__})"
-                continue
-            crop, why = decode(data, pre)
+            crop, why, data = read_crop(path, pre)
             if crop is None:
                 skipped[name] = why
                 continue
@@ -277,7 +308,7 @@ class CalibrationSets:
         where = "synthetic colour fields (NOT photos)" if self.synthetic else f"{self.source} ({self.found} files)"
         text = f"{len(self.calib)} calibration + {len(self.held_out)} held-out images from {where}"
         if self.skipped:
-            text += "; " + ImageSet(self.calib.crops[:0], skipped=self.skipped).skip_summary()
+            text += "; " + skip_summary(self.skipped)
         return text
 
 

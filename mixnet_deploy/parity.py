@@ -6,21 +6,24 @@ verification, ``mixnet-parity`` and the tests all read that table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import precisions
+from .accuracy import Accuracy, AccuracyDrop
 from .engine import ENGINE_SUFFIXES
 from .errors import InputError
 from .precisions import Tolerance
 
 if TYPE_CHECKING:
+    from .labels import LabelledImages
     from .runtimes import Runner
 
 
@@ -36,6 +39,20 @@ class Metrics:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def merge(cls, parts: Sequence[Metrics]) -> Metrics:
+        """The metrics of the concatenated inputs from those of its batches: maxima, minima, weighted means."""
+        n = sum(p.n for p in parts)
+
+        def mean(name: str) -> float:
+            return float(sum(getattr(p, name) * p.n for p in parts) / n)
+
+        return cls(
+            n=n, max_abs=max(p.max_abs for p in parts), max_rel=max(p.max_rel for p in parts),
+            mean_cosine=mean("mean_cosine"), min_cosine=min(p.min_cosine for p in parts), top1=mean("top1"),
+            top5_overlap=mean("top5_overlap"),
+        )  # fmt: skip
 
 
 def _topk(x: np.ndarray, k: int) -> np.ndarray:
@@ -128,6 +145,8 @@ class ParityResult:
     failures: tuple[str, ...]
     tightest_passing: str | None
     notes: tuple[str, ...] = ()
+    accuracy: Accuracy | None = None  # against ground-truth labels (parity --labels)
+    accuracy_drop: AccuracyDrop | None = None  # reference accuracy - this one's, points, paired bootstrap
 
     @property
     def passed(self) -> bool:
@@ -144,6 +163,8 @@ class ParityResult:
             "required_tolerance": asdict(required_tolerance(self.metrics)),
             "tightest_passing": self.tightest_passing,
             "notes": list(self.notes),
+            "accuracy": self.accuracy.as_dict() if self.accuracy else None,
+            "accuracy_drop": self.accuracy_drop.as_dict() if self.accuracy_drop else None,
         }
 
 
@@ -157,13 +178,7 @@ def compare_runner(
     reference_logits: np.ndarray, runner: Runner, x: np.ndarray, batch: int = 8, notes: Sequence[str] = ()
 ) -> ParityResult:
     """Run one candidate on ``x`` and judge it against the reference logits by its own precision."""
-    precision = runner.precision
-    tol = tolerance_for(precision, runner.name)
-    metrics = compare(reference_logits, run_batched(runner, x, batch))
-    return ParityResult(
-        runner.describe(), precision, tol, metrics, tuple(failures(metrics, tol)), tightest_passing(metrics),
-        tuple(notes),
-    )  # fmt: skip
+    return judge(runner, compare(reference_logits, run_batched(runner, x, batch)), notes)
 
 
 @dataclass(frozen=True)
@@ -178,6 +193,14 @@ class ParityConfig:
     runtime: str = "auto"  # runtime for every candidate (auto: by file type)
     batch: int = 8
     seed: int = PARITY_SEED
+    labels: str | None = None  # "folder" (synset subfolders of images) or an image,class CSV
+    predictions: str | None = None  # JSON Lines file: top-5 per image and model
+    max_top1_drop: float | None = None  # points of top-1 accuracy a candidate may lose (needs labels)
+
+    @property
+    def every_image(self) -> bool:
+        """Labels or predictions: evaluate the whole folder (streamed), not the first ``max_images``."""
+        return self.labels is not None or self.predictions is not None
 
 
 @dataclass
@@ -207,37 +230,14 @@ def _agreed(values: dict[str, str | None], what: str, flag: str) -> str | None:
     return found.pop() if found else None
 
 
-def parity_inputs(
-    img_size: int, images: str | os.PathLike | None = None, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_SEED,
-    metadata: dict[str, str] | None = None,
-) -> tuple[np.ndarray, dict]:  # fmt: skip
-    """Inputs: up to ``n`` preprocessed images from a folder, or ``n`` seeded standard-normal arrays."""
-    if images is None:
-        if n <= 0:
-            raise InputError(f"--random {n}: expected a positive number of inputs")
-        from .runtimes import random_inputs
+def random_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_SEED) -> tuple[np.ndarray, dict]:
+    """``n`` seeded standard-normal inputs."""
+    if n <= 0:
+        raise InputError("expected a positive number of inputs", field="random", value=n)
+    from .runtimes import random_inputs as standard_normal
 
-        x = random_inputs((n, 3, img_size, img_size), seed)
-        return x, {"kind": "random", "n": n, "seed": seed, "img_size": img_size}
-    folder = Path(images)
-    if not folder.is_dir():
-        raise InputError(f"--images {str(images)!r}: expected a folder of images")
-    from dataclasses import replace
-
-    from .data import Preprocess, find_images, load_images
-
-    try:
-        paths = find_images(folder)
-    except InputError:
-        raise InputError(
-            f"--images {str(images)!r} holds no .jpg/.jpeg/.png/.webp file: expected a folder of images"
-        ) from None
-    pre = replace(Preprocess.from_metadata(metadata), size=img_size) if metadata else Preprocess(size=img_size)
-    found = load_images(paths, pre, limit=n, root=folder, quiet=True)
-    if not len(found):
-        raise InputError(f"--images {str(images)!r}: no readable image ({found.skip_summary()})")
-    info = {"n": len(found), "skipped": found.skip_summary(), "preprocess": asdict(pre)}
-    return pre.normalize(found.crops), {"kind": "images", "folder": str(folder), "img_size": img_size, **info}
+    x = standard_normal((n, 3, img_size, img_size), seed)
+    return x, {"kind": "random", "n": n, "seed": seed, "img_size": img_size}
 
 
 def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
@@ -249,6 +249,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
         raise InputError("no candidate given: expected one or more .onnx / .engine files")
     if cfg.batch <= 0:
         raise InputError(f"batch {cfg.batch}: expected a positive integer")
+    found = check_accuracy_options(cfg)
     runners = []
     try:
         for path in cfg.candidates:
@@ -281,38 +282,16 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
 
         model, info = load_model(variant, cfg.weights)
         reference = TorchRunner(model, name=f"pytorch mixnet_{variant} (unfolded, float32)", img_size=img_size)
-        n = cfg.max_images if cfg.images else cfg.random_n
-        x, inputs = parity_inputs(img_size, cfg.images, n, cfg.seed, runners[0].metadata)
-        ref = run_batched(reference, x, cfg.batch)
-        report = ParityReport({**reference.describe(), "weights": info.source, "weights_sha256": info.sha256}, inputs)
-        for runner in _iter(runners, progress):
-            notes = []
-            sha = runner.metadata.get("mixnet.weights_sha256")
-            if sha and sha != info.sha256:
-                notes.append(
-                    f"exported from other weights (sha256 {sha[:12]}, reference {info.sha256[:12]} from "
-                    f"{info.source}): pass the checkpoint it was exported from with --weights"
-                )
-                log.warning("%s: %s", runner.name, notes[-1])
-            report.results.append(compare_runner(ref, runner, x, cfg.batch, notes))
-        return report
+        ref_info = {**reference.describe(), "weights": info.source, "weights_sha256": info.sha256}
+        notes = [_weights_notes(r, info) for r in runners]
+        return evaluate(cfg, found, reference, ref_info, runners, notes, progress)
     finally:
         for runner in runners:
             runner.close()
 
 
-def _iter(items: list, progress: bool):
-    if not progress:
-        return items
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(items, desc="parity", unit="model", file=sys.stderr, leave=False)
-
-
-def parity_table(result: ParityResult) -> str:
-    """The per-candidate table for people: measured value, bound, verdict per criterion."""
+def parity_table(result: ParityResult, reference_accuracy: dict | None = None) -> str:
+    """The per-candidate table for people: measured value, bound, verdict per criterion (and accuracy)."""
     m, tol, req = result.metrics, result.tolerance, required_tolerance(result.metrics)
     rows = [
         ("max abs error", f"{m.max_abs:.3g}", "<= " + (f"{tol.max_abs:g}" if tol.max_abs is not None else "-"),
@@ -333,5 +312,164 @@ def parity_table(result: ParityResult) -> str:
     ]
     lines += [f"  {a:<16} {b:>12} {c:>14} {d:>14}" for a, b, c, d in rows]
     lines.append(f"  strictest table row passed: {result.tightest_passing or 'none'}")
+    if result.accuracy is not None:
+        from .accuracy import accuracy_lines
+
+        lines += accuracy_lines(result.accuracy, result.accuracy_drop, reference_accuracy)
     lines += [f"  note: {n}" for n in result.notes]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- streaming: inputs, accuracy, predictions
+
+
+def _weights_notes(runner: Runner, info) -> list[str]:
+    sha = runner.metadata.get("mixnet.weights_sha256")
+    if not sha or sha == info.sha256:
+        return []
+    note = (
+        f"exported from other weights (sha256 {sha[:12]}, reference {info.sha256[:12]} from "
+        f"{info.source}): pass the checkpoint it was exported from with --weights"
+    )
+    log.warning("%s: %s", runner.name, note)
+    return [note]
+
+
+def check_accuracy_options(cfg: ParityConfig) -> LabelledImages | None:
+    """The images and their labels, read and checked before any work (None: random inputs).
+
+    Labels need an image folder; a top-1 drop bound needs labels.
+    """
+    from .labels import labelled_images
+
+    if cfg.labels is not None and cfg.images is None:
+        raise InputError("expected together with a folder of images (images)", field="labels", value=cfg.labels)
+    if cfg.max_top1_drop is not None:
+        if not (np.isfinite(cfg.max_top1_drop) and cfg.max_top1_drop >= 0):
+            raise InputError("expected a finite number of points >= 0", field="max_top1_drop", value=cfg.max_top1_drop)
+        if cfg.labels is None:
+            raise InputError("expected together with labels (it bounds accuracy against ground truth)",
+                             field="max_top1_drop", value=cfg.max_top1_drop)  # fmt: skip
+    return None if cfg.images is None else labelled_images(cfg.images, cfg.labels)
+
+
+Batch = tuple[list[str], np.ndarray, "np.ndarray | None"]  # image names, float32 inputs, labels
+
+
+def input_batches(
+    cfg: ParityConfig, found: LabelledImages | None, img_size: int, metadata: dict[str, str], skipped: dict[str, str]
+) -> tuple[Iterator[Batch], int, dict]:
+    """(batches, how many inputs at most, what they are): random arrays, or images decoded batch by batch.
+
+    Images: the first ``max_images`` in sorted order, or every image with labels or predictions.
+    Unreadable files are recorded in ``skipped`` as the batches are consumed.
+    """
+    if found is None:
+        x, inputs = random_inputs(img_size, cfg.random_n, cfg.seed)
+        b = cfg.batch
+        batches = (([f"random:{j}" for j in range(i, i + len(x[i : i + b]))], x[i : i + b], None)
+                   for i in range(0, len(x), b))  # fmt: skip
+        return batches, len(x), inputs
+    from .data import Preprocess
+
+    pre = replace(Preprocess.from_metadata(metadata), size=img_size) if metadata else Preprocess(size=img_size)
+    limit = len(found.paths) if cfg.every_image else min(cfg.max_images, len(found.paths))
+    inputs = {"kind": "images", "folder": str(found.root), "img_size": img_size, "preprocess": asdict(pre)}
+    return _image_batches(found, pre, cfg.batch, limit, skipped), limit, {**inputs, **found.describe()}
+
+
+def _image_batches(found, pre, batch: int, limit: int, skipped: dict[str, str]) -> Iterator[Batch]:
+    from .data import iter_crops
+
+    done = 0
+    for index, crops in iter_crops(found.paths, pre, batch, skipped, found.root):
+        index, crops = index[: limit - done], crops[: limit - done]
+        labels = None if found.labels is None else found.labels[index]
+        yield [found.name(i) for i in index], pre.normalize(crops), labels
+        done += len(index)
+        if done >= limit:
+            return
+
+
+@dataclass
+class Streamed:
+    """One pass over the inputs: per-batch metrics of each candidate, top-5 classes of every model."""
+
+    n: int = 0
+    metrics: list[list[Metrics]] = field(default_factory=list)  # [candidate][batch]
+    tops: list[list[np.ndarray]] = field(default_factory=list)  # [model, reference first][batch]
+    labels: list[np.ndarray] = field(default_factory=list)
+
+
+def stream_models(
+    reference: Runner, runners: Sequence[Runner], batches: Iterator[Batch], batch: int, total: int,
+    progress: bool = False, predictions=None,
+) -> Streamed:  # fmt: skip
+    """Every model on each batch in turn; memory holds one batch of logits, top-5 indices for the rest."""
+    from tqdm import tqdm
+
+    from .accuracy import top5
+
+    models = ["reference", *(r.describe().get("path", r.name) for r in runners)]
+    seen = Streamed(0, [[] for _ in runners], [[] for _ in models])
+    with tqdm(total=total, desc="parity", unit="img", file=sys.stderr, leave=False, disable=not progress) as bar:
+        for names, x, labels in batches:
+            logits = [run_batched(m, x, batch) for m in (reference, *runners)]
+            for parts, out in zip(seen.metrics, logits[1:]):
+                parts.append(compare(logits[0], out))
+            tops = [top5(out) for out in logits]
+            for kept, top in zip(seen.tops, tops):
+                kept.append(top)
+            if labels is not None:
+                seen.labels.append(labels)
+            if predictions is not None:
+                predictions.write(names, models, tops, labels)
+            seen.n += len(x)
+            bar.update(len(x))
+    return seen
+
+
+def evaluate(
+    cfg: ParityConfig, found: LabelledImages | None, reference: Runner, ref_info: dict, runners: Sequence[Runner],
+    notes: Sequence[list[str]], progress: bool = False,
+) -> ParityReport:  # fmt: skip
+    """Stream the inputs through the reference and the candidates; judge each, with accuracy when labelled."""
+    from .accuracy import PredictionsWriter, hits
+    from .data import skip_summary
+
+    skipped: dict[str, str] = {}
+    batches, total, inputs = input_batches(cfg, found, reference.input_shape[2], runners[0].metadata, skipped)
+    with PredictionsWriter(cfg.predictions) if cfg.predictions else contextlib.nullcontext() as writer:
+        seen = stream_models(reference, runners, batches, cfg.batch, total, progress, writer)
+        if not seen.n:
+            raise InputError(f"no readable image ({skip_summary(skipped)})", field="images", value=cfg.images)
+    if inputs["kind"] == "images":
+        inputs.update(n=seen.n, skipped=skip_summary(skipped))
+    labels = np.concatenate(seen.labels) if seen.labels else None
+    ref_hit = None if labels is None else hits(np.concatenate(seen.tops[0]), labels)
+    ref_info = {**ref_info, "accuracy": None if ref_hit is None else Accuracy.of(ref_hit).as_dict()}
+    report = ParityReport(ref_info, inputs)
+    for runner, parts, top, note in zip(runners, seen.metrics, seen.tops[1:], notes):
+        report.results.append(judge(runner, Metrics.merge(parts), note, ref_hit, labels, top, cfg.max_top1_drop))
+    return report
+
+
+def judge(
+    runner: Runner, metrics: Metrics, notes: Sequence[str] = (), ref_hit: np.ndarray | None = None,
+    labels: np.ndarray | None = None, top: Sequence[np.ndarray] = (), max_top1_drop: float | None = None,
+) -> ParityResult:  # fmt: skip
+    """One candidate's verdict: its precision's tolerance, and with labels its accuracy and drop."""
+    from .accuracy import accuracy_drop, hits
+
+    tol = tolerance_for(runner.precision, runner.name)
+    bad = failures(metrics, tol)
+    acc = drop = None
+    if labels is not None:
+        hit = hits(np.concatenate(top), labels)
+        acc, drop = Accuracy.of(hit), accuracy_drop(ref_hit, hit)
+        if max_top1_drop is not None and not drop.top1.points <= max_top1_drop:
+            bad.append(f"top-1 drop {drop.top1.points:.2f} points > {max_top1_drop:g}")
+    return ParityResult(
+        runner.describe(), runner.precision, tol, metrics, tuple(bad), tightest_passing(metrics), tuple(notes),
+        acc, drop,
+    )  # fmt: skip

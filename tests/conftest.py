@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "timm_mixnet_s"
+# MIXNET_SHARED: the team's shared folder when the checkout is not beside it (a git worktree elsewhere)
+FIXTURE = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared")) / "fixtures" / "timm_mixnet_s"
 
 
 def _has_gpu_stack() -> tuple[bool, str]:
