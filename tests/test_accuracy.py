@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from test_parity import _run as _parity  # mixnet-parity in-process: (exit code, stdout, stderr)
 
 from mixnet_deploy import accuracy, data, labels, parity
 from mixnet_deploy.errors import InputError
@@ -79,6 +80,22 @@ def test_metrics_merge_equals_the_whole():
     parts = parity.Metrics.merge([parity.compare(ref[i : i + 8], out[i : i + 8]) for i in range(0, 37, 8)])
     for key, value in whole.as_dict().items():
         assert getattr(parts, key) == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_predictions_writer_is_atomic(tmp_path):
+    path = tmp_path / "p.jsonl"
+    with accuracy.PredictionsWriter(path) as w:
+        w.write(["a.png", "b.png"], ["reference", "m.onnx"], [np.array([[1, 2], [3, 4]])] * 2, np.array([1, 9]))
+        assert not path.exists()  # a temporary name until the run completes
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(d["image"], d["model"], d["top5"], d["label"]) for d in lines] == [
+        ("a.png", "reference", [1, 2], 1), ("a.png", "m.onnx", [1, 2], 1),
+        ("b.png", "reference", [3, 4], 9), ("b.png", "m.onnx", [3, 4], 9),
+    ]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt), accuracy.PredictionsWriter(tmp_path / "q.jsonl") as w:
+        w.write(["a.png"], ["reference"], [np.array([[1]])], None)
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]  # neither q.jsonl nor its temporary file
 
 
 # ---------------------------------------------------------------- reading labels
@@ -211,17 +228,6 @@ def _ort_logits(model, folder):
     assert not loaded.skipped
     names = [p.relative_to(folder).as_posix() for p in paths]
     return names, run_ort(ort_session(str(model)), pre.normalize(loaded.crops))
-
-
-def _parity(capsys, *args):
-    from mixnet_deploy.cli import parity_main
-
-    try:
-        rc = parity_main([str(a) for a in args])
-    except SystemExit as exc:
-        rc = exc.code
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 @pytest.fixture(scope="module")
