@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .config import ExportConfig, add_export_options, flag_of, given_values, positive_int
+from .config import ExportConfig, add_export_options, flag_of, given_values, nonempty_path, positive_int
 from .errors import InputError, VerificationError
 
 

@@ -79,16 +79,15 @@ def folder_labels(root: Path, paths: tuple[Path, ...]) -> np.ndarray:
     loose = [Path(*pt) for pt in parts if len(pt) < 2]
     if loose:
         raise InputError(
-            f"{len(loose)} image(s) directly in {str(root)!r} have no class folder ({_examples(loose)}): "
-            "expected every image under a synset subfolder (n01440764/...)",
-            field="labels", value=FOLDER,
+            "expected every image under a synset subfolder (n01440764/...)", field="labels", value=FOLDER,
+            problem=f"with {len(loose)} image(s) directly in {str(root)!r}, no class folder ({_examples(loose)})",
         )  # fmt: skip
     unknown = sorted({pt[0] for pt in parts if pt[0] not in index})
     if unknown:
         raise InputError(
-            f"subfolder(s) of {str(root)!r} that are no ImageNet-1k synset ({_examples(unknown)}): "
-            f"expected {NUM_CLASSES} wnids such as {imagenet_synsets()[0]}",
+            f"expected subfolders named by the {NUM_CLASSES} ImageNet-1k synsets, such as {imagenet_synsets()[0]}",
             field="labels", value=FOLDER,
+            problem=f"with subfolder(s) of {str(root)!r} that are no ImageNet-1k synset ({_examples(unknown)})",
         )  # fmt: skip
     return np.array([index[pt[0]] for pt in parts], dtype=np.int64)
 
@@ -157,18 +156,21 @@ def labelled_images(images: str | os.PathLike, labels: str | None = None) -> Lab
 
     root = Path(images)
     if not root.is_dir():
-        raise InputError("expected a folder of images", field="images", value=str(images))
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise InputError("expected a folder of images", field="images", value=root, problem=problem)
     try:
         paths = tuple(find_images(root))
     except InputError:
-        raise InputError("holds no .jpg/.jpeg/.png/.webp file: expected a folder of images",
-                         field="images", value=str(images)) from None  # fmt: skip
+        raise InputError("expected a folder of JPEG/PNG/WebP images", field="images", value=root,
+                         problem="holds no .jpg/.jpeg/.png/.webp file") from None  # fmt: skip
     if labels is None:
         return LabelledImages(root, paths, None, "none")
     if labels == FOLDER:
         return LabelledImages(root, paths, folder_labels(root, paths), FOLDER)
     csv_path = Path(labels)
     if not csv_path.is_file():
-        raise InputError(f"expected {FOLDER!r} or an existing CSV file of image,class", field="labels", value=labels)
+        problem = "is a directory" if csv_path.is_dir() else "does not exist"
+        raise InputError(f"expected {FOLDER!r} or a CSV file of image,class", field="labels", value=labels,
+                         problem=problem)  # fmt: skip
     found, warnings = csv_labels(csv_path, root, paths)
     return LabelledImages(root, paths, found, str(csv_path), warnings)

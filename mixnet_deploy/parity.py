@@ -343,13 +343,14 @@ def check_accuracy_options(cfg: ParityConfig) -> LabelledImages | None:
     from .labels import labelled_images
 
     if cfg.labels is not None and cfg.images is None:
-        raise InputError("expected together with a folder of images (images)", field="labels", value=cfg.labels)
+        raise InputError("expected together with a folder of images", field="labels", value=cfg.labels,
+                         problem="without images")  # fmt: skip
     if cfg.max_top1_drop is not None:
         if not (np.isfinite(cfg.max_top1_drop) and cfg.max_top1_drop >= 0):
             raise InputError("expected a finite number of points >= 0", field="max_top1_drop", value=cfg.max_top1_drop)
         if cfg.labels is None:
             raise InputError("expected together with labels (it bounds accuracy against ground truth)",
-                             field="max_top1_drop", value=cfg.max_top1_drop)  # fmt: skip
+                             field="max_top1_drop", value=cfg.max_top1_drop, problem="without labels")  # fmt: skip
     return None if cfg.images is None else labelled_images(cfg.images, cfg.labels)
 
 
@@ -442,7 +443,8 @@ def evaluate(
     with PredictionsWriter(cfg.predictions) if cfg.predictions else contextlib.nullcontext() as writer:
         seen = stream_models(reference, runners, batches, cfg.batch, total, progress, writer)
         if not seen.n:
-            raise InputError(f"no readable image ({skip_summary(skipped)})", field="images", value=cfg.images)
+            raise InputError("expected at least one readable image", field="images", value=cfg.images,
+                             problem=f"holds no readable image ({skip_summary(skipped)})")  # fmt: skip
     if inputs["kind"] == "images":
         inputs.update(n=seen.n, skipped=skip_summary(skipped))
     labels = np.concatenate(seen.labels) if seen.labels else None

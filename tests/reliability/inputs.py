@@ -54,6 +54,7 @@ def make_inputs(inputs: Path) -> Path:
     onnx_files(inputs)
     engines(inputs)
     calibration_folders(inputs)
+    label_inputs(inputs)
     for name, text in PRESETS.items():
         (inputs / name).write_text(text)
     return inputs
@@ -185,3 +186,21 @@ def calibration_folders(inputs: Path) -> None:
     (corrupt / "b.png").write_bytes((inputs / "image.png").read_bytes()[:40])
     (corrupt / "c.webp").write_bytes(b"")
     (corrupt / "d.jpeg").write_text("<html>not an image</html>")
+
+
+def label_inputs(inputs: Path) -> None:
+    """mixnet-parity --labels: image folders in and out of the ImageNet layout, and bad image,class CSVs."""
+    image = (inputs / "image.png").read_bytes()
+    for rel in ("labels_flat/n01440764/a.png", "labels_flat/image.png", "labels_unknown/n99999999/a.png",
+                "labels_ok/n01440764/a.png", "labels_ok/n01443537/b.png"):  # fmt: skip
+        (inputs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (inputs / rel).write_bytes(image)
+    csvs = {
+        "labels_bad_class.csv": "n01440764/a.png,0\nn01443537/b.png,dog\n",
+        "labels_range.csv": "n01440764/a.png,1000\n",
+        "labels_dup.csv": "n01440764/a.png,0\nn01443537/b.png,1\nn01440764/a.png,0\n",
+        "labels_fields.csv": "n01440764/a.png,0,tench\n",
+        "labels_partial.csv": "image,class\nn01440764/a.png,n01440764\n",
+    }
+    for name, text in csvs.items():
+        (inputs / name).write_text(text)
