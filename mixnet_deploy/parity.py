@@ -324,15 +324,14 @@ def parity_table(result: ParityResult, reference_accuracy: dict | None = None) -
 
 
 def _weights_notes(runner: Runner, info) -> list[str]:
+    """A note when the candidate was exported from other weights than the reference's (logged after the run)."""
     sha = runner.metadata.get("mixnet.weights_sha256")
     if not sha or sha == info.sha256:
         return []
-    note = (
+    return [
         f"exported from other weights (sha256 {sha[:12]}, reference {info.sha256[:12]} from "
         f"{info.source}): pass the checkpoint it was exported from with --weights"
-    )
-    log.warning("%s: %s", runner.name, note)
-    return [note]
+    ]
 
 
 def check_accuracy_options(cfg: ParityConfig) -> LabelledImages | None:
@@ -445,6 +444,9 @@ def evaluate(
         if not seen.n:
             raise InputError("expected at least one readable image", field="images", value=cfg.images,
                              problem=f"holds no readable image ({skip_summary(skipped)})")  # fmt: skip
+    for runner, note in zip(runners, notes):
+        for text in note:
+            log.warning("%s: %s", runner.name, text)
     if inputs["kind"] == "images":
         inputs.update(n=seen.n, skipped=skip_summary(skipped))
     labels = np.concatenate(seen.labels) if seen.labels else None
