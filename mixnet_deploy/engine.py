@@ -147,23 +147,57 @@ def import_cudart():
     return cudart
 
 
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaError_t.cudaErrorInsufficientDriver
+
+
+def cuda_bindings_version() -> str | None:
+    """The installed cuda-python bindings' version (``cuda-bindings``, or ``cuda-python`` before 12.6), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cuda_error_text(err, bindings_version: str | None = None) -> str:
+    """``CUDA error <name>``; for cudaErrorInsufficientDriver under cuda-python 13 the reason and the fix too."""
+    text = f"CUDA error {getattr(err, 'name', err)}"
+    if getattr(err, "value", err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
+        bindings_version = bindings_version or cuda_bindings_version() or "?"
+        if bindings_version.split(".")[0].isdigit() and int(bindings_version.split(".")[0]) >= 13:
+            return (
+                f"{text}: driver too old for cuda-python 13 (cuda-python {bindings_version} needs a CUDA 13 driver, "
+                "R580 or newer); expected cuda-python>=12,<13 with a CUDA 12 driver (JetPack 6, most servers)"
+            )
+        return f"{text}: the NVIDIA driver is older than the CUDA runtime of cuda-python {bindings_version}"
+    return text
+
+
 def cuda_call(result):
     """cuda-python returns ``(err, *values)``; raise on an error, return the value(s)."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if getattr(err, "value", err) != 0:  # cudaError_t.cudaSuccess == 0
-        raise RuntimeError(f"CUDA error {err}")
+        raise RuntimeError(cuda_error_text(err))
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
-def gpu_stack_status() -> tuple[bool, str]:
-    """(True, "") when TensorRT, Polygraphy, cuda-python and a CUDA device are all present, else (False, why)."""
+def gpu_stack_status(cudart=None) -> tuple[bool, str]:
+    """(True, "") when TensorRT, Polygraphy, cuda-python and a CUDA device are all present, else (False, why).
+
+    ``cudart``: cuda-python's runtime module (default: imported here); tests pass a stand-in.
+    """
     for module, what in (("tensorrt", "TensorRT"), ("polygraphy", "Polygraphy"), ("cuda", "cuda-python")):
+        if cudart is not None and module == "cuda":
+            continue
         try:
             __import__(module)
         except ImportError:
             return False, f"{what} is not installed (Python module `{module}`)"
     try:
-        count = cuda_call(import_cudart().cudaGetDeviceCount())
+        count = cuda_call((cudart or import_cudart()).cudaGetDeviceCount())
     except Exception as exc:  # no driver, no device: cudaErrorNoDevice / InsufficientDriver
         return False, f"no usable CUDA device ({exc})"
     if not count:
