@@ -64,3 +64,146 @@ def test_a_device_found_passes(fake_trt_modules):
             return (CudaError.cudaSuccess, 1)
 
     assert E.gpu_stack_status(cudart=OneDevice()) == (True, "")
+
+
+# ---------------------------------------------------------------- ONNX Runtime GPU providers (items 4, 5)
+
+# What onnxruntime-gpu 1.31.1 printed here (no CUDA libraries) while creating a CUDA session, abridged.
+ORT_CUDA_LOG = (
+    "[E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] ... Failed to load library "
+    "/venv/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime_providers_cuda.so with error: "
+    "libcublasLt.so.13: cannot open shared object file: No such file or directory\n"
+    "[W:onnxruntime:Default, onnxruntime_pybind_state.cc:1295 CreateExecutionProviderFactoryInstance] Failed to "
+    "create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*. Please install all dependencies ...\n"
+)
+
+
+class CpuOnlySession:
+    """What ONNX Runtime hands back after a silent fallback: a session whose providers are only the CPU."""
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+
+def test_provider_check_refuses_a_cpu_fallback_naming_the_missing_library():
+    from mixnet_deploy.errors import InputError
+    from mixnet_deploy.runtimes import check_session_provider
+
+    with pytest.raises(InputError) as err:
+        check_session_provider(CpuOnlySession(), "ort-cuda", ORT_CUDA_LOG, "1.31.1")
+    text = err.value.render("--runtime")
+    assert err.value.exit_code == 2 and "\n" not in text
+    assert text.startswith("--runtime 'ort-cuda': ONNX Runtime 1.31.1 would run on CPUExecutionProvider")
+    assert "CUDAExecutionProvider cannot load libcublasLt.so.13" in text and "CUDA 13.*" in text
+
+
+def test_provider_check_for_ort_trt_wants_tensorrt_first():
+    from mixnet_deploy.errors import InputError
+    from mixnet_deploy.runtimes import check_session_provider
+
+    class CudaFirst:
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    check_session_provider(CudaFirst(), "ort-cuda")  # what was asked for: no error
+    with pytest.raises(InputError, match="would run on CUDAExecutionProvider, not TensorrtExecutionProvider"):
+        check_session_provider(CudaFirst(), "ort-trt", ORT_CUDA_LOG)  # the log names CUDA's library, not TensorRT's
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_ort_cuda_on_a_machine_without_cuda_exits_2_through_the_real_session(monkeypatch, tmp_path):
+    """onnxruntime lists CUDA as available (as onnxruntime-gpu does, compiled in); the CPU build then falls back."""
+    import onnxruntime as ort
+
+    from mixnet_deploy.errors import InputError
+    from mixnet_deploy.runtimes import OrtRunner
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider: the fallback is not reproducible here")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    model = _tiny_onnx(tmp_path)
+    with pytest.raises(InputError, match=r"would run on CPUExecutionProvider, not CUDAExecutionProvider"):
+        OrtRunner(model, "ort-cuda")
+    assert OrtRunner(model, "ort-cpu").providers == ["CPUExecutionProvider"]
+
+
+def test_capture_native_output_takes_what_native_code_writes_to_the_descriptors(capfd):
+    import os
+
+    from mixnet_deploy.runtimes import capture_native_output
+
+    result, text = capture_native_output(lambda: (os.write(2, b"from C++\n"), os.write(1, b"from print\n"), 7)[-1])
+    assert result == 7 and text == "from C++\nfrom print\n"
+    assert capfd.readouterr() == ("", "")  # nothing reached the terminal
+
+
+@pytest.mark.parametrize(
+    "precision,fp16,int8", [("fp32", "False", "False"), ("fp16", "True", "False"), ("int8", "False", "True")]
+)
+def test_ort_trt_options_follow_the_file_precision_and_batch(tmp_path, precision, fp16, int8):
+    from mixnet_deploy.batching import BatchProfile
+    from mixnet_deploy.runtimes import ort_trt_options
+
+    model = tmp_path / f"mixnet_s.{precision}.onnx"
+    opts = ort_trt_options(model, precision, BatchProfile(1, 8, 32), 256)
+    assert opts["trt_fp16_enable"] == fp16 and opts["trt_int8_enable"] == int8
+    assert opts["trt_profile_min_shapes"] == "input:1x3x256x256"
+    assert opts["trt_profile_opt_shapes"] == "input:8x3x256x256"
+    assert opts["trt_profile_max_shapes"] == "input:32x3x256x256"
+    assert opts["trt_engine_cache_enable"] == opts["trt_timing_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == opts["trt_timing_cache_path"] == str(
+        tmp_path / f"mixnet_s.{precision}.ort-trt-cache"
+    )
+    assert all(isinstance(v, str) for v in opts.values())  # the provider parses 'True'/'False' strings
+
+
+def test_ort_trt_provider_list_puts_cuda_between_tensorrt_and_cpu(tmp_path):
+    from mixnet_deploy.batching import BatchProfile
+    from mixnet_deploy.runtimes import ort_providers
+
+    model = _tiny_onnx(tmp_path, precision="fp16")
+    (trt, opts), cuda, cpu = ort_providers(model, "ort-trt", BatchProfile(2, 4, 4))
+    assert (trt, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert opts["trt_fp16_enable"] == "True" and opts["trt_profile_max_shapes"] == "input:4x3x32x32"
+    assert ort_providers(model, "ort-cuda", BatchProfile()) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def test_ort_trt_option_names_exist_in_the_installed_tensorrt_provider():
+    """Where onnxruntime-gpu is installed: every key we pass is a key its TensorRT provider library knows."""
+    import re
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from mixnet_deploy.batching import BatchProfile
+    from mixnet_deploy.runtimes import ort_trt_options
+
+    lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
+    if not lib.is_file():
+        pytest.skip(f"onnxruntime {ort.__version__} without the TensorRT provider library (CPU build)")
+    known = set(re.findall(rb"\btrt_[a-z0-9_]+", lib.read_bytes()))
+    ours = {k.encode() for k in ort_trt_options(Path("m.onnx"), "int8", BatchProfile(), 224)}
+    assert ours <= known, sorted(ours - known)
+
+
+def _tiny_onnx(tmp_path, precision="fp32"):
+    """A 1x1 convolution with the toolkit's tensor names and metadata (input [N, 3, 32, 32])."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["logits"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, 32, 32])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"mixnet.precision": precision, "mixnet.input_size": "32"}.items():
+        model.metadata_props.add(key=key, value=value)
+    path = tmp_path / f"tiny.{precision}.onnx"
+    onnx.save(model, str(path))
+    return path
