@@ -207,3 +207,35 @@ def _tiny_onnx(tmp_path, precision="fp32"):
     path = tmp_path / f"tiny.{precision}.onnx"
     onnx.save(model, str(path))
     return path
+
+
+# ---------------------------------------------------------------- the GPU suite cannot pass untested (item 6)
+
+
+def _pytest(tmp_path, *args):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MIXNET_FIXTURES": str(tmp_path)}  # an empty folder: the fixture is missing on any machine
+    env.pop("MIXNET_REQUIRE_GPU", None)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_engine_gpu.py", *args]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_gpu_suite_under_m_gpu_fails_naming_the_missing_prerequisite(tmp_path):
+    proc = _pytest(tmp_path, "-m", "gpu", "-k", "test_dynamic_batch")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-2000:]  # pytest's "tests failed": errors at setup, nothing passed or skipped
+    assert "3 errors" in out and "skipped" not in out and "passed" not in out, out[-2000:]
+    ok, why = E.gpu_stack_status()
+    expected = str(tmp_path) if ok else why  # the first missing prerequisite: the stack, else the (empty) fixture
+    assert f"GPU test selected (-m gpu) but {expected}" in out, out[-2000:]
+
+
+def test_gpu_suite_in_a_plain_run_skips_with_the_reason_printed(tmp_path):
+    proc = _pytest(tmp_path, "-k", "test_dynamic_batch", "-rs")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "3 skipped" in out, out[-2000:]
+    assert "SKIPPED" in out and "GPU test:" in out, out[-2000:]
