@@ -239,3 +239,27 @@ def test_gpu_suite_in_a_plain_run_skips_with_the_reason_printed(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "3 skipped" in out, out[-2000:]
     assert "SKIPPED" in out and "GPU test:" in out, out[-2000:]
+
+
+# ---------------------------------------------------------------- DLA on TensorRT 10 (item 3, the Python build)
+
+
+@pytest.mark.parametrize(
+    "version,dla_core,strong",
+    [("8.6.1", None, False), ("10.3.0", None, True), ("10.3.0", 0, False), ("10.7.0", 1, False),
+     ("11.4.0", None, True), ("11.4.0", 0, True)],
+)  # fmt: skip
+def test_dla_on_tensorrt_10_builds_weakly_typed(version, dla_core, strong):
+    """Strongly typed DLA is new in 11.4; 10.x builds DLA engines with the FP16/INT8 builder flags."""
+    assert E.is_strongly_typed(version, dla_core) is strong
+
+
+def test_the_manifest_records_how_a_dla_engine_was_typed():
+    from mixnet_deploy.batching import BatchProfile
+
+    system = {"tensorrt": "10.3.0", "gpu": "Orin (nvgpu)", "compute_capability": "8.7"}
+    common = dict(engine_sha256="0" * 64, onnx_path="m.fp16.onnx", onnx_sha256="1" * 64, precision="fp16")
+    common["system"] = system
+    dla = E.build_manifest(opts=E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=0), **common)
+    gpu = E.build_manifest(opts=E.EngineOptions(), **common)
+    assert dla["strongly_typed"] is False and gpu["strongly_typed"] is True
