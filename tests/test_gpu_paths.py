@@ -13,6 +13,7 @@ import types
 import pytest
 
 from mixnet_deploy import engine as E
+from mixnet_deploy import trt_runner as T
 
 
 class CudaError(enum.IntEnum):  # the values of cuda-python's cudaError_t
@@ -263,3 +264,125 @@ def test_the_manifest_records_how_a_dla_engine_was_typed():
     dla = E.build_manifest(opts=E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=0), **common)
     gpu = E.build_manifest(opts=E.EngineOptions(), **common)
     assert dla["strongly_typed"] is False and gpu["strongly_typed"] is True
+
+
+# ---------------------------------------------------------------- CUDA graphs of the engine runner (item 7)
+
+
+class RecordingCudart:
+    """cuda-python's cudart as far as graph capture goes: ``(err, value)`` tuples, every call recorded."""
+
+    class cudaStreamCaptureMode(enum.IntEnum):
+        cudaStreamCaptureModeThreadLocal = 1
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.capturing = False
+        self.live_graphs: set[int] = set()
+        self._next = 100
+
+    def _handle(self):
+        self._next += 1
+        return self._next
+
+    def cudaStreamSynchronize(self, stream):
+        self.calls.append("sync")
+        return (CudaError.cudaSuccess,)
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        self.calls.append("begin")
+        self.capturing = True
+        return (CudaError.cudaSuccess,)
+
+    def cudaStreamEndCapture(self, stream):
+        self.calls.append("end")
+        self.capturing = False
+        graph = self._handle()
+        self.live_graphs.add(graph)
+        return (CudaError.cudaSuccess, graph)
+
+    def cudaGraphInstantiate(self, graph, flags):
+        self.calls.append("instantiate")
+        return (CudaError.cudaSuccess, self._handle())
+
+    def cudaGraphDestroy(self, graph):
+        self.calls.append("destroy")
+        self.live_graphs.discard(graph)
+        return (CudaError.cudaSuccess,)
+
+    def cudaGraphLaunch(self, exec_graph, stream):
+        self.calls.append("launch")
+        return (CudaError.cudaSuccess,)
+
+    def cudaGraphExecDestroy(self, exec_graph):
+        self.calls.append("exec-destroy")
+        return (CudaError.cudaSuccess,)
+
+
+def _graphs(results):
+    """CudaGraphs over a recording cudart whose enqueue returns ``results`` in turn (an exception is raised)."""
+    cudart, results = RecordingCudart(), list(results)
+
+    def enqueue():
+        cudart.calls.append("enqueue-capturing" if cudart.capturing else "enqueue")
+        r = results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    return cudart, T.CudaGraphs(cudart, stream=7, enqueue=enqueue, name="m.engine")
+
+
+def test_cuda_graph_is_captured_once_per_shape_and_its_graph_destroyed():
+    cudart, graphs = _graphs([True, True, True, True])
+    graphs.launch((8, 3, 224, 224))
+    graphs.launch((8, 3, 224, 224))  # replay: no new capture
+    assert cudart.calls == ["enqueue", "sync", "begin", "enqueue-capturing", "end", "instantiate", "destroy",
+                            "launch", "launch"]  # fmt: skip
+    assert not cudart.live_graphs  # the cudaGraph_t does not outlive its instantiation
+    graphs.capture((1, 3, 224, 224))
+    assert (1, 3, 224, 224) in graphs and not cudart.live_graphs
+    graphs.close()
+    assert cudart.calls.count("exec-destroy") == 2
+
+
+@pytest.mark.parametrize("failure", [False, RuntimeError("CUDA error inside enqueue")], ids=["returns-false", "raises"])
+def test_a_failed_capture_ends_the_capture_and_keeps_nothing(failure):
+    cudart, graphs = _graphs([True, failure])
+    with pytest.raises(RuntimeError, match="CUDA graph capture|inside enqueue"):
+        graphs.launch((8, 3, 224, 224))
+    assert not cudart.capturing and "end" in cudart.calls  # the stream is not left capturing
+    assert not cudart.live_graphs and (8, 3, 224, 224) not in graphs and "launch" not in cudart.calls
+
+
+def test_time_batch_captures_before_the_first_timed_sample():
+    """The engine runner's time_batch: capture (warm-up) first, then only launches between the events."""
+    cudart, graphs = _graphs([True, True])
+    events = []
+
+    class Timing(RecordingCudart):
+        def cudaEventCreate(self):
+            return (CudaError.cudaSuccess, len(events))
+
+        def cudaEventRecord(self, event, stream):
+            cudart.calls.append("record")
+            return (CudaError.cudaSuccess,)
+
+        def cudaEventSynchronize(self, event):
+            return (CudaError.cudaSuccess,)
+
+        def cudaEventElapsedTime(self, start, end):
+            return (CudaError.cudaSuccess, 0.5)
+
+        def cudaEventDestroy(self, event):
+            return (CudaError.cudaSuccess,)
+
+    runner = object.__new__(T.TrtEngineRunner)  # the real methods, without an engine
+    runner._cudart, runner._graphs, runner.cuda_graph, runner._stream = Timing(), graphs, True, 7
+    runner._prepare = lambda x: (x, None)
+    runner._copy_in = lambda x: None
+    runner._shape = (8, 3, 224, 224)
+    assert runner.time_batch(None, 2) == [0.5, 0.5]
+    first = cudart.calls.index("record")
+    assert "instantiate" in cudart.calls[:first]  # captured before timing started
+    assert cudart.calls[first:] == ["record", "launch", "record", "record", "launch", "record"]
