@@ -287,15 +287,20 @@ def run_model_benchmark(
 
     ``cuda_graph``: TensorRT engines replay a CUDA graph per batch size (other runtimes ignore it).
     """
+    from .batching import BatchProfile
     from .runtimes import make_runner
 
+    ordered = sorted(cfg.batches)
+    profile = BatchProfile(ordered[0], ordered[len(ordered) // 2], ordered[-1])  # ort-trt's TensorRT profile
     runners: list[Runner] = []
     try:
         for model in models:
             is_engine = str(model).lower().endswith(ENGINE_SUFFIXES)
             opts = {"cuda_graph": True} if cuda_graph and is_engine else {}
             for runtime in runtimes:
-                runners.append(make_runner(model, runtime, threads=threads, img_size=cfg.img_size, **opts))
+                runners.append(
+                    make_runner(model, runtime, threads=threads, img_size=cfg.img_size, batch=profile, **opts)
+                )
         result = run_benchmark(runners, cfg, progress)
         result.config["threads"] = threads
         return result

@@ -19,6 +19,8 @@ What the TensorRT code relies on (read, not guessed; the GPU tests in tests/test
   load_timing_cache=, hardware_compatibility_level=, version_compatible=, profiling_verbosity=, fp16=, int8=)``.
   Its ``use_dla`` always picks DLA core 0 and, on TensorRT < 11, sets PREFER_PRECISION_CONSTRAINTS, which a
   strongly typed network rejects; so DLA is set in our config callable instead.
+- DLA on TensorRT 10 is built weakly typed with the FP16/INT8 builder flags (:func:`is_strongly_typed`):
+  strongly typed DLA is new in 11.4 (NVIDIA/TensorRT#4228; DEPLOY.md of the shared reference).
 - TensorRT docs "Strongly Typed Networks for DLA" (11.x): FP16/INT8/PREFER/OBEY_PRECISION flags are not
   valid with strong typing; from 11.0 all networks are strongly typed and the STRONGLY_TYPED flag is
   deprecated and ignored. /work/shared/reference/DEPLOY.md: 10.x has STRONGLY_TYPED; 8.6/9 need the
@@ -147,23 +149,57 @@ def import_cudart():
     return cudart
 
 
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaError_t.cudaErrorInsufficientDriver
+
+
+def cuda_bindings_version() -> str | None:
+    """The installed cuda-python bindings' version (``cuda-bindings``, or ``cuda-python`` before 12.6), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def cuda_error_text(err, bindings_version: str | None = None) -> str:
+    """``CUDA error <name>``; for cudaErrorInsufficientDriver under cuda-python 13 the reason and the fix too."""
+    text = f"CUDA error {getattr(err, 'name', err)}"
+    if getattr(err, "value", err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
+        bindings_version = bindings_version or cuda_bindings_version() or "?"
+        if bindings_version.split(".")[0].isdigit() and int(bindings_version.split(".")[0]) >= 13:
+            return (
+                f"{text}: driver too old for cuda-python 13 (cuda-python {bindings_version} needs a CUDA 13 driver, "
+                "R580 or newer); expected cuda-python>=12,<13 with a CUDA 12 driver (JetPack 6, most servers)"
+            )
+        return f"{text}: the NVIDIA driver is older than the CUDA runtime of cuda-python {bindings_version}"
+    return text
+
+
 def cuda_call(result):
     """cuda-python returns ``(err, *values)``; raise on an error, return the value(s)."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if getattr(err, "value", err) != 0:  # cudaError_t.cudaSuccess == 0
-        raise RuntimeError(f"CUDA error {err}")
+        raise RuntimeError(cuda_error_text(err))
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
-def gpu_stack_status() -> tuple[bool, str]:
-    """(True, "") when TensorRT, Polygraphy, cuda-python and a CUDA device are all present, else (False, why)."""
+def gpu_stack_status(cudart=None) -> tuple[bool, str]:
+    """(True, "") when TensorRT, Polygraphy, cuda-python and a CUDA device are all present, else (False, why).
+
+    ``cudart``: cuda-python's runtime module (default: imported here); tests pass a stand-in.
+    """
     for module, what in (("tensorrt", "TensorRT"), ("polygraphy", "Polygraphy"), ("cuda", "cuda-python")):
+        if cudart is not None and module == "cuda":
+            continue
         try:
             __import__(module)
         except ImportError:
             return False, f"{what} is not installed (Python module `{module}`)"
     try:
-        count = cuda_call(import_cudart().cudaGetDeviceCount())
+        count = cuda_call((cudart or import_cudart()).cudaGetDeviceCount())
     except Exception as exc:  # no driver, no device: cudaErrorNoDevice / InsufficientDriver
         return False, f"no usable CUDA device ({exc})"
     if not count:
@@ -225,7 +261,7 @@ def build_manifest(
         "dla_core": opts.dla_core,
         "hardware_compat": "ampere+" if opts.hardware_compat else None,
         "version_compat": opts.version_compat,
-        "strongly_typed": _trt_major(str(system.get("tensorrt", "0"))) >= 10,
+        "strongly_typed": is_strongly_typed(str(system.get("tensorrt", "0")), opts.dla_core),
         "system": {
             k: system.get(k) for k in ("tensorrt", "cuda_runtime", "cuda_driver", "gpu", "compute_capability", "l4t")
         },
@@ -233,6 +269,17 @@ def build_manifest(
         "engine_check": dict(engine_check or {}),
         "build_seconds": build_seconds,
     }
+
+
+def is_strongly_typed(trt_version: str, dla_core: int | None) -> bool:
+    """Whether an engine is built as a strongly typed network on this TensorRT version.
+
+    11.x: always (weak typing is gone). 10.x: yes, except for DLA: strongly typed DLA is new in 11.4, and
+    TensorRT 10 builds DLA engines weakly typed with the FP16/INT8 builder flags (as trtexec 10.x does).
+    8.6 / 9: no (builder flags).
+    """
+    major = _trt_major(trt_version)
+    return major >= 11 or (major == 10 and dla_core is None)
 
 
 def _trt_major(version: str) -> int:
@@ -412,10 +459,12 @@ def _config_kwargs(trt, opts: EngineOptions, precision: str, strongly_typed: boo
         kwargs["hardware_compatibility_level"] = trt.HardwareCompatibilityLevel.AMPERE_PLUS
     if opts.version_compat:
         kwargs["version_compatible"] = True
-    if not strongly_typed:  # TensorRT 8.6 / 9: the same ONNX with the matching builder flags
+    if not strongly_typed:  # 8.6 / 9, and DLA on 10.x: the same ONNX with the matching builder flags
+        rank = precisions.row(precision).speed_rank
         for name, row in precisions.PRECISIONS.items():
-            if row.builder_flag:
-                kwargs[row.builder_flag] = name == precision
+            if row.builder_flag:  # DLA has no FP32 layers: the slower DLA precisions too (int8 -> fp16 + int8)
+                dla = opts.dla_core is not None and row.dla and row.speed_rank >= rank
+                kwargs[row.builder_flag] = name == precision or dla
     return kwargs
 
 
@@ -457,9 +506,10 @@ def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, eng
     if opts.dla_core is not None and not row.dla:
         raise InputError(f"--dla-core {opts.dla_core}: DLA runs FP16/INT8 only, not {onnx_path.name} ({precision})")
     captured: dict = {}
-    config = _network_config(trt, opts, precision, onnx_path.name, major >= 10, captured)
-    # TensorRT 10: STRONGLY_TYPED flag; 11+: always strongly typed (flag deprecated, so not set).
-    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=(major == 10))
+    strongly_typed = is_strongly_typed(trt.__version__, opts.dla_core)
+    config = _network_config(trt, opts, precision, onnx_path.name, strongly_typed, captured)
+    # TensorRT 10: STRONGLY_TYPED flag (not for DLA); 11+: always strongly typed (flag deprecated, so not set).
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=(major == 10 and strongly_typed))
     data, seconds = timed(lambda: bytes(EngineBytesFromNetwork(network, config=config)()))
     opt_shape = opts.batch.shapes(opts.img_size)["opt"]
     layers = layer_precisions(inspect_engine(EngineFromBytes(data)(), opt_shape))

@@ -242,6 +242,7 @@ def random_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_S
 
 def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
     """Reference (unfolded float32 PyTorch) and every candidate on the same inputs; one result each."""
+    from .batching import BatchProfile
     from .runtimes import TorchRunner, make_runner
     from .weights import load_model
 
@@ -255,7 +256,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
         for path in cfg.candidates:
             if Path(path).suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
                 raise InputError(f"candidate {path!r}: expected an .onnx, {' or '.join(ENGINE_SUFFIXES)} file")
-            runner = make_runner(path, cfg.runtime)
+            runner = make_runner(path, cfg.runtime, batch=BatchProfile(1, cfg.batch, cfg.batch))
             tolerance_for(runner.precision, runner.name)  # fail before any work
             runners.append(runner)
         variant = _agreed({r.name: r.metadata.get("mixnet.variant") for r in runners}, "the variant", "--variant")

@@ -35,8 +35,9 @@ class Precision:
     file_tag: str  # in ONNX file names: mixnet_s{file_tag}.onnx ("" for the fp32 reference file)
     tolerance: Tolerance  # against its reference (PyTorch for fp32, the FP32 ONNX for the others)
     trt_tensor_type: str | None  # tensors a strongly typed TensorRT network of this ONNX must carry
-    builder_flag: str | None  # TensorRT < 10 (no strong typing): Polygraphy CreateConfig keyword set True
-    trtexec_legacy_flag: str  # trtexec < 10 (TRT_LEGACY_PRECISION=1 in trtexec.sh)
+    builder_flag: str | None  # weakly typed builds (TensorRT < 10, DLA on 10.x): Polygraphy CreateConfig keyword;
+    # also ONNX Runtime's TensorRT provider option trt_<builder_flag>_enable
+    trtexec_legacy_flag: str  # trtexec 8.6/9, and DLA on 10.x (trtexec.sh picks by trtexec's banner)
     dla: bool  # DLA runs it (Jetson: FP16 / INT8 only)
     trt_precision_mode: str  # ONNX Runtime TensorRT EP / Triton onnxruntime backend `precision_mode`
     speed_rank: int  # 0 = fastest: what Triton's "auto" picks, and a layer's lowest precision in an engine

@@ -10,16 +10,24 @@ on) is :class:`mixnet_deploy.runner.Runner`; the TensorRT runner is in :mod:`mix
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import precisions
+from .batching import BatchProfile
 from .engine import ENGINE_SUFFIXES
 from .errors import InputError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
 from .runner import Runner
+
+log = logging.getLogger("mixnet_deploy")
 
 # runtime name -> ONNX Runtime execution provider (None: not ONNX Runtime)
 RUNTIMES: dict[str, str | None] = {
@@ -42,8 +50,11 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def ort_session(model: bytes | str, providers: tuple[str, ...] = ("CPUExecutionProvider",), threads: int = 0):
-    """An ONNX Runtime session on a serialized model or a path, with full graph optimization."""
+def ort_session(model: bytes | str, providers: tuple = ("CPUExecutionProvider",), threads: int = 0):
+    """An ONNX Runtime session on a serialized model or a path, with full graph optimization.
+
+    ``providers``: names, or ``(name, {option: value})`` pairs, in ONNX Runtime's order of preference.
+    """
     ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -51,6 +62,100 @@ def ort_session(model: bytes | str, providers: tuple[str, ...] = ("CPUExecutionP
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(model, sess_options=opts, providers=list(providers))
+
+
+def capture_native_output(fn):
+    """``(fn(), text)``: what ``fn`` wrote to the process's stdout/stderr file descriptors, kept off the terminal.
+
+    ONNX Runtime's C++ logger and its Python "EP Error ... Falling back" notice write there directly; the
+    text says which library a GPU provider could not load, and the caller turns it into one line.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+            result = fn()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+        sink.seek(0)
+        return result, sink.read().decode(errors="replace")
+
+
+# "Failed to load library .../libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open ..."
+_LOAD_FAILURE = re.compile(r"libonnxruntime_providers_(\w+)\.so with error: (\S+?): cannot open shared object file")
+_REQUIRES = re.compile(r"Require ([^.]*\.\*(?: and [^.]*\.\*)?)")  # "Require cuDNN 9.* and CUDA 13.*"
+_PROVIDER_LIBRARY = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+
+
+def check_session_provider(session, runtime: str, ort_log: str = "", ort_version: str = "?") -> None:
+    """Refuse a session whose first provider is not the one ``runtime`` asked for (InputError, one line).
+
+    ONNX Runtime lists CUDA/TensorRT in ``get_available_providers()`` when compiled in, even where their
+    libraries are missing; creating the session then logs a warning and silently runs on the CPU.
+    ``session.get_providers()`` is what the session really has; ``ort_log`` (its captured log) names the
+    library that could not be loaded.
+    """
+    wanted = RUNTIMES[runtime]
+    got = list(session.get_providers())
+    if got and got[0] == wanted:
+        return
+    failures = dict((lib, missing) for lib, missing in _LOAD_FAILURE.findall(ort_log))
+    missing = failures.get(_PROVIDER_LIBRARY.get(wanted, ""))
+    why = f"{wanted} cannot load {missing}" if missing else f"{wanted} could not be created"
+    needs = _REQUIRES.search(ort_log)
+    hint = f" (onnxruntime-gpu {ort_version} needs {needs.group(1)})" if needs else ""
+    raise InputError(
+        f"ONNX Runtime {ort_version} would run on {got[0] if got else 'no provider'}, not {wanted}: {why}{hint}; "
+        "expected the provider's CUDA/TensorRT libraries on the library path, or --runtime ort-cpu",
+        field="runtime",
+        value=runtime,
+    )
+
+
+def ort_trt_options(
+    model_path: Path, precision: str | None, batch: BatchProfile, img_size: int, cache: bool = True
+) -> dict[str, str]:
+    """TensorRT execution provider options for one ONNX file (names as in onnxruntime-gpu 1.31's provider).
+
+    Precision from the file's ``mixnet.precision`` (ONNX Runtime's TensorRT provider builds weakly typed:
+    FP16 / INT8 kernels need the flags; an INT8 file's layers outside its Q/DQ pairs stay FP32, as the
+    file says); one optimization profile from ``batch``; engines and the timing
+    cache in ``<model stem>.ort-trt-cache/`` beside the model, so a second run does not rebuild.
+    """
+    shapes = {k: f"{INPUT_NAME}:{'x'.join(map(str, v))}" for k, v in batch.shapes(img_size).items()}
+    wanted = precisions.PRECISIONS[precision].builder_flag if precision in precisions.PRECISIONS else None
+    opts = {  # the precision table's builder flag (fp16 / int8) is the provider's trt_<flag>_enable
+        f"trt_{row.builder_flag}_enable": str(row.builder_flag == wanted)
+        for row in precisions.PRECISIONS.values()
+        if row.builder_flag
+    }
+    opts.update({
+        "trt_profile_min_shapes": shapes["min"],
+        "trt_profile_opt_shapes": shapes["opt"],
+        "trt_profile_max_shapes": shapes["max"],
+    })  # fmt: skip
+    if cache:
+        folder = str(ort_trt_cache_dir(model_path))
+        opts.update(
+            trt_engine_cache_enable="True",
+            trt_engine_cache_path=folder,
+            trt_timing_cache_enable="True",
+            trt_timing_cache_path=folder,
+        )
+    return opts
+
+
+def ort_trt_cache_dir(model_path: Path) -> Path:
+    """``DIR/mixnet_s.fp16.onnx`` -> ``DIR/mixnet_s.fp16.ort-trt-cache``, the TensorRT provider's engines."""
+    name = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.name
+    return model_path.with_name(f"{name}.ort-trt-cache")
 
 
 def run_ort(session, x: np.ndarray) -> np.ndarray:
@@ -162,10 +267,40 @@ def check_runtime(runtime: str) -> str:
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
+def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
+    """ONNX Runtime's provider list for ``runtime``: ort-trt = TensorRT (with options), then CUDA, then CPU."""
+    if runtime == "ort-cpu":
+        return ("CPUExecutionProvider",)
+    if runtime == "ort-cuda":
+        return ("CUDAExecutionProvider", "CPUExecutionProvider")
+    import onnx
+
+    from .onnx_export import read_metadata
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends for files that are not ONNX
+        raise InputError(f"{path}: cannot read it as ONNX ({str(exc).strip()[:200]}): expected an ONNX model") from None
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    meta = read_metadata(model)
+    img_size = int(meta.get("mixnet.input_size") or (dims[-1] if len(dims) == 4 and dims[-1] else 224))
+    try:
+        ort_trt_cache_dir(path).mkdir(exist_ok=True)
+        cache = True
+    except OSError as exc:
+        log.warning("ort-trt: no engine cache beside %s (%s); every run rebuilds", path.name, exc)
+        cache = False
+    options = ort_trt_options(path, meta.get("mixnet.precision"), batch, img_size, cache)
+    return (("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
 class OrtRunner(Runner):
     """An ONNX file in ONNX Runtime with one execution provider (with CPU fallback for the GPU ones)."""
 
-    def __init__(self, path: str | os.PathLike, runtime: str = "ort-cpu", threads: int = 0):
+    def __init__(
+        self, path: str | os.PathLike, runtime: str = "ort-cpu", threads: int = 0, batch: BatchProfile | None = None
+    ):
+        """``batch``: the batch sizes ``ort-trt`` builds its TensorRT profile for (default 1:8:32)."""
         check_runtime(runtime)
         if RUNTIMES[runtime] is None:
             raise InputError(f"runtime {runtime!r} is not an ONNX Runtime runtime: expected ort-cpu/ort-cuda/ort-trt")
@@ -173,13 +308,25 @@ class OrtRunner(Runner):
         if not self.path.is_file():
             what = "is a directory" if self.path.is_dir() else "does not exist"
             raise InputError(f"{str(path)!r} {what}: expected an ONNX file")
-        providers = (RUNTIMES[runtime],) if runtime == "ort-cpu" else (RUNTIMES[runtime], "CPUExecutionProvider")
+        providers = ort_providers(self.path, runtime, batch or BatchProfile())
         try:
-            self.session = ort_session(str(self.path), providers, threads)
+            if runtime == "ort-cpu":
+                self.session, ort_log = ort_session(str(self.path), providers, threads), ""
+            else:  # keep ONNX Runtime's fallback warnings off the terminal; check_session_provider reads them
+                self.session, ort_log = capture_native_output(lambda: ort_session(str(self.path), providers, threads))
         except Exception as exc:  # ONNX Runtime raises its own exception types for unreadable files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             why = first[:200]
             raise InputError(f"{self.path}: ONNX Runtime cannot load it ({why}): expected an ONNX model") from None
+        if ort_log.strip():
+            log.debug("ONNX Runtime while creating the %s session:\n%s", runtime, ort_log.rstrip())
+        try:
+            check_session_provider(self.session, runtime, ort_log, import_onnxruntime().__version__)
+        except InputError:
+            cache = ort_trt_cache_dir(self.path)
+            if runtime == "ort-trt" and cache.is_dir() and not any(cache.iterdir()):
+                cache.rmdir()  # made for this session; leave nothing behind when it is refused
+            raise
         self.runtime = runtime
         self.name = f"{self.path.name} [{runtime}]"
         (inp,), outs = self.session.get_inputs(), self.session.get_outputs()
@@ -224,6 +371,7 @@ def make_runner(
     runtime: str = "auto",
     threads: int = 0,
     img_size: int | None = None,
+    batch: BatchProfile | None = None,
     **opts,
 ) -> Runner:
     """One runner for a model file, a variant name or a module.
@@ -235,7 +383,8 @@ def make_runner(
     - ``.pth`` / ``.pt`` / ``.safetensors`` checkpoint: PyTorch with those weights; a variant name
       (``s``, ``mixnet_m``): PyTorch with default init (latency only);
     - a ``torch.nn.Module``: PyTorch.
-    ``threads``: intra-op threads (0 = the runtime's default). ``device="cuda"`` in ``opts`` for PyTorch.
+    ``threads``: intra-op threads (0 = the runtime's default). ``batch``: the batch sizes the caller will run
+    (``ort-trt`` builds its TensorRT profile for them). ``device="cuda"`` in ``opts`` for PyTorch.
     """
     if isinstance(target, torch.nn.Module):
         if runtime not in ("auto", "torch"):
@@ -250,7 +399,7 @@ def make_runner(
     if suffix in ENGINE_SUFFIXES:
         return _engine_runner(text, runtime, **opts)
     if suffix == ".onnx":
-        return _onnx_runner(text, runtime, threads, img_size, **opts)
+        return _onnx_runner(text, runtime, threads, img_size, batch, **opts)
     if runtime not in ("auto", "torch"):
         raise InputError(f"{text}: runtime {runtime!r} needs an .onnx or .engine file")
     model = _torch_model(text) if suffix in CHECKPOINT_SUFFIXES else _variant_model(text)
@@ -274,7 +423,9 @@ def _engine_runner(text: str, runtime: str, **opts) -> Runner:
     return engine_runner(path, **opts)
 
 
-def _onnx_runner(text: str, runtime: str, threads: int, img_size: int | None, **opts) -> Runner:
+def _onnx_runner(
+    text: str, runtime: str, threads: int, img_size: int | None, batch: BatchProfile | None, **opts
+) -> Runner:
     path = Path(text)
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "does not exist"
@@ -289,7 +440,7 @@ def _onnx_runner(text: str, runtime: str, threads: int, img_size: int | None, **
         raise InputError(f"{text}: runtime tensorrt needs an engine file; for ONNX use ort-trt or build one")
     if opts:
         raise InputError(f"options {sorted(opts)} do not apply to ONNX Runtime")
-    return OrtRunner(path, "ort-cpu" if runtime == "auto" else runtime, threads)
+    return OrtRunner(path, "ort-cpu" if runtime == "auto" else runtime, threads, batch)
 
 
 def _torch_model(text: str) -> torch.nn.Module:

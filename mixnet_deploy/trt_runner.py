@@ -8,7 +8,8 @@ are imported when a runner is made, so ``import mixnet_deploy.trt_runner`` works
 What the code relies on: TensorRT ``samples/python/common_runtime.py``: cuda-python ``cudart`` calls return
 ``(err, value)``; ``engine.get_tensor_name/get_tensor_mode/get_tensor_dtype/get_tensor_profile_shape``,
 ``context.set_input_shape/set_tensor_address/execute_async_v3(stream)``; CUDA graphs captured per input shape
-after one plain enqueue (TensorRT's deferred updates). The GPU tests in tests/test_engine_gpu.py run it.
+after one plain enqueue (TensorRT's deferred updates), see :class:`CudaGraphs`. The GPU tests in
+tests/test_engine_gpu.py run it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,58 @@ from .engine import cuda_call, import_cudart, import_tensorrt, verify_engine_fil
 from .errors import InputError
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
 from .runner import Runner
+
+
+class CudaGraphs:
+    """One CUDA graph per input shape, captured from ``enqueue`` on ``stream`` and replayed with cudaGraphLaunch.
+
+    ``enqueue()`` is one inference (``context.execute_async_v3``) returning its success. Capture: one plain
+    enqueue first (TensorRT finishes deferred work after a shape change outside the capture), then the
+    captured one, whose return is checked; the capture is ended in ``finally`` so a failure never leaves the
+    stream capturing; the ``cudaGraph_t`` is destroyed once instantiated (the executable graph keeps what it
+    needs; TensorRT ``samples/common/sampleInference.cpp`` and CUDA's graph samples do the same).
+    """
+
+    def __init__(self, cudart, stream, enqueue, name: str = "engine"):
+        self._cudart, self._stream, self._enqueue, self.name = cudart, stream, enqueue, name
+        self._execs: dict[tuple, object] = {}
+
+    def __contains__(self, key) -> bool:
+        return key in self._execs
+
+    def capture(self, key) -> None:
+        """Capture the graph of ``key`` (an input shape) unless it is there. RuntimeError when anything fails."""
+        if key in self._execs:
+            return
+        cudart = self._cudart
+        if not self._enqueue():
+            raise RuntimeError(f"{self.name}: execute_async_v3 failed (before CUDA graph capture of {key})")
+        cuda_call(cudart.cudaStreamSynchronize(self._stream))
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        cuda_call(cudart.cudaStreamBeginCapture(self._stream, mode))
+        ok = False
+        try:
+            ok = bool(self._enqueue())
+        finally:  # always end the capture; on failure drop what was captured
+            err, graph = cudart.cudaStreamEndCapture(self._stream)
+            if (not ok or getattr(err, "value", err) != 0) and graph:
+                cudart.cudaGraphDestroy(graph)
+        if not ok:
+            raise RuntimeError(f"{self.name}: execute_async_v3 failed during CUDA graph capture of {key}")
+        cuda_call((err, graph))
+        try:
+            self._execs[key] = cuda_call(cudart.cudaGraphInstantiate(graph, 0))
+        finally:
+            cudart.cudaGraphDestroy(graph)
+
+    def launch(self, key) -> None:
+        self.capture(key)
+        cuda_call(self._cudart.cudaGraphLaunch(self._execs[key], self._stream))
+
+    def close(self) -> None:
+        for exec_graph in self._execs.values():
+            self._cudart.cudaGraphExecDestroy(exec_graph)
+        self._execs.clear()
 
 
 class TrtEngineRunner(Runner):
@@ -66,7 +119,7 @@ class TrtEngineRunner(Runner):
         self._d_out = cuda_call(cudart.cudaMalloc(int(np.prod(out_max)) * self._out_dtype.itemsize))
         self.context.set_tensor_address(INPUT_NAME, int(self._d_in))
         self.context.set_tensor_address(OUTPUT_NAME, int(self._d_out))
-        self._graphs: dict[tuple, object] = {}
+        self._graphs = CudaGraphs(cudart, self._stream, self._execute, path.name)
         self._shape: tuple | None = None
 
     # -- helpers
@@ -83,25 +136,15 @@ class TrtEngineRunner(Runner):
             self._shape = x.shape
         return x, tuple(self.context.get_tensor_shape(OUTPUT_NAME))
 
+    def _execute(self) -> bool:
+        return bool(self.context.execute_async_v3(int(self._stream)))
+
     def _enqueue(self) -> None:
-        """One inference on the stream: a captured CUDA graph for this shape, or execute_async_v3."""
-        cudart = self._cudart
-        if not self.cuda_graph:
-            if not self.context.execute_async_v3(int(self._stream)):
-                raise RuntimeError(f"{self.path.name}: execute_async_v3 failed")
-            return
-        exec_graph = self._graphs.get(self._shape)
-        if exec_graph is None:
-            # One plain enqueue after a shape change lets TensorRT finish its deferred updates before capture.
-            self.context.execute_async_v3(int(self._stream))
-            cuda_call(cudart.cudaStreamSynchronize(self._stream))
-            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            cuda_call(cudart.cudaStreamBeginCapture(self._stream, mode))
-            self.context.execute_async_v3(int(self._stream))
-            graph = cuda_call(cudart.cudaStreamEndCapture(self._stream))
-            exec_graph = cuda_call(cudart.cudaGraphInstantiate(graph, 0))
-            self._graphs[self._shape] = exec_graph
-        cuda_call(cudart.cudaGraphLaunch(exec_graph, self._stream))
+        """One inference on the stream: the CUDA graph of this shape (captured on first use), or execute_async_v3."""
+        if self.cuda_graph:
+            self._graphs.launch(self._shape)
+        elif not self._execute():
+            raise RuntimeError(f"{self.path.name}: execute_async_v3 failed")
 
     def _copy_in(self, x: np.ndarray) -> None:
         kind = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -124,6 +167,8 @@ class TrtEngineRunner(Runner):
         cudart = self._cudart
         x, _ = self._prepare(x)
         self._copy_in(x)
+        if self.cuda_graph:  # capture now, as warm-up: not inside the first timed sample of a new shape
+            self._graphs.capture(self._shape)
         start, end = cuda_call(cudart.cudaEventCreate()), cuda_call(cudart.cudaEventCreate())
         times = []
         try:
@@ -145,9 +190,7 @@ class TrtEngineRunner(Runner):
         cudart = getattr(self, "_cudart", None)
         if cudart is None:
             return
-        for g in self._graphs.values():
-            cudart.cudaGraphExecDestroy(g)
-        self._graphs.clear()
+        self._graphs.close()
         for ptr in (self._d_in, self._d_out):
             cudart.cudaFree(ptr)
         cudart.cudaStreamDestroy(self._stream)

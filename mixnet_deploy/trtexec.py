@@ -5,11 +5,17 @@ wants to reproduce a build by hand. Writing the recipe needs no TensorRT; runnin
 
 Flags, and the sources they were checked against:
 
+- The script reads the TensorRT version of the trtexec it finds from its banner (``&&&& RUNNING
+  TensorRT.trtexec [TensorRT v100300] ...``: ``NV_TENSORRT_VERSION``, major*10000+minor*100+patch from
+  10.0, major*1000+minor*100+patch before) and picks the precision flags by it:
 - TensorRT 10 (JetPack 6 ships 10.3): ``--stronglyTyped`` makes every tensor's precision the one in the
-  ONNX file, so FP16 / INT8 (Q/DQ) ONNX files need no ``--fp16`` / ``--int8``. TensorRT 11 removed those
-  flags and made ``--stronglyTyped``, ``--useCudaGraph``, ``--noDataTransfers`` defaults (accepted no-ops)
-  (/work/shared/reference/DEPLOY.md). TensorRT 8.6 / 9 have no strong typing: ``TRT_LEGACY_PRECISION=1``
-  swaps in the builder flags.
+  ONNX file, so FP16 / INT8 (Q/DQ) ONNX files need no ``--fp16`` / ``--int8``. Except under
+  ``--useDLACore``: trtexec 10.x then always sets kFP16 (and PREFER_PRECISION_CONSTRAINTS), which a
+  strongly typed network rejects ("condition: !config.getFlag(BuilderFlag::kFP16)", NVIDIA/TensorRT#4228);
+  DLA builds on 10.x are weakly typed with ``--fp16`` / ``--int8`` (the Q/DQ nodes and float16 types of the
+  file still set the precision). TensorRT 11 removed ``--fp16`` / ``--int8`` and is always strongly typed
+  (``--stronglyTyped``, ``--useCudaGraph``, ``--noDataTransfers`` are accepted no-ops; strongly typed DLA
+  is new in 11.4), so no precision flag. TensorRT 8.6 / 9 have no strong typing: the builder flags.
 - ``--memPoolSize=workspace:<MiB>`` replaced ``--workspace`` in TensorRT 10 (NVIDIA, "Migrating trtexec
   Usage from TensorRT 8.x to 10.x"); the unit without a suffix is MiB.
 - ``--minShapes/--optShapes/--maxShapes=input:NxCxHxW``, ``--timingCacheFile``, ``--useDLACore``,
@@ -37,6 +43,27 @@ DURATION_S = 10
 PERCENTILES = "90,95,99"
 
 
+# trt_major: TensorRT major version from the banner trtexec prints first ("[TensorRT v100300]" -> 10;
+# 8.6.1 prints v8601). precision_flags FLAG gpu|dla: the precision flags of one build on that version.
+SHELL_FUNCTIONS = r"""trt_major() {
+    local v
+    v=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\[TensorRT v\([0-9][0-9]*\).*/\1/p' | head -n 1) || true
+    if [ -z "$v" ]; then
+        echo "trtexec.sh: no '[TensorRT vNNNNNN]' banner from $TRTEXEC --help: expected trtexec 8.6 or newer" >&2
+        exit 2
+    fi
+    if [ "$v" -ge 100000 ]; then echo $((v / 10000)); else echo $((v / 1000)); fi
+}
+TRT_MAJOR=$(trt_major)
+echo "== trtexec: $TRTEXEC (TensorRT $TRT_MAJOR.x)"
+precision_flags() {
+    if [ "$TRT_MAJOR" -ge 11 ]; then echo ""                # always strongly typed; --fp16/--int8 are gone
+    elif [ "$TRT_MAJOR" -lt 10 ]; then echo "$1"            # 8.6 / 9: no strong typing
+    elif [ "$2" = dla ]; then echo "$1"                     # 10.x DLA: weakly typed (trtexec sets FP16 there)
+    else echo --stronglyTyped; fi
+}"""
+
+
 def shape_spec(shape: Iterable[int]) -> str:
     """(8, 3, 224, 224) -> 'input:8x3x224x224' (trtexec's shape syntax)."""
     return f"{INPUT_NAME}:{'x'.join(str(int(d)) for d in shape)}"
@@ -50,11 +77,12 @@ def trtexec_engine_name(onnx_name: str, precision: str) -> str:
 def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_cache: str) -> list[str]:
     """The trtexec build command for one precision ONNX, as a list of words (shell variables left unquoted)."""
     shapes = opts.batch.shapes(opts.img_size)
+    legacy_flag = precisions.row(precision).trtexec_legacy_flag  # used where trtexec builds weakly typed
     words = [
         '"$TRTEXEC"',
         f"--onnx={shlex.quote(onnx_name)}",
         f"--saveEngine={shlex.quote(trtexec_engine_name(onnx_name, precision))}",
-        f"$(precision_flag {precisions.row(precision).trtexec_legacy_flag})".replace(" )", ")"),
+        f'$(precision_flags "{legacy_flag}" {"dla" if opts.dla_core is not None else "gpu"})',
         f"--minShapes={shape_spec(shapes['min'])}",
         f"--optShapes={shape_spec(shapes['opt'])}",
         f"--maxShapes={shape_spec(shapes['max'])}",
@@ -118,11 +146,12 @@ def trtexec_recipe(
         "#",
         "#   bash trtexec.sh                          # build, then benchmark every precision",
         "#   TRTEXEC=/path/to/trtexec bash trtexec.sh",
-        "#   TRT_LEGACY_PRECISION=1 bash trtexec.sh   # TensorRT 8.6/9: --fp16/--int8 builder flags",
         "#",
-        "# TensorRT 10 (JetPack 6 = 10.3): --stronglyTyped takes each tensor's precision from the ONNX file,",
-        "# so the FP16 / INT8 (Q/DQ) files need no --fp16 / --int8. TensorRT 11: strongly typed is the default",
-        "# and --fp16/--int8 are gone; --stronglyTyped, --useCudaGraph, --noDataTransfers are accepted no-ops.",
+        "# The precision flags follow the TensorRT version in trtexec's banner ([TensorRT v100300] = 10.3.0):",
+        "# 10.x: --stronglyTyped takes each tensor's precision from the ONNX file (no --fp16 / --int8), except",
+        "# for DLA: trtexec 10.x always sets FP16 for a DLA core, which strong typing rejects, so DLA builds are",
+        "# weakly typed with --fp16 / --int8. 11.x: always strongly typed, --fp16/--int8 are gone: no flag.",
+        "# 8.6 / 9: no strong typing, --fp16 / --int8.",
         f"# Profile: batch {opts.batch} at {opts.img_size}x{opts.img_size}"
         + (f"; DLA core {opts.dla_core} with GPU fallback" if opts.dla_core is not None else "")
         + (f"; workspace {opts.workspace_mib} MiB" if opts.workspace_mib else "")
@@ -133,9 +162,7 @@ def trtexec_recipe(
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        "precision_flag() {  # TensorRT >= 10: strongly typed; TRT_LEGACY_PRECISION=1: the builder flag given",
-        '    if [ "${TRT_LEGACY_PRECISION:-0}" = 1 ]; then echo "${1:-}"; else echo --stronglyTyped; fi',
-        "}",
+        *SHELL_FUNCTIONS.splitlines(),
         "",
     ]
     for onnx_name, precision in entries:

@@ -3,51 +3,109 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# MIXNET_SHARED: the team's shared folder when the checkout is not beside it (a git worktree elsewhere)
-FIXTURE = Path(os.environ.get("MIXNET_SHARED", ROOT.parent / "shared")) / "fixtures" / "timm_mixnet_s"
+# The team's shared fixtures live beside the checkout (../shared/fixtures); MIXNET_FIXTURES points elsewhere.
+FIXTURE = Path(os.environ.get("MIXNET_FIXTURES") or ROOT.parent / "shared" / "fixtures") / "timm_mixnet_s"
+FIXTURE_FILES = ("state_dict.safetensors", "input.npy", "logits.npy")
+
+# ---------------------------------------------------------------- GPU tests
+#
+# ``@pytest.mark.gpu`` tests need TensorRT, Polygraphy, cuda-python and a CUDA device (what the engine code
+# uses: torch may well be the CPU build, as in docker/Dockerfile). ``@pytest.mark.gpu(needs=(...))`` names
+# other prerequisites too. A plain run skips them with the reason; a run that selects them (``-m gpu``, or
+# MIXNET_REQUIRE_GPU=1) FAILS each one whose prerequisite is missing, so a GPU suite cannot pass having
+# tested nothing.
 
 
-def _has_gpu_stack() -> tuple[bool, str]:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False, "TensorRT is not installed (pip install mixnet-deploy[gpu])"
-    try:
-        import torch
+def _tensorrt_stack() -> str | None:
+    from mixnet_deploy.engine import gpu_stack_status
 
-        if not torch.cuda.is_available():
-            return False, "no CUDA device visible to torch"
-    except ImportError:  # pragma: no cover
-        return False, "torch is not installed"
-    return True, ""
+    ok, why = gpu_stack_status()
+    return None if ok else f"{why} (pip install 'mixnet-deploy[gpu]' on a machine with an NVIDIA GPU and driver)"
+
+
+def _torch_cuda() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else f"torch {torch.__version__} sees no CUDA device (a CPU build?)"
+
+
+def _ort_gpu() -> str | None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return None
+    return f"onnxruntime {ort.__version__} has no CUDA provider (pip install onnxruntime-gpu, not onnxruntime)"
+
+
+def _timm_fixture() -> str | None:
+    missing = [n for n in FIXTURE_FILES if not (FIXTURE / n).is_file()]
+    return f"the timm fixture {FIXTURE / missing[0]} is absent (MIXNET_FIXTURES=DIR points at it)" if missing else None
+
+
+GPU_PREREQUISITES = {
+    "tensorrt": _tensorrt_stack,
+    "torch-cuda": _torch_cuda,
+    "ort-gpu": _ort_gpu,
+    "fixture": _timm_fixture,
+}
+_checked: dict[str, str | None] = {}
+
+
+def missing_prerequisite(needs) -> str | None:
+    """The first missing prerequisite of ``needs`` (names in GPU_PREREQUISITES), as a reason; None if all there."""
+    for need in needs:
+        if need not in _checked:
+            _checked[need] = GPU_PREREQUISITES[need]()
+        if _checked[need]:
+            return _checked[need]
+    return None
+
+
+def gpu_tests_required(config) -> bool:
+    """``-m gpu`` (or an expression selecting gpu tests) or MIXNET_REQUIRE_GPU=1."""
+    expr = config.getoption("markexpr", "") or ""
+    return os.environ.get("MIXNET_REQUIRE_GPU") == "1" or bool(re.search(r"(?<!not )\bgpu\b", expr))
+
+
+def _needs(item) -> tuple[str, ...]:
+    marker = item.get_closest_marker("gpu")
+    return tuple(marker.kwargs.get("needs", ("tensorrt",)))
 
 
 def pytest_collection_modifyitems(config, items):
-    gpu_items = [item for item in items if "gpu" in item.keywords]
-    if not gpu_items:
-        return
-    ok, why = _has_gpu_stack()
-    if not ok:
-        marker = pytest.mark.skip(reason=f"GPU test: {why}")
-        for item in gpu_items:
-            item.add_marker(marker)
+    if gpu_tests_required(config):
+        return  # pytest_runtest_setup fails them instead
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            why = missing_prerequisite(_needs(item))
+            if why:
+                item.add_marker(pytest.mark.skip(reason=f"GPU test: {why}"))
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and gpu_tests_required(item.config):
+        why = missing_prerequisite(_needs(item))
+        if why:
+            pytest.fail(f"GPU test selected (-m gpu) but {why}", pytrace=False)
 
 
 def pytest_report_header(config):
-    ok, why = _has_gpu_stack()
-    return f"mixnet-deploy GPU suite: {'enabled' if ok else 'skipped: ' + why}"
+    why = missing_prerequisite(("tensorrt",))
+    state = "required (-m gpu)" if gpu_tests_required(config) else "enabled" if not why else "skipped: " + why
+    return f"mixnet-deploy GPU suite: {state}; timm fixture: {_timm_fixture() or FIXTURE}"
 
 
 @pytest.fixture(scope="session")
 def timm_fixture():
     """timm's own mixnet_s weights, input and logits (made with timm 1.0.31), or a skip saying why."""
-    files = [FIXTURE / n for n in ("state_dict.safetensors", "input.npy", "logits.npy")]
+    files = [FIXTURE / n for n in FIXTURE_FILES]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         pytest.skip(f"timm oracle fixture absent ({missing[0]}): a checkout outside this team's machines")

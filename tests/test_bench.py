@@ -246,7 +246,7 @@ def test_report_renders_from_json_dict(s_onnx):
 # ---------------------------------------------------------------- GPU (pytest -m gpu; not run here)
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(needs=("torch-cuda", "fixture"))
 def test_cuda_event_timing_and_outputs_on_gpu(timm_fixture):
     from mixnet_deploy import parity
     from mixnet_deploy.runtimes import make_runner
@@ -263,13 +263,11 @@ def test_cuda_event_timing_and_outputs_on_gpu(timm_fixture):
     assert res.environment["gpu"] != "absent"
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(needs=("ort-gpu", "fixture"))
 def test_ort_gpu_providers_bench(s_onnx):
     from mixnet_deploy.runtimes import available_runtimes
 
     gpu = [r for r in ("ort-cuda", "ort-trt") if r in available_runtimes()]
-    if not gpu:
-        pytest.skip("onnxruntime-gpu is not installed (pip install mixnet-deploy[gpu])")
     res = bench.run_model_benchmark([str(s_onnx)], gpu, BenchConfig(batches=(1, 8), warmup_s=1, duration_s=1))
     assert all(c.stats.p50_ms > 0 for c in res.results)
     assert {c.model["runtime"] for c in res.results} == set(gpu)

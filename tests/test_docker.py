@@ -115,6 +115,25 @@ def test_jetson_image_installs_pyproject_deps_and_gpu_extra_but_tensorrt():
     assert "jetson" in re.search(r"JETSON_INDEX=(\S+)", text)[1]
 
 
+def _specifiers(reqs) -> dict[str, str]:
+    from packaging.requirements import Requirement
+
+    return {Requirement(r).name.lower(): str(Requirement(r).specifier) for r in reqs}
+
+
+def test_docker_pins_agree_with_pyproject():
+    """The floors stated in the Dockerfiles are pyproject's (polygraphy >= 0.50.3, cuda-python < 13: issue 12)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _specifiers(project["dependencies"] + project["optional-dependencies"]["gpu"])
+    assert wanted["polygraphy"] == ">=0.50.3" and wanted["cuda-python"] in ("<13,>=12", ">=12,<13")
+    for dockerfile in DOCKERFILES:
+        listed = _specifiers(re.findall(r'"([A-Za-z0-9_.-]+(?:\[[^\]]*\])?[<>=!~][^"$]*)"', dockerfile.read_text()))
+        for name, spec in listed.items():
+            if name in wanted:
+                said = f"{dockerfile.name}: {name}{spec}, pyproject.toml says {name}{wanted[name]}"
+                assert spec == wanted[name], said
+
+
 def _mounts(volumes) -> dict[str, str]:
     """Short-syntax volumes 'SRC:DST[:MODE]' (SRC may hold ${VAR:-default}) -> {DST: SRC}."""
     found = {}

@@ -291,36 +291,100 @@ def test_recipe_dla_workspace_and_compat_flags():
         trtexec_recipe([("mixnet_s.int8.onnx", "int8")], E.EngineOptions(dla_core=0))
 
 
-def _run_recipe(tmp_path, env_extra):
-    """Run the written script with a stand-in trtexec that records its arguments (one call per line)."""
-    art = [SimpleNamespace(precision="fp32", path=str(tmp_path / "mixnet_s.onnx")),
-           SimpleNamespace(precision="fp16", path=str(tmp_path / "mixnet_s.fp16.onnx"))]  # fmt: skip
-    script = write_trtexec_script(tmp_path, art, E.EngineOptions(workspace_mib=1024))
-    fake = tmp_path / "fake_trtexec"
-    log = tmp_path / "calls.txt"
-    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\n')
+# A stand-in trtexec: prints the banner of NV_TENSORRT_VERSION as trtexec does first (samples/common/logging.h,
+# defineTest: "<name> [TensorRT v" + NV_TENSORRT_VERSION + "]"), records its arguments, and refuses what the real
+# one refuses: --stronglyTyped under --useDLACore on 10.x (it sets kFP16 there; NVIDIA/TensorRT#4228), --fp16 /
+# --int8 on 11.x (removed), --stronglyTyped before 10.
+STAND_IN = r"""#!/usr/bin/env bash
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v{version}] [b26] # trtexec $*"
+[ "${{1:-}}" = --help ] && exit 0
+echo "$*" >> {log}
+major={major}
+case " $* " in *" --useDLACore="*) dla=1 ;; *) dla=0 ;; esac
+case " $* " in *" --stronglyTyped "*) strong=1 ;; *) strong=0 ;; esac
+case " $* " in *" --fp16 "*|*" --int8 "*) weak=1 ;; *) weak=0 ;; esac
+if [ $major -eq 10 ] && [ $dla = 1 ] && [ $strong = 1 ]; then
+    echo "[E] Error[3]: IBuilder::buildSerializedNetwork: condition: !config.getFlag(BuilderFlag::kFP16)"; exit 1
+fi
+if [ $major -ge 11 ] && [ $weak = 1 ]; then echo "[E] Unknown option: --fp16/--int8"; exit 1; fi
+if [ $major -lt 10 ] && [ $strong = 1 ]; then echo "[E] Unknown option: --stronglyTyped"; exit 1; fi
+exit 0
+"""
+BANNERS = {"8.6.1": "8601", "10.3.0": "100300", "10.7.0": "100700", "11.4.0": "110400"}
+
+
+def _run_recipe(tmp_path, version="10.3.0", opts=None, precisions=("fp32", "fp16"), banner=True):
+    """Run the written script with the stand-in trtexec of ``version``; (process, recorded calls)."""
+    names = {"fp32": "mixnet_s.onnx", "fp16": "mixnet_s.fp16.onnx", "int8": "mixnet_s.int8.onnx"}
+    art = [SimpleNamespace(precision=p, path=str(tmp_path / names[p])) for p in precisions]
+    script = write_trtexec_script(tmp_path, art, opts or E.EngineOptions(workspace_mib=1024))
+    fake, log = tmp_path / "fake_trtexec", tmp_path / "calls.txt"
+    text = STAND_IN.format(version=BANNERS[version], major=version.split(".")[0], log=log)
+    fake.write_text(text if banner else text.replace("[TensorRT v", "[no version "))
     fake.chmod(0o755)
-    env = {**os.environ, "TRTEXEC": str(fake), **env_extra}
+    env = {**os.environ, "TRTEXEC": str(fake)}
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd="/", timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return [line.split() for line in log.read_text().splitlines()]
+    calls = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
 
 
-def test_recipe_runs_strongly_typed_by_default(tmp_path):
-    calls = _run_recipe(tmp_path, {})
-    builds = [c for c in calls if any(w.startswith("--onnx=") for w in c)]
-    benches = [c for c in calls if any(w.startswith("--loadEngine=") for w in c)]
+def _builds(calls):
+    return [c for c in calls if any(w.startswith("--onnx=") for w in c)]
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.7.0"])
+def test_recipe_on_tensorrt_10_is_strongly_typed(tmp_path, version):
+    proc, calls = _run_recipe(tmp_path, version)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    builds, benches = _builds(calls), [c for c in calls if any(w.startswith("--loadEngine=") for w in c)]
     assert len(builds) == 2 and len(benches) == 6  # 2 precisions x batches 1, 8, 32
-    for c in builds:  # TensorRT 10/11: precision from the ONNX, no weak-typing flags
+    for c in builds:  # precision from the ONNX, no weak-typing flags
         assert "--stronglyTyped" in c and "--fp16" not in c and "--int8" not in c
         assert "--memPoolSize=workspace:1024" in c
-    assert "--onnx=mixnet_s.fp16.onnx" in builds[1]
+    assert "--onnx=mixnet_s.fp16.onnx" in builds[1] and f"(TensorRT {version[:2]}.x)" in proc.stdout
 
 
-def test_recipe_legacy_precision_flags(tmp_path):
-    builds = [c for c in _run_recipe(tmp_path, {"TRT_LEGACY_PRECISION": "1"}) if "--skipInference" in c]
-    assert "--stronglyTyped" not in builds[0] and "--fp16" not in builds[0]  # fp32: no flag at all
-    assert "--fp16" in builds[1] and "--stronglyTyped" not in builds[1]
+@pytest.mark.parametrize("version", ["10.3.0", "10.7.0"])
+def test_recipe_dla_on_tensorrt_10_is_weakly_typed_with_the_precision_flags(tmp_path, version):
+    opts = E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=0)
+    proc, calls = _run_recipe(tmp_path, version, opts, precisions=("fp32", "fp16", "int8"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the stand-in refuses --stronglyTyped under DLA
+    fp16, int8 = _builds(calls)  # fp32 is skipped for DLA
+    assert "--fp16" in fp16 and "--int8" in int8 and "--useDLACore=0" in fp16 and "--useDLACore=0" in int8
+    assert not any("--stronglyTyped" in c for c in (fp16, int8))
+
+
+@pytest.mark.parametrize("dla", [False, True])
+def test_recipe_on_tensorrt_11_has_no_precision_flag(tmp_path, dla):
+    opts = E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=0 if dla else None)
+    proc, calls = _run_recipe(tmp_path, "11.4.0", opts, precisions=("fp16", "int8"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for c in _builds(calls):
+        assert not {"--fp16", "--int8", "--stronglyTyped"} & set(c), c
+
+
+def test_recipe_on_tensorrt_8_6_uses_the_builder_flags(tmp_path):
+    proc, calls = _run_recipe(tmp_path, "8.6.1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fp32, fp16 = _builds(calls)
+    assert not {"--stronglyTyped", "--fp16"} & set(fp32) and "--fp16" in fp16 and "--stronglyTyped" not in fp16
+
+
+def test_recipe_without_a_trtexec_banner_stops_before_building(tmp_path):
+    proc, calls = _run_recipe(tmp_path, banner=False)
+    assert proc.returncode == 2 and calls == []
+    assert "no '[TensorRT vNNNNNN]' banner" in proc.stderr
+
+
+def test_the_stand_in_refuses_what_trtexec_10_refuses(tmp_path):
+    """The stand-in is strict: the old recipe (always --stronglyTyped) fails its DLA build on 10.x."""
+    log = tmp_path / "log"
+    fake = tmp_path / "trtexec"
+    fake.write_text(STAND_IN.format(version="100300", major=10, log=log))
+    fake.chmod(0o755)
+    args = [str(fake), "--onnx=m.fp16.onnx", "--stronglyTyped", "--useDLACore=0", "--allowGPUFallback"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "kFP16" in proc.stdout
 
 
 # ---------------------------------------------------------------- the export stage

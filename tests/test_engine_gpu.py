@@ -26,7 +26,7 @@ from mixnet_deploy.parity import compare, failures
 from mixnet_deploy.precisions import tolerances
 from mixnet_deploy.trt_runner import engine_runner
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.gpu(needs=("tensorrt", "fixture"))
 
 NAMES = {"fp32": "mixnet_s.onnx", "fp16": "mixnet_s.fp16.onnx", "int8": "mixnet_s.int8.onnx"}
 

@@ -188,9 +188,7 @@ def test_torch_runner_from_onnx_metadata(s_onnx):
     assert out.shape == (2, 1000) and out.dtype == np.float32
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu(needs=("ort-gpu", "fixture"))
 def test_ort_cuda_candidate_passes(s_onnx, timm_fixture, capsys):
-    if "ort-cuda" not in available_runtimes():
-        pytest.skip("onnxruntime-gpu is not installed (pip install mixnet-deploy[gpu])")
     rc, out, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], "--runtime", "ort-cuda", "--random", 8)
     assert rc == 0, out + err
