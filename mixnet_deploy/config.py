@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import precisions
 from .batching import BatchProfile, parse_batch_profile
 from .errors import InputError
 from .lowering import MDCONV_CHOICES
@@ -150,6 +151,11 @@ def flag_of(name: str) -> str:
     return (declared and declared.flag) or "--" + name.replace("_", "-")
 
 
+def export_flags() -> dict[str, str]:
+    """ExportConfig field name -> its ``mixnet-export`` flag, for every option the parser generates."""
+    return {name: flag_of(name) for name in options()}
+
+
 def add_export_options(parser: argparse.ArgumentParser) -> None:
     """One argparse option per ExportConfig field; a flag not given stays out of the namespace."""
     for f in dataclasses.fields(ExportConfig):
@@ -210,9 +216,7 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
     check_engine_config(cfg)
     check_precision_config(cfg)
     if cfg.triton_repo is not None:
-        from .triton import check_options
-
-        check_options(triton_options(cfg))
+        check_triton_config(cfg)
     prepare_out_dir(cfg.out_dir)
     return cfg
 
@@ -252,6 +256,26 @@ def check_precision_config(cfg: ExportConfig) -> None:
         find_images(cfg.calib, field="calib")
 
 
+def written_precisions(cfg: ExportConfig) -> tuple[str, ...]:
+    """The precisions a run of ``cfg`` writes: fp32, and each other precision whose option (``fp16``) is on."""
+    return tuple(p for p in precisions.names() if p == "fp32" or getattr(cfg, p, False))
+
+
+def check_triton_config(cfg: ExportConfig) -> None:
+    """The Triton options, and a ``--triton-precision`` this run does not write (named: it is the one checked)."""
+    from .triton import check_options
+
+    check_options(triton_options(cfg))
+    wanted, written = cfg.triton_precision, written_precisions(cfg)
+    if wanted != "auto" and wanted not in written:
+        raise InputError(
+            f"expected {flag_of(wanted)} with it, or another precision",
+            field="triton_precision",
+            value=wanted,
+            problem=f"but this run writes {', '.join(written)} only",
+        )
+
+
 def prepare_out_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     shown = str(out_dir)
@@ -279,5 +303,4 @@ def triton_options(cfg: ExportConfig):
         precision=cfg.triton_precision,
         batch=cfg.batch,
         dla_core=cfg.dla_core,
-        planned=("fp32",) + ("fp16",) * bool(cfg.fp16) + ("int8",) * bool(cfg.int8),
     )

@@ -81,24 +81,30 @@ class EngineOptions:
 
 
 def check_engine_options(opts: EngineOptions) -> EngineOptions:
-    """Refuse option combinations TensorRT would reject later (or silently ignore). InputError, one line."""
+    """Refuse option combinations TensorRT would reject later (or silently ignore): an InputError carrying the
+    option's field. A DLA core with a dynamic batch names ``batch`` (the default profile is dynamic: the batch
+    is what a DLA user must change); with a compatibility option it names that option (DLA engines are never
+    portable, so the compatibility request is what has to go)."""
     if opts.workspace_mib is not None and (not isinstance(opts.workspace_mib, int) or opts.workspace_mib <= 0):
-        raise InputError(f"--workspace {opts.workspace_mib!r}: expected a positive number of MiB, e.g. 1024")
+        raise InputError(
+            "expected a positive number of MiB, e.g. 1024", field="workspace_mib", value=opts.workspace_mib
+        )
     if opts.dla_core is not None:
         if not isinstance(opts.dla_core, int) or opts.dla_core < 0:
-            raise InputError(f"--dla-core {opts.dla_core!r}: expected a DLA core index 0 or 1 (Jetson Orin)")
+            raise InputError("expected a DLA core index 0 or 1 (Jetson Orin)", field="dla_core", value=opts.dla_core)
+        on_dla = f"with DLA core {opts.dla_core}"
         if not opts.batch.is_static:
-            raise InputError(
-                f"--dla-core {opts.dla_core} with --batch {opts.batch}: DLA needs static shapes, "
-                f"expected one batch size, e.g. --batch {opts.batch.opt}"
-            )
+            expected = f"DLA needs static shapes: expected one batch size, e.g. {opts.batch.opt}"
+            raise InputError(expected, field="batch", value=str(opts.batch), problem=on_dla)
         if opts.hardware_compat or opts.version_compat:
-            raise InputError(
-                f"--dla-core {opts.dla_core} with --hardware-compat/--version-compat: DLA engines are tied to "
-                "their device and TensorRT version; expected one or the other"
-            )
+            compat = "hardware_compat" if opts.hardware_compat else "version_compat"
+            expected = "DLA engines are tied to their device and TensorRT version: expected one or the other"
+            raise InputError(expected, field=compat, problem=on_dla)
     if opts.timing_cache is not None and Path(opts.timing_cache).is_dir():
-        raise InputError(f"--timing-cache {str(opts.timing_cache)!r} is a directory: expected a file (new or existing)")
+        shown = str(opts.timing_cache)
+        raise InputError(
+            "expected a file (new or existing)", field="timing_cache", value=shown, problem="is a directory"
+        )
     return opts
 
 
@@ -210,7 +216,8 @@ def gpu_stack_status(cudart=None) -> tuple[bool, str]:
 def require_gpu_stack() -> None:
     ok, why = gpu_stack_status()
     if not ok:
-        raise InputError(f"--engine require: {why}; TensorRT engines need TensorRT and a CUDA GPU: {INSTALL_HINT}")
+        expected = f"{why}; TensorRT engines need TensorRT and a CUDA GPU: {INSTALL_HINT}"
+        raise InputError(expected, field="engine", value="require")
 
 
 def _version_text(v: int) -> str:
@@ -482,7 +489,9 @@ def _network_config(trt, opts: EngineOptions, precision: str, onnx_name: str, st
         cfg = create_config(builder, network)
         if opts.dla_core is not None:
             if builder.num_DLA_cores <= opts.dla_core:
-                raise InputError(f"--dla-core {opts.dla_core}: this device has {builder.num_DLA_cores} DLA cores")
+                count = builder.num_DLA_cores
+                expected = f"expected a DLA core index below {count} (this device has {count} DLA cores)"
+                raise InputError(expected, field="dla_core", value=opts.dla_core)
             cfg.default_device_type = trt.DeviceType.DLA
             cfg.DLA_core = opts.dla_core
             cfg.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -504,7 +513,8 @@ def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, eng
     system = running_system()
     major = _trt_major(trt.__version__)
     if opts.dla_core is not None and not row.dla:
-        raise InputError(f"--dla-core {opts.dla_core}: DLA runs FP16/INT8 only, not {onnx_path.name} ({precision})")
+        expected = f"DLA runs FP16/INT8 only: expected an FP16 or INT8 ONNX file, not {onnx_path.name} ({precision})"
+        raise InputError(expected, field="dla_core", value=opts.dla_core)
     captured: dict = {}
     strongly_typed = is_strongly_typed(trt.__version__, opts.dla_core)
     config = _network_config(trt, opts, precision, onnx_path.name, strongly_typed, captured)

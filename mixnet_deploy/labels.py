@@ -155,14 +155,7 @@ def labelled_images(images: str | os.PathLike, labels: str | None = None) -> Lab
     from .data import find_images
 
     root = Path(images)
-    if not root.is_dir():
-        problem = "is not a directory" if root.exists() else "does not exist"
-        raise InputError("expected a folder of images", field="images", value=root, problem=problem)
-    try:
-        paths = tuple(find_images(root))
-    except InputError:
-        raise InputError("expected a folder of JPEG/PNG/WebP images", field="images", value=root,
-                         problem="holds no .jpg/.jpeg/.png/.webp file") from None  # fmt: skip
+    paths = tuple(find_images(root, field="images"))  # InputErrors name the images option
     if labels is None:
         return LabelledImages(root, paths, None, "none")
     if labels == FOLDER:

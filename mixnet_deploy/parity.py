@@ -222,11 +222,12 @@ class ParityReport:
         }
 
 
-def _agreed(values: dict[str, str | None], what: str, flag: str) -> str | None:
+def _agreed(values: dict[str, str | None], what: str, field: str) -> str | None:
+    """The one value the candidates agree on (None: none has one); InputError on the option ``field`` sets."""
     found = {v for v in values.values() if v}
     if len(found) > 1:
         listing = ", ".join(f"{Path(k).name}: {v}" for k, v in values.items())
-        raise InputError(f"candidates disagree on {what} ({listing}): expected one {what} per run ({flag})")
+        raise InputError(f"candidates disagree on {what} ({listing}): expected one {what} per run", field=field)
     return found.pop() if found else None
 
 
@@ -240,6 +241,35 @@ def random_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_S
     return x, {"kind": "random", "n": n, "seed": seed, "img_size": img_size}
 
 
+def _variant_and_size(runners: list, variant_given: str | None, size_given: int | None) -> tuple[str, int]:
+    """The variant and input size of the run: the candidates' metadata and static shapes, checked against
+    ``--variant`` / ``--img-size`` when given (InputError carrying that field)."""
+    variant = _agreed({r.name: r.metadata.get("mixnet.variant") for r in runners}, "the variant", "variant")
+    if variant_given is not None:
+        from .arch import normalize_variant
+
+        try:
+            wanted = normalize_variant(variant_given)
+        except ValueError as exc:
+            raise InputError(str(exc), field="variant") from None
+        if variant is not None and variant != wanted:
+            names = ", ".join(r.name for r in runners)
+            expected = f"the candidates ({names}) are MixNet-{variant.upper()}"
+            raise InputError(expected, field="variant", value=variant_given)
+        variant = wanted
+    if variant is None:
+        expected = "the candidates carry no mixnet.variant metadata: expected s, m or l"
+        raise InputError(expected, field="variant", problem="is needed")
+    static = {r.name: str(r.input_shape[2]) if r.input_shape[2] else None for r in runners}
+    meta_size = {r.name: r.metadata.get("mixnet.input_size") for r in runners}
+    fixed = _agreed(static, "the input size", "img_size")
+    size = fixed or _agreed(meta_size, "the input size", "img_size")
+    img_size = size_given or int(size or 224)
+    if fixed is not None and int(fixed) != img_size:
+        raise InputError(f"the candidates take {fixed}x{fixed} inputs only", field="img_size", value=size_given)
+    return variant, img_size
+
+
 def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
     """Reference (unfolded float32 PyTorch) and every candidate on the same inputs; one result each."""
     from .batching import BatchProfile
@@ -249,7 +279,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
     if not cfg.candidates:
         raise InputError("no candidate given: expected one or more .onnx / .engine files")
     if cfg.batch <= 0:
-        raise InputError(f"batch {cfg.batch}: expected a positive integer")
+        raise InputError("expected a positive integer", field="batch", value=cfg.batch)
     found = check_accuracy_options(cfg)
     runners = []
     try:
@@ -259,28 +289,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
             runner = make_runner(path, cfg.runtime, batch=BatchProfile(1, cfg.batch, cfg.batch))
             tolerance_for(runner.precision, runner.name)  # fail before any work
             runners.append(runner)
-        variant = _agreed({r.name: r.metadata.get("mixnet.variant") for r in runners}, "the variant", "--variant")
-        if cfg.variant is not None:
-            from .arch import normalize_variant
-
-            try:
-                wanted = normalize_variant(cfg.variant)
-            except ValueError as exc:
-                raise InputError(str(exc)) from None
-            if variant is not None and variant != wanted:
-                names = ", ".join(r.name for r in runners)
-                raise InputError(f"--variant {cfg.variant}: the candidates ({names}) are MixNet-{variant.upper()}")
-            variant = wanted
-        if variant is None:
-            raise InputError("the candidates carry no mixnet.variant metadata: pass --variant (s, m or l)")
-        static = {r.name: str(r.input_shape[2]) if r.input_shape[2] else None for r in runners}
-        meta_size = {r.name: r.metadata.get("mixnet.input_size") for r in runners}
-        size = _agreed(static, "the input size", "--img-size") or _agreed(meta_size, "the input size", "--img-size")
-        img_size = cfg.img_size or int(size or 224)
-        fixed = _agreed(static, "the input size", "--img-size")
-        if fixed is not None and int(fixed) != img_size:
-            raise InputError(f"--img-size {cfg.img_size}: the candidates take {fixed}x{fixed} inputs only")
-
+        variant, img_size = _variant_and_size(runners, cfg.variant, cfg.img_size)
         model, info = load_model(variant, cfg.weights)
         reference = TorchRunner(model, name=f"pytorch mixnet_{variant} (unfolded, float32)", img_size=img_size)
         ref_info = {**reference.describe(), "weights": info.source, "weights_sha256": info.sha256}

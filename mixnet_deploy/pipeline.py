@@ -16,7 +16,7 @@ import numpy as np
 
 from . import precisions
 from .atomic import remove_stale_temps, write_bytes, write_json
-from .config import ExportConfig, check_config, triton_options
+from .config import ExportConfig, check_config, triton_options, written_precisions
 from .engine import ENGINE_SUFFIXES, EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import VerificationError
@@ -249,7 +249,7 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
 
     makers = {"fp16": lambda: to_fp16(proto), "int8": int8}  # precisions.py rows beyond fp32, each an option
     artifacts, refused = [], []
-    for precision in [p for p in precisions.names() if p != "fp32" and getattr(cfg, p, False)]:
+    for precision in [p for p in written_precisions(cfg) if p != "fp32"]:
         path = Path(cfg.out_dir) / precisions.artifact_name(name, precision)
         made = make_verified(precision, path, makers[precision], reference, x)
         artifacts.append(made.artifact)

@@ -68,7 +68,8 @@ def import_float16():
     try:
         from onnxconverter_common import float16
     except ImportError as exc:
-        raise InputError("--fp16 needs onnxconverter-common: expected `pip install onnxconverter-common`") from exc
+        expected = "expected `pip install onnxconverter-common`"
+        raise InputError(expected, field="fp16", problem="needs onnxconverter-common") from exc
     return float16
 
 
@@ -108,7 +109,7 @@ class Int8Recipe:
 
     def __post_init__(self):
         if self.method not in CALIB_METHODS:
-            raise InputError(f"--calib-method {self.method!r}: expected one of {', '.join(CALIB_METHODS)}")
+            raise InputError(f"expected one of {', '.join(CALIB_METHODS)}", field="calib_method", value=self.method)
 
     def ort_method(self):
         from onnxruntime.quantization import CalibrationMethod

@@ -21,7 +21,7 @@ import types
 import typing
 from pathlib import Path
 
-from .config import ExportConfig, check_config, options
+from .config import ExportConfig, check_config, flag_of, options
 from .errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -145,18 +145,19 @@ def load_preset(path: str | os.PathLike) -> dict[str, object]:
 def apply_preset(cfg: ExportConfig, values: dict[str, object], given_fields: set[str] | frozenset[str], source: str):
     """``cfg`` (defaults <- the flags given) with the preset's values for every field not given as a flag.
 
-    The result is checked here (``config.check_config``): a value the check rejects is reported with the
-    preset key that set it (the error's field), a value from a flag or a default as that flag. An error
-    that names no field (a check not converted to fields yet) still says which preset was applied.
+    The result is checked here (``config.check_config``; every check error carries its field): a value the
+    check rejects is reported with the preset key that set it, a value given as a flag as that flag. A
+    default rejected in combination with another value (``batch`` 1:8:32 with a ``dla_core`` the preset
+    set) is reported as its flag after the preset's name: the preset took part in it.
     """
     taken = {k: v for k, v in values.items() if k not in given_fields}
     merged = dataclasses.replace(cfg, **taken)
     try:
         check_config(merged)
     except InputError as exc:
-        if exc.field is None and taken:
-            raise InputError(f"with preset {source}: {exc}") from None
-        if exc.field not in taken:
+        if exc.field in taken:
+            raise key_error(exc, source) from None
+        if exc.field in given_fields or not taken:
             raise
-        raise key_error(exc, source) from None
+        raise InputError(f"with preset {source}: {exc.render(flag_of)}") from None
     return merged

@@ -249,7 +249,7 @@ def available_runtimes() -> list[str]:
 def check_runtime(runtime: str) -> str:
     """Validate a runtime name and that it is installed; returns it or raises InputError."""
     if runtime not in RUNTIMES:
-        raise InputError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        raise InputError(f"expected one of {', '.join(RUNTIMES)}", field="runtime", value=runtime)
     provider = RUNTIMES[runtime]
     if provider is not None:
         ort = import_onnxruntime()
@@ -257,10 +257,8 @@ def check_runtime(runtime: str) -> str:
         if provider not in have:
             usable = ", ".join(r for r, p in RUNTIMES.items() if p in have) or "none"
             hint = " (install onnxruntime-gpu: pip install mixnet-deploy[gpu])" if runtime != "ort-cpu" else ""
-            raise InputError(
-                f"runtime {runtime!r}: ONNX Runtime {ort.__version__} has no {provider}{hint}; "
-                f"ONNX Runtime runtimes installed here: {usable}"
-            )
+            expected = f"ONNX Runtime {ort.__version__} has no {provider}{hint}; ONNX Runtime runtimes installed here: "
+            raise InputError(expected + usable, field="runtime", value=runtime)
     return runtime
 
 
@@ -303,7 +301,8 @@ class OrtRunner(Runner):
         """``batch``: the batch sizes ``ort-trt`` builds its TensorRT profile for (default 1:8:32)."""
         check_runtime(runtime)
         if RUNTIMES[runtime] is None:
-            raise InputError(f"runtime {runtime!r} is not an ONNX Runtime runtime: expected ort-cpu/ort-cuda/ort-trt")
+            expected = "expected ort-cpu, ort-cuda or ort-trt"
+            raise InputError(expected, field="runtime", value=runtime, problem="is not an ONNX Runtime runtime")
         self.path = Path(path)
         if not self.path.is_file():
             what = "is a directory" if self.path.is_dir() else "does not exist"
@@ -388,20 +387,21 @@ def make_runner(
     """
     if isinstance(target, torch.nn.Module):
         if runtime not in ("auto", "torch"):
-            raise InputError(f"runtime {runtime!r} for a PyTorch module: expected torch")
+            raise InputError("a PyTorch module runs in torch: expected torch", field="runtime", value=runtime)
         _set_torch_threads(threads)
         return TorchRunner(target, img_size=img_size, **opts)
     text = str(target)
     path = Path(text)
     suffix = path.suffix.lower()
     if runtime != "auto" and runtime not in RUNTIMES:
-        raise InputError(f"runtime {runtime!r}: expected auto or one of {', '.join(RUNTIMES)}")
+        raise InputError(f"expected auto or one of {', '.join(RUNTIMES)}", field="runtime", value=runtime)
     if suffix in ENGINE_SUFFIXES:
         return _engine_runner(text, runtime, **opts)
     if suffix == ".onnx":
         return _onnx_runner(text, runtime, threads, img_size, batch, **opts)
     if runtime not in ("auto", "torch"):
-        raise InputError(f"{text}: runtime {runtime!r} needs an .onnx or .engine file")
+        problem = f"needs an .onnx or .engine file, not {text}"
+        raise InputError("expected auto or torch for it", field="runtime", value=runtime, problem=problem)
     model = _torch_model(text) if suffix in CHECKPOINT_SUFFIXES else _variant_model(text)
     _set_torch_threads(threads)
     return TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=img_size or 224, **opts)
@@ -410,7 +410,8 @@ def make_runner(
 def _engine_runner(text: str, runtime: str, **opts) -> Runner:
     path = Path(text)
     if runtime not in ("auto", "tensorrt"):
-        raise InputError(f"{text}: a TensorRT engine runs only with runtime tensorrt, not {runtime!r}")
+        problem = f"cannot run {text} (a TensorRT engine)"
+        raise InputError("expected tensorrt or auto for it", field="runtime", value=runtime, problem=problem)
     if not path.is_file():
         raise InputError(f"{text!r} does not exist: expected a TensorRT engine file")
     try:
@@ -437,7 +438,9 @@ def _onnx_runner(
         runner.metadata = {**meta, "mixnet.precision": "fp32"}
         return runner
     if runtime == "tensorrt":
-        raise InputError(f"{text}: runtime tensorrt needs an engine file; for ONNX use ort-trt or build one")
+        expected = "expected ort-trt for an ONNX file (or build an engine)"
+        problem = f"needs an engine file, not {text}"
+        raise InputError(expected, field="runtime", value=runtime, problem=problem)
     if opts:
         raise InputError(f"options {sorted(opts)} do not apply to ONNX Runtime")
     return OrtRunner(path, "ort-cpu" if runtime == "auto" else runtime, threads, batch)

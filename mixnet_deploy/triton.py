@@ -63,7 +63,6 @@ class TritonOptions:
     batch: BatchProfile = BatchProfile()
     dla_core: int | None = None  # Jetson: run on this DLA core (GPU fallback)
     instance_count: int = 1
-    planned: tuple[str, ...] | None = None  # precisions the run will write (checked early); None: unknown
 
 
 @dataclass(frozen=True)
@@ -118,31 +117,30 @@ def precision_choices() -> tuple[str, ...]:
 
 
 def check_options(opts: TritonOptions) -> TritonOptions:
-    """Validate the options before any work (InputError naming the flag and value)."""
+    """Validate the options before any work: InputError carrying the ExportConfig field (``model_version``)."""
     if opts.model_name is not None and not _NAME_RE.match(str(opts.model_name)):
         raise InputError(
-            f"--model-name {opts.model_name!r}: expected letters, digits, '_', '.', '-' (not starting with '.' "
-            "or '-'), at most 128 characters: it becomes a folder name in the repository"
+            "expected letters, digits, '_', '.', '-' (not starting with '.' or '-'), at most 128 characters: "
+            "it becomes a folder name in the repository",
+            field="model_name",
+            value=opts.model_name,
         )
     v = opts.version
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_VERSION:
-        raise InputError(f"--model-version {v!r}: expected an integer from 1 to {MAX_VERSION}")
+        raise InputError(f"expected an integer from 1 to {MAX_VERSION}", field="model_version", value=v)
     if opts.kind not in KINDS:
-        raise InputError(f"--triton-kind {opts.kind!r}: expected one of {', '.join(KINDS)}")
+        raise InputError(f"expected one of {', '.join(KINDS)}", field="triton_kind", value=opts.kind)
     choices = precision_choices()
     if opts.precision not in choices:
-        raise InputError(f"--triton-precision {opts.precision!r}: expected one of {', '.join(choices)}")
-    if opts.planned is not None and opts.precision not in ("auto", *opts.planned):
-        raise InputError(
-            f"--triton-precision {opts.precision}: this run writes {', '.join(opts.planned)} only: "
-            f"expected --{opts.precision} with it (or another --triton-precision)"
-        )
+        raise InputError(f"expected one of {', '.join(choices)}", field="triton_precision", value=opts.precision)
     repo = Path(opts.repo)
     if repo.exists() and not repo.is_dir():
-        raise InputError(f"--triton-repo {str(repo)!r} is a file: expected a directory (existing or new)")
+        expected = "expected a directory (existing or new)"
+        raise InputError(expected, field="triton_repo", value=str(repo), problem="is a file")
     parent = next((p for p in (repo, *repo.parents) if p.exists()), Path("."))
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--triton-repo {str(repo)!r} is not writable: expected a directory you can write to")
+        expected = "expected a directory you can write to"
+        raise InputError(expected, field="triton_repo", value=str(repo), problem="is not writable")
     return opts
 
 
@@ -176,13 +174,15 @@ def choose_source(sources: list[Source], kind: str, precision: str) -> Source:
     speed = precisions.by_speed()
     written = sorted({s.precision for s in usable}, key=speed.index)
     if not written:
-        raise InputError("--triton-repo: this run wrote no ONNX file or engine to put into the repository")
+        raise InputError("this run wrote no ONNX file or engine to put into the repository", field="triton_repo")
     if precision == "auto":
         precision = written[0]
     elif precision not in written:
         raise InputError(
-            f"--triton-precision {precision}: this run wrote no {precision} model; it wrote {', '.join(written)} "
-            f"(export it in the same run, e.g. --{precision} for fp16/int8)"
+            f"expected one it wrote ({', '.join(written)}), or {precision} exported in the same run",
+            field="triton_precision",
+            value=precision,
+            problem=f"but this run wrote no {precision} model",
         )
     candidates = [s for s in usable if s.precision == precision]
     return next((s for s in candidates if s.is_engine), candidates[0])
@@ -357,7 +357,7 @@ def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source
     model_dir.mkdir(parents=True, exist_ok=True)
     final = model_dir / str(version)
     if final.exists() and not final.is_dir():
-        raise InputError(f"--triton-repo: {final} is a file: expected a version directory")
+        raise InputError(f"{final} is a file: expected a version directory", field="triton_repo")
     tag = f"{TMP_MARKER}{os.getpid()}"
     tmp, old = model_dir / f".{version}{tag}", model_dir / f".{version}.old{tag}"
     moved = False

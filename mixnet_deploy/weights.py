@@ -254,9 +254,11 @@ def find_timm_cache(variant: str) -> Path:
         if found:
             return found[-1]
     raise InputError(
-        f"--weights timm: no timm/mixnet_{variant}.ft_in1k in the Hugging Face cache {hub}; expected "
-        f"{repo}/<rev>/model.safetensors (fetch it where there is network: "
-        f"huggingface-cli download timm/mixnet_{variant}.ft_in1k), or pass --weights FILE"
+        f"expected {repo}/<rev>/model.safetensors (fetch it where there is network: "
+        f"huggingface-cli download timm/mixnet_{variant}.ft_in1k), or a checkpoint file",
+        field="weights",
+        value="timm",
+        problem=f"finds no timm/mixnet_{variant}.ft_in1k in the Hugging Face cache {hub}",
     )
 
 
@@ -285,7 +287,8 @@ def load_model(variant: str | None, weights: str | os.PathLike | None = None) ->
     looks = guess_variant(state)
     name = get_variant(variant).name if variant else (looks or meta.get("variant"))
     if name is None:
-        raise InputError(f"{path}: matches no MixNet variant (s, m, l) by its shapes; pass --variant to see why")
+        expected = f"{path} matches no MixNet variant by its shapes: expected s, m or l (then the error says why)"
+        raise InputError(expected, field="variant", problem="is needed")
     head = state.get("classifier.weight")
     num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
     model = build_model(name, num_classes)

@@ -16,6 +16,7 @@ import pytest
 
 from mixnet_deploy import engine as E
 from mixnet_deploy.batching import BatchProfile
+from mixnet_deploy.config import export_flags, flag_of
 from mixnet_deploy.environment import parse_l4t_release, read_l4t_release
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.pipeline import engine_stage
@@ -57,15 +58,20 @@ def test_engine_and_manifest_names(onnx, precision, engine):
 
 
 def test_dla_rejects_dynamic_batch_and_says_why():
-    with pytest.raises(InputError, match=r"--dla-core 0 with --batch 1:8:32: DLA needs static shapes.*--batch 8"):
+    """The errors carry the field the user must change (the batch, not the DLA core; the compatibility option)."""
+    with pytest.raises(InputError, match=r"DLA needs static shapes.*e\.g\. 8") as err:
         E.check_engine_options(E.EngineOptions(batch=BatchProfile(1, 8, 32), dla_core=0))
+    assert (err.value.field, err.value.value) == ("batch", "1:8:32")
+    assert err.value.render(flag_of).startswith("--batch '1:8:32' with DLA core 0: DLA needs static shapes")
     E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=1))
     with pytest.raises(InputError, match="--dla-core -1"):
         E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=-1))
-    with pytest.raises(InputError, match="DLA engines are tied"):
+    with pytest.raises(InputError, match="DLA engines are tied") as err:
         E.check_engine_options(E.EngineOptions(batch=BatchProfile(8, 8, 8), dla_core=0, hardware_compat=True))
-    with pytest.raises(InputError, match="--workspace 0"):
+    assert err.value.render(flag_of).startswith("--hardware-compat with DLA core 0: DLA engines are tied")
+    with pytest.raises(InputError) as err:
         E.check_engine_options(E.EngineOptions(workspace_mib=0))
+    assert err.value.render(flag_of).startswith("--workspace 0: expected a positive number of MiB")
 
 
 def test_timing_cache_that_is_a_directory_is_refused(tmp_path):
@@ -418,7 +424,7 @@ def test_stage_auto_without_tensorrt_skips_with_a_prominent_note(tmp_path):
     assert results == [] and len(notes) == 1
     assert notes[0].startswith("WARNING: no TensorRT engine built") and "pip install 'mixnet-deploy[gpu]'" in notes[0]
     assert engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "skip") == ([], [])
-    with pytest.raises(InputError, match="--engine require: TensorRT is not installed"):
+    with pytest.raises(InputError, match="--engine 'require': TensorRT is not installed"):
         engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "require")
 
 
@@ -436,9 +442,9 @@ def test_engine_runner_refuses_unknown_options_and_unmanifested_engines(tmp_path
 def test_cli_trtexec_recipe(tmp_path):
     """The whole export at 64x64 with --trtexec (and --fp16 where this checkout has it): the recipe names
     every precision ONNX of the run and the profile shapes."""
-    from mixnet_deploy.cli import build_export_parser, export_main
+    from mixnet_deploy.cli import export_main
 
-    fp16 = "--fp16" in {s for a in build_export_parser()._actions for s in a.option_strings}
+    fp16 = "--fp16" in export_flags().values()
     args = ["--out", str(tmp_path), "--img-size", "64", "--engine", "skip", "--trtexec", "--batch", "1:8:32"]
     assert export_main(args + (["--fp16"] if fp16 else [])) == 0
     text = (tmp_path / "trtexec.sh").read_text()

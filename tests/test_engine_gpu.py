@@ -32,9 +32,9 @@ NAMES = {"fp32": "mixnet_s.onnx", "fp16": "mixnet_s.fp16.onnx", "int8": "mixnet_
 
 
 def _export_flags() -> set[str]:
-    from mixnet_deploy.cli import build_export_parser
+    from mixnet_deploy.config import export_flags
 
-    return {s for a in build_export_parser()._actions for s in a.option_strings}
+    return set(export_flags().values())
 
 
 @pytest.fixture(scope="module")

@@ -152,6 +152,22 @@ def test_images_folder(s_onnx, timm_fixture, tmp_path, capsys):
     assert "1 unreadable" in report["inputs"]["skipped"]
 
 
+@pytest.mark.parametrize("make", ["missing", "file", "empty", "corrupt"])
+def test_bad_images_folder_names_the_images_option(tmp_path, make):
+    """parity_inputs' errors carry ``images`` (not the export's ``calib``): the CLI names --images."""
+    folder = tmp_path / "imgs"
+    if make == "file":
+        folder.write_text("x")
+    elif make != "missing":
+        folder.mkdir()
+        if make == "corrupt":
+            (folder / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError) as err:
+        parity.parity_inputs(64, folder, n=2)
+    assert (err.value.field, str(err.value.value)) == ("images", str(folder))
+    assert "'synthetic'" not in str(err.value) and str(err.value).startswith(f"--images '{folder}'")
+
+
 # ---------------------------------------------------------------- runner dispatch
 
 
@@ -177,7 +193,7 @@ def test_engine_file_dispatches_to_engine_module(tmp_path):
     fake.write_bytes(b"\x00" * 64)
     with pytest.raises(InputError):
         make_runner(fake)
-    with pytest.raises(InputError, match="runtime tensorrt"):
+    with pytest.raises(InputError, match=r"--runtime 'ort-cpu' cannot run .*m\.engine .*expected tensorrt"):
         make_runner(fake, "ort-cpu")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import types
 import typing
@@ -16,7 +17,7 @@ import pytest
 from mixnet_deploy import presets
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import build_export_parser, export_config, export_main
-from mixnet_deploy.config import ExportConfig
+from mixnet_deploy.config import ExportConfig, export_flags, given_values
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.onnx_export import read_metadata
 
@@ -174,5 +175,38 @@ def test_every_config_field_is_a_preset_key_and_a_flag():
         assert dataclasses.replace(ExportConfig(), **{name: value})  # a value of the field's type
         with pytest.raises(InputError, match=f"key {name!r}"):
             presets.convert(name, {"a": 1} if tp is not dict else 1, tp, "t.toml")
-    dests = {a.dest for a in build_export_parser()._actions} - {"help", "preset", "verbose"}
-    assert dests == set(fields), "a flag without field or a field without flag"
+    parser, flags = build_export_parser(), export_flags()
+    for name, tp in fields.items():  # each field's flag, parsed, gives that field (and only it)
+        sample = _sample(tp)
+        argv = [flags[name]] if sample is True else [flags[name], str(sample)]
+        assert set(given_values(parser.parse_args(argv))) == {name}, argv
+    listed = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help())) - {"--help", "--preset", "--verbose"}
+    assert listed == set(flags.values()), "a flag without field or a field without flag"
+
+
+def test_a_combination_error_names_the_key_the_flag_or_the_preset_it_came_with(tmp_path):
+    """Check errors carry a field: the preset key when the preset set it; the flag when a flag gave it; a
+    default rejected because of a preset value (the default dynamic batch with the preset's DLA core) as its
+    flag after the preset's name."""
+    out = ["--out", str(tmp_path / "o")]
+    path = write(tmp_path, "dla_core = 0\nfp16 = true")
+    with pytest.raises(InputError) as err:
+        cli_config(["--preset", str(path), *out])
+    assert err.value.field is None  # rendered here: the preset's name, then the flag
+    shown = f"with preset {path}: --batch '1:8:32' with DLA core 0: DLA needs static shapes: expected one batch size"
+    assert str(err.value).startswith(shown)
+    with pytest.raises(InputError) as err:
+        cli_config(["--preset", str(path), "--batch", "1:4:8", *out])
+    assert str(err.value).startswith("--batch '1:4:8' with DLA core 0: DLA needs static shapes")
+    assert cli_config(["--preset", str(path), "--batch", "4", *out]).batch == BatchProfile(4, 4, 4)
+    path = write(tmp_path, "dla_core = 0\nfp16 = true\nbatch = 8\nhardware_compat = true")
+    with pytest.raises(InputError) as err:
+        cli_config(["--preset", str(path), *out])
+    assert str(err.value).startswith(f"preset {path}: key 'hardware_compat' with DLA core 0: DLA engines are tied")
+    path = write(tmp_path, f"triton_precision = 'int8'\ntriton_repo = '{tmp_path / 'r'}'")
+    with pytest.raises(InputError) as err:
+        cli_config(["--preset", str(path), *out])
+    assert str(err.value) == (
+        f"preset {path}: key 'triton_precision' = 'int8' but this run writes fp32 only: "
+        "expected --int8 with it, or another precision"
+    )

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from mixnet_deploy import triton
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.config import export_flags
 from mixnet_deploy.engine import EngineResult
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.onnx_export import read_metadata
@@ -124,7 +125,7 @@ def test_precision_choice(tmp_path):
     assert triton.choose_source(sources, "gpu", "auto").precision == "int8"
     assert triton.choose_source(sources[:2], "gpu", "auto").precision == "fp16"
     assert triton.choose_source(sources, "gpu", "fp16").path == files["fp16"]
-    with pytest.raises(InputError, match="--triton-precision int8: this run wrote no int8 model"):
+    with pytest.raises(InputError, match="--triton-precision 'int8' but this run wrote no int8 model"):
         triton.choose_source(sources[:2], "gpu", "int8")
     with pytest.raises(InputError, match="no ONNX file or engine"):
         triton.choose_source([], "gpu", "auto")
@@ -213,8 +214,9 @@ def test_string_quoting_round_trips_through_protobuf(value):
     ],
 )
 def test_bad_options(tmp_path, o, needle):
-    with pytest.raises(InputError, match=needle.replace(".", r"\.")):
+    with pytest.raises(InputError, match=needle.replace(".", r"\.")) as err:
         triton.check_options(opts(tmp_path, **o))
+    assert err.value.field in export_flags()  # an ExportConfig field: the CLI names its flag, a preset its key
 
 
 def test_repo_is_a_file(tmp_path):
@@ -227,5 +229,5 @@ def test_cli_precision_not_exported_is_refused_before_work(tmp_path, capsys):
     argv = ["--engine", "skip", "--out", str(tmp_path / "o"), "--triton-repo", str(tmp_path / "r")]
     assert export_main([*argv, "--triton-precision", "int8", "--fp16"]) == 2
     err = capsys.readouterr().err
-    assert "--triton-precision int8: this run writes fp32, fp16 only" in err
+    assert "--triton-precision 'int8' but this run writes fp32, fp16 only: expected --int8 with it" in err
     assert not (tmp_path / "o" / "mixnet_s.onnx").exists()
