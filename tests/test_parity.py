@@ -152,18 +152,16 @@ def test_images_folder(s_onnx, timm_fixture, tmp_path, capsys):
     assert "1 unreadable" in report["inputs"]["skipped"]
 
 
-@pytest.mark.parametrize("make", ["missing", "file", "empty", "corrupt"])
+@pytest.mark.parametrize("make", ["missing", "file", "empty"])
 def test_bad_images_folder_names_the_images_option(tmp_path, make):
-    """parity_inputs' errors carry ``images`` (not the export's ``calib``): the CLI names --images."""
+    """The image-folder check (find_images) carries ``images``, not the export's ``calib``: the CLI names --images."""
     folder = tmp_path / "imgs"
     if make == "file":
         folder.write_text("x")
-    elif make != "missing":
+    elif make == "empty":
         folder.mkdir()
-        if make == "corrupt":
-            (folder / "a.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(InputError) as err:
-        parity.parity_inputs(64, folder, n=2)
+        parity.check_accuracy_options(parity.ParityConfig(candidates=("m.onnx",), images=str(folder)))
     assert (err.value.field, str(err.value.value)) == ("images", str(folder))
     assert "'synthetic'" not in str(err.value) and str(err.value).startswith(f"--images '{folder}'")
 
