@@ -99,6 +99,12 @@ class ExportConfig:
         type=positive_int,
         metavar="N",
     )
+    int8_exclude: str | None = option(
+        None,
+        "Conv layers kept in FP16 in the INT8 file: auto (the most sensitive on the held-out images, until the INT8 "
+        "tolerance passes, at most a fifth of the convs) or names as printed by auto, comma-separated",
+        metavar="auto|NAME[,NAME...]",
+    )
     engine: str = option("auto", "TensorRT engine build: auto (default), require, skip", choices=ENGINE_MODES)
     batch: BatchProfile = option(
         BatchProfile(), "batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)", parse=parse_batch_profile
@@ -239,6 +245,7 @@ def check_engine_config(cfg: ExportConfig) -> None:
 def check_precision_config(cfg: ExportConfig) -> None:
     """--fp16/--int8/--calib*: InputError before any work (a missing or empty --calib folder too)."""
     from .data import SYNTHETIC, find_images
+    from .sensitivity import parse_exclude
 
     calib = flag_of("calib")
     if cfg.int8 and cfg.calib is None:
@@ -252,6 +259,11 @@ def check_precision_config(cfg: ExportConfig) -> None:
         raise InputError(f"expected {int8} with it", field="calib", value=cfg.calib, problem=f"given without {int8}")
     if not isinstance(cfg.calib_count, int) or cfg.calib_count < 1:
         raise InputError("expected a positive integer", field="calib_count", value=cfg.calib_count)
+    if parse_exclude(cfg.int8_exclude) and not cfg.int8:
+        int8 = flag_of("int8")
+        raise InputError(
+            f"expected {int8} with it", field="int8_exclude", value=cfg.int8_exclude, problem=f"given without {int8}"
+        )
     if cfg.int8 and cfg.calib != SYNTHETIC:
         find_images(cfg.calib, field="calib")
 

@@ -43,6 +43,7 @@ class Artifact:
     metrics: dict
     tolerance: dict
     seconds: float
+    structure: dict = field(default_factory=dict)  # FP16/INT8: qdq.graph_facts (float32 tensors, Q/DQ, ...)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ExportReport:
     engines: list[EngineResult] = field(default_factory=list)  # TensorRT engines built in this run
     triton: dict = field(default_factory=dict)  # the Triton repository written (triton.build_repository)
     calibration: dict = field(default_factory=dict)  # INT8 calibration: images, method, cache, seconds
+    int8_exclusion: dict = field(default_factory=dict)  # --int8-exclude: layers kept FP16, sensitivity table
     versions: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -102,9 +104,15 @@ def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np
 
     (model, blob), made_s = timed(made)
     (metrics, bad), verify_s = timed(lambda: verify_onnx(blob, reference, x, precision))
+    structure = {}
+    if precision != "fp32":  # what a strongly typed engine computes in float32, and what ORT's CPU provider did
+        from .qdq import facts_problems, graph_facts, ort_cpu_casts
+
+        structure = {**graph_facts(model), "ort_cpu_casts": ort_cpu_casts(blob)}
+        bad = [*bad, *facts_problems(structure, precision)]  # a graph check fails the run like a metric
     artifact = Artifact(
         precision=precision, path=str(path), bytes=len(blob), nodes=len(model.graph.node), ops=op_counts(model),
-        metrics=metrics, tolerance=asdict(precisions.row(precision).tolerance), seconds=made_s,
+        metrics=metrics, tolerance=asdict(precisions.row(precision).tolerance), seconds=made_s, structure=structure,
     )  # fmt: skip
     return Made(artifact, model, blob, tuple(bad), {f"make_{precision}": made_s, f"verify_{precision}": verify_s})
 
@@ -149,7 +157,8 @@ def run_export(cfg: ExportConfig) -> ExportReport:
     try:
         write_bytes(fp32.artifact.path, fp32.blob)
         stage = run_precision_stage(cfg, name, fp32.model, fp32.blob)
-        _merge(parts, stage.artifacts, stage.timings, stage.notes, calibration=stage.calibration)
+        _merge(parts, stage.artifacts, stage.timings, stage.notes, calibration=stage.calibration,
+               int8_exclusion=stage.int8_exclusion)  # fmt: skip
         if stage.refused:
             _write_report(cfg, model.spec, info, parts)
             raise VerificationError("; ".join(stage.refused) + " (file not kept)")
@@ -194,6 +203,7 @@ class PrecisionStage:
     timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()  # one line per precision beyond its tolerance (no file kept)
+    int8_exclusion: dict = field(default_factory=dict)  # sensitivity.Exclusion of --int8-exclude
 
 
 SYNTHETIC_CALIB_WARNING = (
@@ -202,23 +212,49 @@ SYNTHETIC_CALIB_WARNING = (
 )
 
 
-def make_int8(cfg: ExportConfig, name: str, data: bytes, sets, pre) -> tuple[object, dict, str]:
-    """Calibrate (or reuse the cache) and quantize: (QDQ model, calibration for the report, note)."""
-    from .data import CalibrationReader
-    from .precision import Int8Recipe, calibrate, int8_problems, quantize_int8
+@dataclass(frozen=True)
+class Int8Made:
+    """The INT8 model (None when --int8-exclude auto needs more layers than its cap) and what made it."""
 
-    recipe = Int8Recipe(method=cfg.calib_method)
+    model: object  # onnx.ModelProto | None
+    calibration: dict
+    notes: tuple[str, ...]
+    exclusion: dict
+    refused: str = ""  # why there is no model
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndarray, x: np.ndarray) -> Int8Made:
+    """Calibrate (or reuse the cache), then Q/DQ on the FP16 graph (qdq.py) with the layers --int8-exclude keeps
+    in FP16 (sensitivity.py; auto searches on the held-out ``x`` against the FP32 ``reference``)."""
+    from .data import CalibrationReader
+    from .precision import Int8Recipe, calibrate, int8_problems, load_cache
+    from .qdq import Int8Builder, Placement, amax_of
+    from .sensitivity import as_report, int8_with_exclusion, parse_exclude, table_text
+
+    data = proto.SerializeToString()
+    recipe = Int8Recipe(method=cfg.calib_method, exclude=parse_exclude(cfg.int8_exclude))
     calib = calibrate(
         data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, Path(cfg.out_dir), name,
         sets.source,
     )  # fmt: skip
     how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
-    note = f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"
-    model = quantize_int8(data, calib, recipe)
-    problems = int8_problems(model)
+    notes = [f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"]
+    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}
+    builder = Int8Builder(proto, amax_of(load_cache(calib.cache, calib.key)))
+    tolerance = precisions.row("int8").tolerance
+    (model, exclusion), search_s = timed(lambda: int8_with_exclusion(builder, recipe.exclude, reference, x, tolerance))
+    timings = {"calibrate_int8": calib.seconds, "int8_exclude": search_s}
+    if exclusion.table:
+        notes.append(f"int8 sensitivity ({exclusion.steps} INT8 files run):\n{table_text(exclusion)}")
+    if not exclusion.passed:
+        return Int8Made(None, calibration, tuple(notes), as_report(exclusion), exclusion.failure(), timings)
+    if exclusion.layers:
+        notes.append(f"int8: kept in FP16 ({exclusion.mode}): {', '.join(exclusion.layers)}")
+    problems = int8_problems(model, unquantized=builder.unquantized(Placement(exclude=tuple(exclusion.layers))))
     if problems:
         raise VerificationError(f"{precisions.artifact_name(name, 'int8')}: not TensorRT-style QDQ: {problems[0]}")
-    return model, {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}, note
+    return Int8Made(model, calibration, tuple(notes), as_report(exclusion), "", timings)
 
 
 def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> PrecisionStage:
@@ -241,16 +277,19 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
         x = verification_inputs(cfg.img_size)
     reference = run_ort(ort_session(data), x)
 
-    def int8():
-        model, calibration["int8"], note = make_int8(cfg, name, data, sets, pre)
-        timings["calibrate_int8"] = calibration["int8"]["seconds"]
-        notes.append(note)
-        return model
+    int8 = make_int8(cfg, name, proto, sets, pre, reference, x) if cfg.int8 else None
+    if int8 is not None:
+        calibration["int8"] = int8.calibration
+        timings |= int8.timings
+        notes += int8.notes
 
-    makers = {"fp16": lambda: to_fp16(proto), "int8": int8}  # precisions.py rows beyond fp32, each an option
+    makers = {"fp16": lambda: to_fp16(proto), "int8": lambda: int8.model}  # precisions.py rows beyond fp32
     artifacts, refused = [], []
     for precision in [p for p in written_precisions(cfg) if p != "fp32"]:
         path = Path(cfg.out_dir) / precisions.artifact_name(name, precision)
+        if precision == "int8" and int8.model is None:
+            refused.append(f"{path.name}: {int8.refused}")
+            continue
         made = make_verified(precision, path, makers[precision], reference, x)
         artifacts.append(made.artifact)
         timings |= made.timings
@@ -259,7 +298,10 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
             refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
         else:
             write_bytes(path, made.blob)
-    return PrecisionStage(tuple(artifacts), calibration.get("int8", {}), timings, tuple(notes), tuple(refused))
+    exclusion = int8.exclusion if int8 is not None else {}
+    return PrecisionStage(
+        tuple(artifacts), calibration.get("int8", {}), timings, tuple(notes), tuple(refused), exclusion
+    )
 
 
 def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[EngineResult], list[str]]:

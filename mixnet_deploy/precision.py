@@ -30,7 +30,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,7 @@ CALIB_METHODS = ("entropy", "percentile", "minmax")
 DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
 DEFAULT_CALIB_COUNT = 64
 INT8_OP_TYPES = ("Conv",)  # the classifier Gemm stays float: measured (docs/precision.md)
+CALIB_OP_TYPES = ("Conv", "Add")  # ranges of conv inputs and of the residual Adds' skip inputs (qdq.py)
 CALIB_BATCH = 8
 CACHE_FORMAT = 1
 OPERATOR_FORMAT_OPS = frozenset({"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm"})
@@ -106,6 +107,10 @@ class Int8Recipe:
     percentile: float = 99.999
     histogram_bins: int = 2048  # percentile; entropy uses ORT's 128 bins / 128 quantized bins
     per_channel: bool = True
+    calib_op_types: tuple[str, ...] = CALIB_OP_TYPES  # whose inputs/outputs ORT's calibrator records
+    quantize_se: bool = False  # qdq.QUANTIZE_SE: the SE convs (1x1 on a 1x1 map) stay float16
+    residual_adds: bool = True  # qdq.Placement: the skip input of a residual Add after a quantized conv
+    exclude: tuple[str, ...] = ()  # --int8-exclude: ("auto",) or conv names kept in float16 (in the cache key)
 
     def __post_init__(self):
         if self.method not in CALIB_METHODS:
@@ -218,7 +223,7 @@ def collect_ranges(fp32_path: Path, batches: Iterable[dict], recipe: Int8Recipe,
 
     calibrator = create_calibrator(
         Path(fp32_path),
-        list(recipe.op_types),
+        list(recipe.calib_op_types),
         augmented_model_path=str(Path(work_dir) / "augmented.onnx"),
         calibrate_method=recipe.ort_method(),
         extra_options=recipe.calibrator_options(),
@@ -306,12 +311,15 @@ def _quiet_ort_logging():
         root.setLevel(level)
 
 
-def int8_problems(model: onnx.ModelProto, op_types: Sequence[str] = INT8_OP_TYPES) -> list[str]:
+def int8_problems(
+    model: onnx.ModelProto, op_types: Sequence[str] = INT8_OP_TYPES, unquantized: Collection[str] = ()
+) -> list[str]:
     """What breaks the explicit-quantization contract TensorRT expects; empty when it holds.
 
     int8 Q/DQ only, every zero point 0, every quantized op's weight a per-channel int8 initializer
-    (axis 0, one scale per output channel), biases float, no operator-format quantized ops;
-    ``op_types`` are the operators that must be quantized.
+    (axis 0, one scale per output channel), biases float (float32 or float16), no operator-format
+    quantized ops; ``op_types`` are the operators that must be quantized, but for the nodes named in
+    ``unquantized`` (the SE convolutions and ``--int8-exclude``, qdq.py).
     """
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -325,12 +333,12 @@ def int8_problems(model: onnx.ModelProto, op_types: Sequence[str] = INT8_OP_TYPE
                 bad.append(f"{node.name}: zero point type {onnx.TensorProto.DataType.Name(zp.data_type)}, not INT8")
             elif np.any(onnx.numpy_helper.to_array(zp) != 0):
                 bad.append(f"{node.name}: non-zero zero point")
-        if node.op_type not in op_types:
+        if node.op_type not in op_types or node.name in unquantized:
             continue
         if len(node.input) > 2 and node.input[2]:
             bias = inits.get(_through_identity(node.input[2], producers))
-            if bias is None or bias.data_type != onnx.TensorProto.FLOAT:
-                bad.append(f"{node.name}: bias is not a float32 initializer (quantized?)")
+            if bias is None or bias.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+                bad.append(f"{node.name}: bias is not a float initializer (quantized?)")
         wdq = producers.get(node.input[1])
         if wdq is None or wdq.op_type != "DequantizeLinear" or wdq.input[0] not in inits:
             bad.append(f"{node.name}: weight is not an int8 initializer behind DequantizeLinear")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from test_data import skimage_data
 
-from mixnet_deploy import precision
+from mixnet_deploy import precision, qdq
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
@@ -177,14 +177,17 @@ def test_int8_graph_is_tensorrt_explicit_quantization(int8_export):
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops <= TRT_SAFE_OPS
     assert not ops & {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul"}
-    assert precision.int8_problems(model) == []
+    se = qdq.se_convs(onnx.load(str(Path(cfg.out_dir) / "mixnet_s.onnx")))
+    assert len(se) == 26  # 13 SE blocks x (reduce, expand): 1x1 convs on 1x1 maps, kept float16 (qdq.QUANTIZE_SE)
+    assert precision.int8_problems(model, unquantized=se) == []
+    assert precision.int8_problems(model)[0].endswith("weight is not an int8 initializer behind DequantizeLinear")
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
-    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    zero_points = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in qdq]
+    qdq_nodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in qdq_nodes]
     assert all(z.dtype == np.int8 and not z.any() for z in zero_points)  # int8, symmetric
     assert not [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT32]  # no int32 bias
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in se]
     for conv in convs:
         dq = producers[conv.input[1]]
         weight, scale = inits[dq.input[0]], inits[dq.input[1]]
@@ -193,8 +196,30 @@ def test_int8_graph_is_tensorrt_explicit_quantization(int8_export):
         assert producers[conv.input[0]].op_type == "DequantizeLinear"
         if len(conv.input) > 2:
             assert conv.input[2] not in producers or producers[conv.input[2]].op_type == "Identity"
-    assert precision.weight_dtypes(model, "Gemm") == {"FLOAT"}  # the classifier stays float (INT8_OP_TYPES)
+        assert inits[dq.input[1]].data_type == onnx.TensorProto.FLOAT16  # float16 scales: DQ outputs float16
+    assert precision.weight_dtypes(model, "Gemm") == {"FLOAT16"}  # the classifier stays float16 (INT8_OP_TYPES)
     assert read_metadata(model)["mixnet.precision"] == "int8"
+
+
+def test_int8_is_float16_between_the_quantized_convs(int8_export):
+    """Strongly typed TensorRT computes each tensor in its ONNX type: nothing but I/O may be float32."""
+    cfg, report = int8_export
+    model = onnx.load(str(Path(cfg.out_dir) / "mixnet_s.int8.onnx"))
+    assert qdq.float32_tensors(model) == []  # ONNX type inference over every node output
+    assert next(o.version for o in model.opset_import if o.domain == "") == qdq.QDQ_OPSET == 19
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # servers feed and read float32
+    scales = [t for t in model.graph.initializer if t.name.endswith("_scale")]
+    assert scales and {t.data_type for t in scales} == {onnx.TensorProto.FLOAT16}
+    assert not [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    (int8,) = [a for a in report.artifacts if a.precision == "int8"]
+    facts = int8.structure
+    assert facts["float32_tensors"] == 0 and facts["scale_types"] == ["FLOAT16"]
+    assert facts["residual_adds"] == facts["residual_adds_quantized"] == 11  # TensorRT fuses each into its conv
+    assert facts["convs_quantized"] == facts["convs"] - 26 == 97
+    assert facts["ort_cpu_casts"]["float32_nodes"]  # ORT's CPU provider runs some of it in float32: reported
+    saved = json.loads((Path(cfg.out_dir) / "report.json").read_text())
+    assert saved["artifacts"][-1]["structure"]["float32_tensors"] == 0
 
 
 def test_int8_second_run_uses_cache(int8_export):
@@ -237,6 +262,11 @@ def test_calibration_cache_key_and_recalibration(tmp_path, small_fp32):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+def _int8(data: bytes, cal) -> bytes:
+    amax = qdq.amax_of(precision.load_cache(cal.cache, cal.key))
+    return qdq.Int8Builder(onnx.load_from_string(data), amax).build().SerializeToString()
+
+
 def test_cached_and_fresh_ranges_give_the_same_model(tmp_path, small_fp32):
     pre = Preprocess(size=64)
     images = synthetic_crops(4, pre)
@@ -244,10 +274,12 @@ def test_cached_and_fresh_ranges_give_the_same_model(tmp_path, small_fp32):
     cal = precision.calibrate(
         small_fp32, images.ids, lambda: iter(CalibrationReader(images, pre)), recipe, tmp_path, "m", "x"
     )
-    a = precision.quantize_int8(small_fp32, cal, recipe)
+    a = _int8(small_fp32, cal)
     again = precision.calibrate(small_fp32, images.ids, lambda: iter([]), recipe, tmp_path, "m", "x")
     assert again.cached
-    assert precision.quantize_int8(small_fp32, again, recipe).SerializeToString() == a.SerializeToString()
+    assert _int8(small_fp32, again) == a
+    excluded = precision.Int8Recipe(method="minmax", exclude=("auto",))  # --int8-exclude is in the key
+    assert precision.calibration_key(small_fp32, images.ids, excluded)["key"] != cal.key
 
 
 def test_synthetic_merged_fp16_and_int8_together(tmp_path, caplog):
@@ -262,7 +294,9 @@ def test_synthetic_merged_fp16_and_int8_together(tmp_path, caplog):
         check_graph(model)
         meta = read_metadata(model)
         assert meta["mixnet.precision"] == prec and meta["mixnet.mdconv"] == "merged"
-    assert precision.int8_problems(onnx.load(str(tmp_path / "mixnet_s.int8.onnx"))) == []
+    int8 = onnx.load(str(tmp_path / "mixnet_s.int8.onnx"))
+    assert precision.int8_problems(int8, unquantized=qdq.se_convs(onnx.load(str(tmp_path / "mixnet_s.onnx")))) == []
+    assert [a.structure["float32_tensors"] for a in report.artifacts[1:]] == [0, 0]
     assert any(n.startswith("WARNING: --calib synthetic") for n in report.notes)
     assert "--calib synthetic" in caplog.text
 

@@ -1,0 +1,282 @@
+"""INT8 over FP16 (qdq.py) and the sensitivity search behind --int8-exclude (sensitivity.py)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from outliers import plant_outliers, trained_like
+from test_precision import photos, variants
+
+from mixnet_deploy import precision, qdq, sensitivity
+from mixnet_deploy.config import ExportConfig, check_config
+from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
+from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.parity import compare
+from mixnet_deploy.pipeline import run_export
+from mixnet_deploy.precisions import row
+from mixnet_deploy.runtimes import run_torch
+from mixnet_deploy.weights import load_model, save_checkpoint
+
+SIZE = 96
+INT8_TOL = row("int8").tolerance
+PLANTED = {1: [1, 51]}  # block 1 (ReLU, no SE, no skip): one outlier channel in each half of its projection conv
+GAIN = 300.0
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """MixNet-S at 64 px (random weights), its FP32 graph and calibrated ranges (minmax, 4 synthetic fields)."""
+    from mixnet_deploy.fold import fold_bn
+    from mixnet_deploy.onnx_export import to_onnx
+
+    model, _ = load_model("s")
+    data = to_onnx(fold_bn(model), 64).SerializeToString()
+    pre = Preprocess(size=64)
+    images = synthetic_crops(4, pre)
+    recipe = precision.Int8Recipe(method="minmax")
+    out = tmp_path_factory.mktemp("small")
+    cal = precision.calibrate(data, images.ids, lambda: iter(CalibrationReader(images, pre)), recipe, out, "m", "x")
+    amax = qdq.amax_of(precision.load_cache(cal.cache, cal.key))
+    return onnx.load_from_string(data), qdq.Int8Builder(onnx.load_from_string(data), amax)
+
+
+def test_weight_quantization_is_symmetric_per_channel_and_unclipped():
+    gains = np.logspace(-6, 2, 9)[:, None, None, None]
+    w = (np.random.default_rng(0).standard_normal((9, 4, 3, 3)) * gains).astype(np.float32)
+    q, scale = qdq.quantize_weight(w)
+    assert q.dtype == np.int8 and scale.dtype == np.float16 and scale.shape == (9,)
+    s = scale.astype(np.float64)[:, None, None, None]
+    assert (np.abs(q * s - w) <= s / 2 + 1e-12).all()  # round to nearest with the stored float16 scale
+    assert (scale.astype(np.float64) >= np.abs(w).reshape(9, -1).max(1) / 127).all()  # never clipped
+    levels = np.abs(q).reshape(9, -1).max(1)
+    normal = scale >= np.finfo(np.float16).tiny  # amax >= 127 * 2**-14 ~ 0.0078
+    assert normal.tolist() == [False] * 4 + [True] * 5
+    assert (levels[normal] == 127).all()  # the full int8 range
+    assert levels[0] < 127 and levels[3] >= 120  # subnormal float16 scales: fewer levels (graph_facts counts them)
+
+
+def test_placement_inputs_of_convs_and_residual_skips(small):
+    fp32, builder = small
+    model = builder.build()
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for conv in (n for n in model.graph.node if n.op_type == "Conv"):
+        quantized = conv.name not in builder.se
+        assert (producers[conv.input[0]].op_type == "DequantizeLinear") == quantized, conv.name
+    consumers = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node.op_type)
+    for dq in (n for n in model.graph.node if n.op_type == "DequantizeLinear"):
+        assert set(consumers[dq.output[0]]) <= {"Conv", "Add"}  # inputs of weighted ops and residual skips only
+    adds = qdq.residual_adds(model)
+    assert len(adds) == 11 and all(producers[skip].op_type == "DequantizeLinear" for _, skip, _ in adds)
+    facts = qdq.graph_facts(model)
+    assert facts["float32_tensors"] == 0 and facts["opset"] == 19 and facts["qdq_nodes"] == 303
+    assert qdq.facts_problems(facts, "int8") == []
+    with_se = qdq.graph_facts(builder.build(qdq.Placement(quantize_se=True)))
+    assert with_se["convs_quantized"] == with_se["convs"] == 123
+    no_adds = qdq.graph_facts(builder.build(qdq.Placement(residual_adds=False)))
+    assert no_adds["residual_adds_quantized"] == 0 and no_adds["qdq_nodes"] == 291  # 12 Q/DQ for 11 skips
+
+
+def test_excluding_every_conv_gives_the_fp16_graph(small):
+    """Q/DQ insertion changes nothing else: with every conv excluded the file is the FP16 file."""
+    fp32, builder = small
+    model = builder.build(qdq.Placement(exclude=tuple(builder.convs), residual_adds=True))
+    fp16 = precision.to_fp16(fp32)
+    assert [(n.op_type, list(n.input)) for n in model.graph.node] == [
+        (n.op_type, list(n.input)) for n in fp16.graph.node
+    ]
+    assert {t.name: t.raw_data for t in model.graph.initializer} == {t.name: t.raw_data for t in fp16.graph.initializer}
+
+
+def test_excluded_layer_and_its_residual_add_stay_float16(small):
+    _, builder = small
+    conv = "/blocks/blocks.2/conv_pwl/convs.0/Conv"
+    model = builder.build(qdq.Placement(exclude=(conv,)))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == conv)
+    assert node.input[0] in producers and producers[node.input[0]].op_type == "Split"
+    assert any(t.name == node.input[1] and t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    add = next(n for n in model.graph.node if n.name == "/blocks/blocks.2/Add")
+    assert all(producers[i].op_type != "DequantizeLinear" for i in add.input)  # no fusion without an INT8 conv
+    assert qdq.graph_facts(model)["residual_adds_quantized"] == 10
+    with pytest.raises(KeyError):
+        builder.build(qdq.Placement(exclude=("/no/such/Conv",)))
+
+
+def test_float32_leftovers_are_counted_and_refused(small):
+    fp32, _ = small
+    facts = qdq.graph_facts(fp32)
+    assert facts["float32_tensors"] > 300
+    assert "float32 compute tensors" in qdq.facts_problems(facts, "fp16")[0]
+    mixed = precision.to_fp16(fp32, keep_fp32_ops=("Sigmoid",))
+    assert qdq.graph_facts(mixed)["float32_tensors"] == 2 * 52  # 52 sigmoids and the Casts into them, no more
+
+
+def test_fp16_with_float32_ops_fails_the_run_and_is_in_report(tmp_path, monkeypatch):
+    real = precision.to_fp16
+    monkeypatch.setattr(precision, "to_fp16", lambda proto, *a: real(proto, ("GlobalAveragePool",)))
+    with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx.*float32 compute tensors.*not kept"):
+        run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["artifacts"][1]["structure"]["float32_tensors"] == 2 * 14  # 13 SE pools + the head pool, + Casts
+    assert not (tmp_path / "mixnet_s.fp16.onnx").exists()
+
+
+# ---------------------------------------------------------------- sensitivity search (no ONNX Runtime)
+
+
+def _fake(layers, damage: dict, reference):
+    """evaluate(excluded): the reference plus a fixed noise pattern per layer still quantized."""
+    rng = np.random.default_rng(1)
+    noise = {name: rng.standard_normal(reference.shape) * damage.get(name, 0.01) for name in layers}
+    calls = []
+
+    def evaluate(excluded):
+        calls.append(tuple(excluded))
+        return reference + sum(noise[n] for n in layers if n not in excluded)
+
+    return evaluate, calls
+
+
+def test_auto_exclude_keeps_the_damaging_layers_only():
+    layers = [f"conv{i}" for i in range(10)]
+    reference = np.random.default_rng(0).standard_normal((8, 100)) * 3
+    evaluate, calls = _fake(layers, {"conv3": 3.0, "conv7": 2.0}, reference)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, INT8_TOL, cap=2)
+    assert result.passed and result.layers == ["conv3", "conv7"]
+    assert [r["layer"] for r in result.table[:2]] == ["conv3", "conv7"]  # most sensitive first
+    assert result.baseline["mean_cosine"] < 0.99 <= result.final["mean_cosine"]
+    assert len(calls) == result.steps == 1 + 10 + 2
+    text = sensitivity.table_text(result)
+    assert "conv3" in text.splitlines()[1] and text.splitlines()[1].endswith("fp16")
+
+
+def test_auto_exclude_over_the_cap_names_what_it_would_need():
+    layers = [f"conv{i}" for i in range(10)]
+    reference = np.random.default_rng(0).standard_normal((8, 100)) * 3
+    evaluate, _ = _fake(layers, {"conv1": 3.0, "conv4": 3.0, "conv8": 3.0}, reference)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, INT8_TOL, cap=2)
+    assert not result.passed and result.layers == []
+    assert set(result.needed) >= {"conv1", "conv4", "conv8"} and len(result.needed) == 4  # doubling from the cap
+    assert "cap" in result.failure() and "conv8" in result.failure()
+
+
+def test_auto_exclude_nothing_when_int8_passes():
+    layers = ["a", "b"]
+    reference = np.random.default_rng(0).standard_normal((4, 100)) * 3
+    evaluate, calls = _fake(layers, {}, reference)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, INT8_TOL, cap=1)
+    assert result.passed and result.layers == [] and result.table == [] and calls == [()]
+
+
+@pytest.mark.parametrize("spec", ["", "a,,b", "auto,x", " , "])
+def test_exclude_spec_refused(spec):
+    with pytest.raises(InputError, match="int8_exclude"):
+        sensitivity.parse_exclude(spec)
+
+
+def test_exclude_needs_int8(tmp_path):
+    with pytest.raises(InputError, match="given without --int8"):
+        check_config(ExportConfig(out_dir=tmp_path, engine="skip", int8_exclude="auto"))
+    assert sensitivity.parse_exclude(" a , b") == ("a", "b") and sensitivity.parse_exclude(None) == ()
+
+
+def test_cli_unknown_exclude_name_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mixnet_deploy.cli", "--img-size", "64", "--int8", "--calib", "synthetic",
+         "--calib-count", "4", "--calib-method", "minmax", "--int8-exclude", "/no/such/Conv", "--engine", "skip",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "int8" in last and "exclude '/no/such/Conv': expected Conv layer names" in last  # the flag or the field
+    assert not list(tmp_path.glob("*.int8.onnx"))
+
+
+# ---------------------------------------------------------------- the outlier case, end to end
+
+
+@pytest.fixture(scope="module")
+def outlier_case(tmp_path_factory):
+    """A trained-like MixNet-S, with and without outlier channels before block 1's projection conv."""
+    out = tmp_path_factory.mktemp("outliers")
+    calib = out / "calib"
+    calib.mkdir()
+    for path in photos()[0::2]:
+        for i, img in enumerate(variants(path)[:2]):
+            img.save(calib / f"{path.stem}_{i}.png")
+    pre = Preprocess(size=SIZE)
+    images = pre.normalize(np.stack([crop_image(v, pre) for p in photos()[0::2] for v in variants(p)]))
+    clean = trained_like(load_model("s")[0], images)
+    planted = trained_like(load_model("s")[0], images)
+    for block, channels in PLANTED.items():
+        plant_outliers(planted, block, channels, GAIN)
+    held = pre.normalize(np.stack([crop_image(v, pre) for p in photos()[1::2] for v in variants(p)]))
+    return {
+        "calib": calib, "held": held, "clean": save_checkpoint(clean, out / "clean.safetensors"),
+        "planted": save_checkpoint(planted, out / "planted.safetensors"),
+        "logits": (run_torch(clean, held), run_torch(planted, held)),
+    }  # fmt: skip
+
+
+def _export(case, tmp_path, weights: str, exclude=None):
+    cfg = ExportConfig(
+        weights=str(case[weights]), img_size=SIZE, out_dir=tmp_path, engine="skip", int8=True,
+        calib=str(case["calib"]), calib_count=16, int8_exclude=exclude,
+    )  # fmt: skip
+    return run_export(cfg)
+
+
+def test_outliers_leave_the_float_network_unchanged(outlier_case):
+    clean, planted = outlier_case["logits"]
+    m = compare(clean, planted)
+    assert m.min_cosine > 0.99999 and m.max_abs < 1e-3 * np.abs(clean).max(), m
+    from safetensors.numpy import load_file
+
+    bn = load_file(str(outlier_case["planted"]))["blocks.1.bn2.weight"]
+    assert np.abs(bn).max() > 100 * np.median(np.abs(bn))
+
+
+@pytest.mark.slow
+def test_outliers_sink_int8_and_auto_exclusion_fixes_them(outlier_case, tmp_path):
+    report = _export(outlier_case, tmp_path / "clean", "clean")  # the same network without outliers passes
+    assert report.artifacts[-1].metrics["mean_cosine"] >= 0.99
+    with pytest.raises(VerificationError, match="mean cosine"):
+        _export(outlier_case, tmp_path / "none", "planted")
+    failed = json.loads((tmp_path / "none" / "report.json").read_text())["artifacts"][-1]["metrics"]
+    assert failed["mean_cosine"] < 0.99
+
+    report = _export(outlier_case, tmp_path / "auto", "planted", "auto")
+    ex = report.int8_exclusion
+    planted = {f"/blocks/blocks.1/conv_pwl/convs.{g}/Conv" for g in (0, 1)}
+    assert ex["passed"] and set(ex["layers"]) == planted  # few layers: exactly the two projection convs
+    assert {r["layer"] for r in ex["table"][:2]} == planted and len(ex["table"]) == 97
+    assert ex["baseline"]["mean_cosine"] < 0.99 <= report.artifacts[-1].metrics["mean_cosine"]
+    assert len(ex["layers"]) <= ex["cap"] == 24
+    assert any(n.startswith("int8 sensitivity") and "/blocks/blocks.1/conv_pwl" in n for n in report.notes)
+    int8 = onnx.load(str(tmp_path / "auto" / "mixnet_s.int8.onnx"))
+    assert qdq.graph_facts(int8)["convs_quantized"] == 95
+
+    names = ",".join(ex["layers"])  # the printed names work as an explicit list and give the same file
+    again = _export(outlier_case, tmp_path / "names", "planted", names)
+    assert again.int8_exclusion["mode"] == "names" and again.int8_exclusion["table"] == []
+    assert (tmp_path / "names" / "mixnet_s.int8.onnx").read_bytes() == (
+        tmp_path / "auto" / "mixnet_s.int8.onnx"
+    ).read_bytes()
+    assert again.calibration["key"] != report.calibration["key"]  # the exclusion is part of the cache key
+
+
+@pytest.mark.slow
+def test_auto_over_the_cap_exits_1_naming_layers(outlier_case, tmp_path, monkeypatch):
+    monkeypatch.setattr(sensitivity, "MAX_EXCLUDE_FRACTION", 0.0)  # cap 0: the two layers are over it
+    with pytest.raises(VerificationError, match=r"it would need these \d+: .*blocks\.1/conv_pwl"):
+        _export(outlier_case, tmp_path, "planted", "auto")
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert not saved["int8_exclusion"]["passed"] and saved["int8_exclusion"]["cap"] == 0
+    assert not (tmp_path / "mixnet_s.int8.onnx").exists()
