@@ -176,8 +176,9 @@ def test_auto_exclude_nothing_when_int8_passes():
 
 @pytest.mark.parametrize("spec", ["", "a,,b", "auto,x", " , "])
 def test_exclude_spec_refused(spec):
-    with pytest.raises(InputError, match="int8_exclude"):
+    with pytest.raises(InputError, match="--int8-exclude") as err:
         sensitivity.parse_exclude(spec)
+    assert err.value.field == "int8_exclude" and err.value.value == spec
 
 
 def test_exclude_needs_int8(tmp_path):

@@ -169,6 +169,10 @@ CASES: list[Case] = [
       "unknown calibration method", "'mean'"),
     C("calib-count-zero", "export", ["--int8", "--calib", "synthetic", "--calib-count", "0"], "--calib-count 0",
       "0"),
+    C("int8-exclude-without-int8", "export", ["--int8-exclude", "auto"], "--int8-exclude without --int8",
+      "--int8-exclude 'auto' given without --int8"),
+    C("int8-exclude-empty-name", "export", ["--int8", "--calib", "synthetic", "--int8-exclude", "a,,b"],
+      "an empty layer name in --int8-exclude", "--int8-exclude 'a,,b'", "comma-separated Conv layer names"),
     # ------------------------------------------------------------------ lowering, engines, Triton
     C("mdconv-bad", "export", ["--mdconv", "fused"], "unknown MixConv lowering", "'fused'",
       "split, merged"),
