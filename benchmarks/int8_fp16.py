@@ -119,27 +119,15 @@ def _fmt(r: dict) -> str:
 
 def outlier_case(tmp: Path) -> dict:
     """tests/test_qdq.py's outlier checkpoint (96 px, 16 calibration photos), exported without and with auto."""
-    from outliers import plant_outliers, trained_like
-    from test_precision import photos, variants
-    from test_qdq import GAIN, PLANTED, SIZE
+    from outliers import GAIN, PLANTED, make_case
+    from test_qdq import SIZE
 
     from mixnet_deploy.config import ExportConfig
-    from mixnet_deploy.data import crop_image
     from mixnet_deploy.errors import VerificationError
     from mixnet_deploy.pipeline import run_export
-    from mixnet_deploy.weights import save_checkpoint
 
-    calib = tmp / "calib"
-    calib.mkdir()
-    for path in photos()[0::2]:
-        for i, img in enumerate(variants(path)[:2]):
-            img.save(calib / f"{path.stem}_{i}.png")
-    pre = Preprocess(size=SIZE)
-    images = pre.normalize(np.stack([crop_image(v, pre) for p in photos()[0::2] for v in variants(p)]))
-    model = trained_like(load_model("s")[0], images)
-    for block, channels in PLANTED.items():
-        plant_outliers(model, block, channels, GAIN)
-    weights = save_checkpoint(model, tmp / "planted.safetensors")
+    case = make_case(tmp, SIZE)
+    weights, calib = case["planted"], case["calib"]
     found = {}
     for exclude in (None, "auto"):
         out = tmp / f"exclude-{exclude}"

@@ -8,10 +8,17 @@ rounds every other channel to a few levels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from mixnet_deploy.data import Preprocess, crop_image
 from mixnet_deploy.model import MixNet
+from mixnet_deploy.weights import load_model, save_checkpoint
+
+PLANTED = {1: [1, 51]}  # block 1 (ReLU, no SE, no skip): one outlier channel in each half of its projection conv
+GAIN = 300.0
 
 
 @torch.no_grad()
@@ -57,3 +64,28 @@ def plant_outliers(model: MixNet, block: int, channels: list[int], gain: float) 
         group = int(np.searchsorted(starts, c, side="right") - 1)
         blk.conv_pwl.convs[group].weight[:, c - starts[group]] /= gain
     return model
+
+
+def make_case(out: Path, size: int) -> dict:
+    """The outlier case on disk: a calibration folder (every other scikit-image photo, two variants each),
+    the trained-like MixNet-S without and with outliers (checkpoints and models), held-out inputs (the others)."""
+    from test_precision import photos, variants
+
+    calib = Path(out) / "calib"
+    calib.mkdir(parents=True)
+    for path in photos()[0::2]:
+        for i, img in enumerate(variants(path)[:2]):
+            img.save(calib / f"{path.stem}_{i}.png")
+    pre = Preprocess(size=size)
+    images = pre.normalize(np.stack([crop_image(v, pre) for p in photos()[0::2] for v in variants(p)]))
+    clean = trained_like(load_model("s")[0], images)
+    planted = trained_like(load_model("s")[0], images)
+    for block, channels in PLANTED.items():
+        plant_outliers(planted, block, channels, GAIN)
+    return {
+        "calib": calib,
+        "held": pre.normalize(np.stack([crop_image(v, pre) for p in photos()[1::2] for v in variants(p)])),
+        "clean": save_checkpoint(clean, Path(out) / "clean.safetensors"),
+        "planted": save_checkpoint(planted, Path(out) / "planted.safetensors"),
+        "models": (clean, planted),
+    }

@@ -7,23 +7,20 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from outliers import plant_outliers, trained_like
-from test_precision import photos, variants
+from outliers import make_case
 
 from mixnet_deploy import precision, qdq, sensitivity
 from mixnet_deploy.config import ExportConfig, check_config
-from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
+from mixnet_deploy.data import CalibrationReader, Preprocess, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.parity import compare
 from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.precisions import row
 from mixnet_deploy.runtimes import run_torch
-from mixnet_deploy.weights import load_model, save_checkpoint
+from mixnet_deploy.weights import load_model
 
 SIZE = 96
 INT8_TOL = row("int8").tolerance
-PLANTED = {1: [1, 51]}  # block 1 (ReLU, no SE, no skip): one outlier channel in each half of its projection conv
-GAIN = 300.0
 
 
 @pytest.fixture(scope="module")
@@ -206,24 +203,9 @@ def test_cli_unknown_exclude_name_is_one_line_exit_2(tmp_path):
 @pytest.fixture(scope="module")
 def outlier_case(tmp_path_factory):
     """A trained-like MixNet-S, with and without outlier channels before block 1's projection conv."""
-    out = tmp_path_factory.mktemp("outliers")
-    calib = out / "calib"
-    calib.mkdir()
-    for path in photos()[0::2]:
-        for i, img in enumerate(variants(path)[:2]):
-            img.save(calib / f"{path.stem}_{i}.png")
-    pre = Preprocess(size=SIZE)
-    images = pre.normalize(np.stack([crop_image(v, pre) for p in photos()[0::2] for v in variants(p)]))
-    clean = trained_like(load_model("s")[0], images)
-    planted = trained_like(load_model("s")[0], images)
-    for block, channels in PLANTED.items():
-        plant_outliers(planted, block, channels, GAIN)
-    held = pre.normalize(np.stack([crop_image(v, pre) for p in photos()[1::2] for v in variants(p)]))
-    return {
-        "calib": calib, "held": held, "clean": save_checkpoint(clean, out / "clean.safetensors"),
-        "planted": save_checkpoint(planted, out / "planted.safetensors"),
-        "logits": (run_torch(clean, held), run_torch(planted, held)),
-    }  # fmt: skip
+    case = make_case(tmp_path_factory.mktemp("outliers"), SIZE)
+    case["logits"] = tuple(run_torch(m, case["held"]) for m in case["models"])
+    return case
 
 
 def _export(case, tmp_path, weights: str, exclude=None):
