@@ -8,11 +8,11 @@ here, in ONNX Runtime, before any GPU sees it:
   weight and activation float16, a Cast after ``input`` and before ``logits`` so servers feed and
   read float32. No operator is kept in float32 (:data:`FP16_KEEP_FP32_OPS`): keeping the pools,
   the sigmoids or the classifier in float32 did not measurably help (docs/precision.md).
-* INT8: ``onnxruntime.quantization.quantize_static`` in QDQ format: int8 activations and weights,
-  symmetric (zero point 0), per-channel weights (axis 0), biases left in float (``QuantizeBias``
-  off: no int32 bias Q/DQ), only ``Conv`` inputs quantized, so TensorRT fuses every DQ -> Conv -> Q
-  and the SiLU/sigmoid/SE arithmetic stays in float; the classifier ``Gemm`` stays float too (it
-  measurably helped, :data:`INT8_OP_TYPES`). No QLinearConv/ConvInteger.
+* INT8: the FP16 graph with Q/DQ (float16 scales) on the inputs of the convolutions and on the
+  residual skip inputs, built in :mod:`mixnet_deploy.qdq` from the calibrated ranges below (issue 13:
+  nothing float32 for a strongly typed engine). :func:`quantize_int8` (ONNX Runtime's
+  ``quantize_static``, Q/DQ over the FP32 graph) is the earlier file, kept as the "before" of
+  benchmarks/int8_fp16.py. :func:`int8_problems` checks either against TensorRT's Q/DQ contract.
 * Calibration: ORT's MinMax / Entropy / Percentile calibrators fed one batch at a time (bounded
   memory; ORT's histogram collector cannot stack unequal batches), ranges cached in a JSON file
   beside the artifacts whose name holds a SHA-256 over the FP32 ONNX bytes, the image list (paths
@@ -270,7 +270,7 @@ def calibrate(
 
 
 def quantize_int8(fp32_onnx: bytes, calibration: Calibration, recipe: Int8Recipe) -> onnx.ModelProto:
-    """QDQ INT8 model from the FP32 bytes and a calibration cache (ORT's quantize_static)."""
+    """QDQ INT8 model over the FP32 graph (ORT's quantize_static): the pre-issue-13 file, for comparison only."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="mixnet-int8-") as tmp:
