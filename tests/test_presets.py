@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import sys
 import types
@@ -19,6 +18,7 @@ from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import build_export_parser, export_config, export_main
 from mixnet_deploy.config import ExportConfig, export_flags, given_values
 from mixnet_deploy.errors import InputError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.onnx_export import read_metadata
 
 if sys.version_info >= (3, 11):
@@ -70,7 +70,7 @@ def test_every_preset_runs_on_cpu(preset, tmp_path, random_checkpoint_s, calib_d
         argv += ["--triton-repo", str(repo)]
     assert export_main(argv) == 0
 
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     expected = ["fp32"] + ["fp16"] * bool(raw.get("fp16")) + ["int8"] * bool(raw.get("int8"))
     assert [a["precision"] for a in report["artifacts"]] == expected
     assert report["engines"] == [] and report["img_size"] == 64  # flags beat the preset
