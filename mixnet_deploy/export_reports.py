@@ -109,7 +109,13 @@ def build_index(out_dir: str | os.PathLike) -> dict:
 
 
 def write_index(out_dir: str | os.PathLike) -> Path:
-    return write_json(Path(out_dir) / INDEX_NAME, build_index(out_dir))
+    """Write the index of ``out_dir``; an index of nothing (no model, no undescribed file) is removed instead,
+    so a first run that fails leaves no file."""
+    path, index = Path(out_dir) / INDEX_NAME, build_index(out_dir)
+    if not index["models"] and not index["undescribed"]:
+        path.unlink(missing_ok=True)
+        return path
+    return write_json(path, index)
 
 
 def read_report(out_dir: str | os.PathLike, model: str | None = None) -> dict:

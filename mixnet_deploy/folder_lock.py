@@ -2,9 +2,11 @@
 
 ``fcntl.flock`` is held by the open file, so the kernel releases it when the process ends in any way
 (exit, exception, ``kill -9``, a crash): a lock file left by a dead process is just a file, and the
-next run takes it at once. The file is never deleted (deleting a lock file lets two processes hold
-locks on two different files of the same name); the holder writes its process id into it, so that a
-waiting or refused run can name the holder.
+next run takes it at once. The holder writes its process id into it, so that a waiting or refused run
+can name the holder. A run that ends normally removes the lock file while still holding it, and a run
+that obtains the lock checks that the file it locked is still the one at the path (else it was
+removed by its previous holder: it locks the new one), so removal never lets two runs hold the lock.
+A folder the lock created (a new ``--triton-repo``) is removed again when the run left it empty.
 
 Advisory: it orders mixnet-export runs (and anything else that takes it); it cannot stop a program
 that ignores it. On NFS, Linux maps flock to POSIX byte-range locks, which the server arbitrates.
@@ -53,21 +55,20 @@ def describe_holder(holder: dict) -> str:
     return f"process {holder['pid']}{where} ({holder.get('command', '?')}, since {holder.get('since', '?')})"
 
 
-WHAT = {"out_dir": "output folder", "triton_repo": "Triton repository"}
-
-
 class FolderBusy(InputError):
     """The folder is being written by another run and the caller chose not to wait: exit 2.
 
-    ``field`` (``out_dir``, ``triton_repo``), ``folder`` and ``holder`` (what the lock file says) are kept as data;
-    the message names the folder and the holder's process id.
+    Carries the option's ``field`` (``out_dir``, ``triton_repo``), the folder and ``holder`` (what the lock file
+    says); the CLI renders it as ``--out 'artifacts' is busy: process 4242 (...) is writing there: expected ...``.
     """
 
     def __init__(self, field: str, folder: Path, holder: dict):
-        self.lock_field, self.folder, self.holder = field, folder, holder
+        self.folder, self.holder = folder, holder
         super().__init__(
-            f"{WHAT.get(field, 'folder')} {str(folder)!r} is busy: {describe_holder(holder)} is writing there; "
-            "expected a folder no other run is writing (retry when it ends, or let this run wait for it)"
+            "expected a folder no other run is writing (retry when it ends, or let this run wait for it)",
+            field=field,
+            value=str(folder),
+            problem=f"is busy: {describe_holder(holder)} is writing there",
         )
 
 
@@ -96,6 +97,31 @@ def _acquire(fd: int, folder: Path, wait: bool, field: str) -> None:
                     folder, exc.strerror)  # fmt: skip
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def _open_locked(folder: Path, wait: bool, field: str) -> int:
+    """An open descriptor of the folder's lock file, locked; the file is the one at the path."""
+    path = lock_path(folder)
+    while True:
+        with environment_errors(path, "create the lock file"):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            _acquire(fd, folder, wait, field)
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # its holder removed it on release: lock the file now at the path
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, *, wait: bool = True, field: str = "out_dir") -> Iterator[Path]:
     """Hold the folder's lock for the ``with`` body. Busy: log who holds it and wait (``wait``), else FolderBusy.
@@ -103,18 +129,21 @@ def folder_lock(folder: str | os.PathLike, *, wait: bool = True, field: str = "o
     ``field`` names the option the folder came from (``out_dir``, ``triton_repo``) for the error.
     """
     folder = Path(folder)
-    path = lock_path(folder)
+    created = not folder.exists()
     with environment_errors(folder, "create directory"):
         folder.mkdir(parents=True, exist_ok=True)
-    with environment_errors(path, "create the lock file"):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    fd = _open_locked(folder, wait, field)
     try:
-        _acquire(fd, folder, wait, field)
-        with environment_errors(path, "write the lock file"):
+        with environment_errors(lock_path(folder), "write the lock file"):
             _write_holder(fd)
         yield folder
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path(folder))  # still holding it: a waiting run sees the file gone and takes a new one
         os.close(fd)  # releases the lock
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something there
+                folder.rmdir()
 
 
 @contextlib.contextmanager
