@@ -124,6 +124,7 @@ def outlier_case(tmp: Path) -> dict:
 
     from mixnet_deploy.config import ExportConfig
     from mixnet_deploy.errors import VerificationError
+    from mixnet_deploy.export_reports import read_report
     from mixnet_deploy.pipeline import run_export
 
     case = make_case(tmp, SIZE)
@@ -138,7 +139,7 @@ def outlier_case(tmp: Path) -> dict:
             run_export(cfg)
         except VerificationError as exc:
             print(f"exclude={exclude}: {exc}", file=sys.stderr)
-        report = json.loads((out / "report.json").read_text())
+        report = read_report(out)
         found[str(exclude)] = {
             "seconds": time.perf_counter() - t,
             "metrics": report["artifacts"][-1]["metrics"],

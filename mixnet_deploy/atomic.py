@@ -2,35 +2,102 @@
 
 An interrupted or failed run therefore leaves neither a truncated artifact (which a server
 would then load) nor a stray temporary file.
+
+This is also where the machine's refusals become :class:`~mixnet_deploy.errors.EnvironmentFailure`
+(exit 3): an ``OSError`` of a full disk, a quota, a per-file size limit, a permission or a read-only
+file system, translated with the path, the operation and (for a full disk) the bytes needed and free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import EnvironmentFailure
+
 TMP_MARKER = ".tmp-"
+# errno -> what the machine refused; every other OSError stays what it was (a bug or bad input)
+SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+ENVIRONMENT_ERRNOS = (*SPACE_ERRNOS, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes an unprivileged writer may still use on the file system holding ``path`` (or its nearest parent)."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            continue
+        return st.f_bavail * st.f_frsize
+    return None
+
+
+def environment_failure(exc: BaseException, operation: str, path: str | os.PathLike,
+                        needed: int | None = None) -> EnvironmentFailure | None:  # fmt: skip
+    """``exc`` as an EnvironmentFailure naming ``path`` and ``operation``, or None when it is no such error."""
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    reason = exc.strerror or os.strerror(exc.errno)
+    if exc.errno in SPACE_ERRNOS:
+        return EnvironmentFailure(operation, Path(path), reason, needed=needed, free=free_bytes(path), errno=exc.errno)
+    if exc.errno == errno.EFBIG:  # RLIMIT_FSIZE (ulimit -f) or the file system's largest file
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limit = None if limit == resource.RLIM_INFINITY else limit
+        return EnvironmentFailure(operation, Path(path), reason, needed=needed, free=limit,
+                                  free_label="allowed per file (ulimit -f)", errno=exc.errno)  # fmt: skip
+    return EnvironmentFailure(operation, Path(path), reason, errno=exc.errno)
+
+
+def unwritable(folder: str | os.PathLike) -> EnvironmentFailure:
+    """The failure of a folder that ``os.access`` says cannot be written: read-only file system or permission."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
+    return EnvironmentFailure("write in", Path(folder), reason, errno=errno.EROFS if read_only else errno.EACCES)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
+def environment_errors(path: str | os.PathLike, operation: str = "write", needed: int | None = None) -> Iterator[None]:
+    """Re-raise an OSError of the machine (full disk, permission, read-only) as an EnvironmentFailure."""
+    try:
+        yield
+    except OSError as exc:
+        failure = environment_failure(exc, operation, path, needed)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, size: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
+
+    ``size`` (the bytes to be written, where known) goes into the message of a full disk.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt and SystemExit (SIGTERM) too
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:  # KeyboardInterrupt and SystemExit (SIGTERM) too
+        with contextlib.suppress(OSError):  # FileNotFoundError, or a folder that refused its creation
             tmp.unlink()
-        raise
+        failure = environment_failure(exc, "write", path, size)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=len(data)) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 

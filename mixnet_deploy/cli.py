@@ -1,7 +1,8 @@
 """Command-line entry points: argument parsing that becomes calls of the library, nothing more.
 
-Exit codes: 0 success, 1 verification failed, 2 bad input, 130 interrupted. Errors are one
-line without a traceback; ``--verbose`` shows the traceback and debug logging.
+Exit codes: 0 success, 1 verification failed, 2 bad input, 3 environment failure (full disk,
+permission, read-only file system, missing GPU stack), 130 interrupted. Errors are one line
+without a traceback; ``--verbose`` shows the traceback and debug logging.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .config import ExportConfig, add_export_options, flag_of, given_values, nonempty_path, positive_int
-from .errors import InputError, VerificationError
+from .errors import EnvironmentFailure, InputError, VerificationError
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,23 +41,41 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
     previous = signal.signal(signal.SIGTERM, _sigterm)  # so atomic writes clean up on `kill`
     try:
         return int(main(args) or 0)
-    except (InputError, VerificationError) as exc:
+    except (InputError, VerificationError, EnvironmentFailure) as exc:
         if verbose:
             traceback.print_exc()
         message = exc.render(flag_of) if isinstance(exc, InputError) else str(exc)  # fields named as flags
         print(f"{prog}: error: {message}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the machine refused a write that did not go through atomic.py: still exit 3
+        failure = _environment_failure(exc)
+        if failure is None:
+            return _unexpected(prog, exc, verbose)
+        if verbose:
+            traceback.print_exc()
+        print(f"{prog}: error: {failure}", file=sys.stderr)
+        return failure.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no partial artifact was kept", file=sys.stderr)
         return 130
     except Exception as exc:  # an unexpected failure is still one line unless --verbose
-        if verbose:
-            traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"{prog}: error: {type(exc).__name__}: {first} (run with --verbose for the traceback)", file=sys.stderr)
-        return 1
+        return _unexpected(prog, exc, verbose)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _environment_failure(exc: OSError):
+    from .atomic import environment_failure
+
+    return environment_failure(exc, "use", exc.filename if exc.filename is not None else "a file")
+
+
+def _unexpected(prog: str, exc: Exception, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exc()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"{prog}: error: {type(exc).__name__}: {first} (run with --verbose for the traceback)", file=sys.stderr)
+    return 1
 
 
 # ---------------------------------------------------------------- mixnet-export
@@ -88,6 +107,8 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
 
 
 def print_export_summary(report) -> None:
+    from .export_reports import INDEX_NAME, report_name
+
     print(
         f"mixnet_{report.variant} @ {report.img_size}x{report.img_size}, weights: {report.weights['source']}, "
         f"mdconv: {getattr(report, 'mdconv', 'split')}"
@@ -108,7 +129,9 @@ def print_export_summary(report) -> None:
     for note in report.notes:
         if not note.startswith("WARNING"):
             print(note)
-    print(f"report: {Path(report.artifacts[0].path).parent / 'report.json'}  ({report.timings_s['total']:.1f} s)")
+    first = Path(report.artifacts[0].path)
+    report_path = first.parent / report_name(first.name.removesuffix(".onnx"))
+    print(f"report: {report_path} (folder index: {first.parent / INDEX_NAME})  ({report.timings_s['total']:.1f} s)")
 
 
 def _export(args) -> int:

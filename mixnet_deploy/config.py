@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import precisions
+from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
 from .errors import InputError
 from .lowering import MDCONV_CHOICES
@@ -116,7 +117,7 @@ class ExportConfig:
     dla_core: int | None = option(None, "Jetson DLA core with GPU fallback (static --batch)", type=int, metavar="N")
     hardware_compat: bool = option(False, "engines for any Ampere or newer GPU")
     version_compat: bool = option(False, "engines loadable by newer TensorRT (same major)")
-    trtexec: bool = option(False, "write DIR/trtexec.sh: the trtexec build/bench commands")
+    trtexec: bool = option(False, "write DIR/<model>.trtexec.sh: the trtexec build/bench commands")
     triton_repo: Path | None = option(None, "also write a Triton model repository", type=nonempty_path, metavar="REPO")
     model_name: str | None = option(None, "Triton model name (default mixnet_<variant>)")
     model_version: int = option(1, "Triton model version folder (default 1)", type=int)
@@ -127,6 +128,11 @@ class ExportConfig:
         "auto",
         "precision put into the Triton repo: auto (default: the fastest written, int8 > fp16 > fp32), "
         "fp32, fp16 or int8",
+    )
+    wait: bool = option(
+        True,
+        "another run is writing --out or --triton-repo: wait for it (default), or --no-wait: "
+        "exit 2 at once, naming the folder and that run's process id",
     )
 
     def engine_options(self):
@@ -170,6 +176,8 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": opt.help}
         if f.default is False:
             kwargs["action"] = "store_true"
+        elif f.default is True:  # --wait / --no-wait
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["metavar"] = opt.metavar or flag.lstrip("-").replace("-", "_").upper()
             if opt.type is not None:
@@ -228,7 +236,8 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
 
 
 def check_engine_config(cfg: ExportConfig) -> None:
-    """Engine / trtexec options, and ``--engine require`` without TensorRT + GPU: InputError before any work."""
+    """Engine / trtexec options (InputError), and ``--engine require`` without TensorRT + GPU (EnvironmentFailure,
+    exit 3), before any work."""
     from .engine import check_engine_options, require_gpu_stack
 
     check_engine_options(cfg.engine_options())
@@ -296,11 +305,12 @@ def prepare_out_dir(out_dir: Path) -> Path:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        failure = environment_failure(exc, "create directory", out_dir)  # permission, read-only: exit 3
+        if failure is not None:
+            raise failure from None
         raise InputError(f"cannot create directory ({exc.strerror})", field="out_dir", value=shown) from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(
-            "expected a directory you can write to", field="out_dir", value=shown, problem="is not writable"
-        )
+        raise unwritable(out_dir)  # read-only file system or permission: exit 3
     return out_dir
 
 

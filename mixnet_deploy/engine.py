@@ -49,7 +49,7 @@ from . import __version__, precisions
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
 from .environment import read_l4t_release, timed
-from .errors import InputError, VerificationError
+from .errors import EnvironmentFailure, InputError, VerificationError
 from .onnx_export import INPUT_NAME
 
 log = logging.getLogger("mixnet_deploy")
@@ -214,10 +214,12 @@ def gpu_stack_status(cudart=None) -> tuple[bool, str]:
 
 
 def require_gpu_stack() -> None:
+    """``--engine require`` on a machine without the GPU stack: an EnvironmentFailure (exit 3), not bad input."""
     ok, why = gpu_stack_status()
     if not ok:
-        expected = f"{why}; TensorRT engines need TensorRT and a CUDA GPU: {INSTALL_HINT}"
-        raise InputError(expected, field="engine", value="require")
+        raise EnvironmentFailure(
+            "build TensorRT engines", "(--engine require)", f"{why}; they need TensorRT and a CUDA GPU: {INSTALL_HINT}"
+        )
 
 
 def _version_text(v: int) -> str:

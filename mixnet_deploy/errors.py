@@ -67,3 +67,33 @@ class VerificationError(Exception):
     """An artifact was produced but does not compute what the reference computes: exit code 1."""
 
     exit_code = 1
+
+
+class EnvironmentFailure(Exception):
+    """The machine refused, not the input: a full disk, a permission, a read-only file system, a file size
+    limit, a missing GPU stack. Exit code 3, one line naming the path (or component), the operation and,
+    for a full disk, how many bytes the write needed and how many were free.
+
+    ``EnvironmentFailure("write", "out/mixnet_s.onnx", "No space left on device", needed=16_557_800, free=4096)``
+    renders ``cannot write 'out/mixnet_s.onnx': No space left on device (needed 16,557,800 bytes, 4,096 free)``.
+    """
+
+    exit_code = 3
+
+    def __init__(self, operation: str, subject: object, reason: str, *, needed: int | None = None,
+                 free: int | None = None, free_label: str = "free", errno: int | None = None):  # fmt: skip
+        self.operation = operation
+        self.subject = subject  # a Path (quoted in the message) or a component in words
+        self.reason = reason
+        self.needed = needed  # bytes the failed write needed, where known
+        self.free = free  # bytes free on that file system (or the per-file limit: free_label says which)
+        self.free_label = free_label
+        self.errno = errno
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        subject = show_value(self.subject) if isinstance(self.subject, Path) else self.subject
+        text = f"cannot {self.operation} {subject}: {self.reason}"
+        sizes = [] if self.needed is None else [f"needed {self.needed:,} bytes"]
+        sizes += [] if self.free is None else [f"{self.free:,} {self.free_label}"]
+        return f"{text} ({', '.join(sizes)})" if sizes else text

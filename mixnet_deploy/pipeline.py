@@ -1,8 +1,10 @@
-"""The export pipeline: checkpoint -> folded model -> verified ONNX artifacts -> report.json.
+"""The export pipeline: checkpoint -> folded model -> verified ONNX artifacts -> <model>.report.json.
 
 ``run_export(ExportConfig)`` is what ``mixnet-export`` calls; every stage is a function of the
 modules named after what they produce. Nothing is written under its final name before it has
-been verified: a failed verification exits 1 and keeps no model file of that precision.
+been verified: a failed verification exits 1 and keeps no model file of that precision. One run at a
+time writes an output folder (and a Triton repository): folder_lock.py; the folder's ``report.json``
+indexes every model's latest run there (export_reports.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from . import precisions
-from .atomic import remove_stale_temps, write_bytes, write_json
+from .atomic import remove_stale_temps, write_bytes
 from .config import ExportConfig, check_config, triton_options, written_precisions
 from .engine import ENGINE_SUFFIXES, EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import VerificationError
+from .export_reports import adopt_legacy_report, report_name, write_index, write_report
 from .fold import fold_bn
 from .lowering import lower
 from .onnx_export import build_metadata, check_graph, op_counts, set_metadata, to_onnx
@@ -141,7 +144,15 @@ RANDOM_WEIGHTS_WARNING = (
 
 
 def run_export(cfg: ExportConfig) -> ExportReport:
+    """Check ``cfg``, then export while holding the locks of the output folder and the Triton repository."""
+    from .folder_lock import folder_locks
+
     check_config(cfg)
+    with folder_locks((("out_dir", cfg.out_dir), ("triton_repo", cfg.triton_repo)), wait=cfg.wait):
+        return export_locked(cfg)
+
+
+def export_locked(cfg: ExportConfig) -> ExportReport:
     out_dir = Path(cfg.out_dir)
     elapsed = stopwatch()
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
@@ -150,6 +161,7 @@ def run_export(cfg: ExportConfig) -> ExportReport:
     fp32, timings = export_fp32(cfg, model, info)
     parts |= {"artifacts": [fp32.artifact], "timings_s": {"load": load_s, **timings}}
     clear_previous_run(out_dir, name)  # the folder never mixes two runs' report, models, engines
+    write_index(out_dir)  # without this model until its run is done
     if fp32.failures:
         _write_report(cfg, model.spec, info, parts)
         path = Path(fp32.artifact.path)
@@ -170,7 +182,7 @@ def run_export(cfg: ExportConfig) -> ExportReport:
         parts["timings_s"]["total"] = elapsed()
         return _write_report(cfg, model.spec, info, parts)
     except VerificationError:
-        raise  # the failing precision kept no file; report.json says why
+        raise  # the failing precision kept no file; <model>.report.json says why
     except BaseException:  # bad input found late (unreadable calibration images), Ctrl-C, kill, a crash
         clear_previous_run(out_dir, name)  # this run's files too: no half-finished set is left
         raise
@@ -185,12 +197,13 @@ def _merge(parts: dict, artifacts, timings: dict, notes, **more) -> None:
 
 
 def _write_report(cfg: ExportConfig, spec, info, parts: dict) -> ExportReport:
-    """The ExportReport of the run, assembled from the stages' values and written as DIR/report.json."""
+    """The ExportReport of the run, assembled from the stages' values and written as DIR/<model>.report.json
+    (with the folder's index, DIR/report.json)."""
     report = ExportReport(
         variant=spec.name, img_size=cfg.img_size, weights=asdict(info), mdconv=cfg.mdconv, versions=versions(),
         **parts,
     )  # fmt: skip
-    write_json(Path(cfg.out_dir) / "report.json", report.as_dict())
+    write_report(Path(cfg.out_dir), report.as_dict())
     return report
 
 
@@ -308,7 +321,7 @@ def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[E
     """Build one engine per precision ONNX of the run (``artifacts``: objects with .precision and .path).
 
     ``mode``: ``auto`` builds when the GPU stack is present, else returns a note saying why and how;
-    ``require`` raises InputError then; ``skip`` does nothing. Returns (results, notes).
+    ``require`` raises EnvironmentFailure (exit 3) then; ``skip`` does nothing. Returns (results, notes).
     """
     from .engine import INSTALL_HINT, build_engine, engine_path_for, gpu_stack_status, require_gpu_stack
 
@@ -332,7 +345,7 @@ def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[E
 
 
 def run_engine_stage(cfg: ExportConfig, artifacts: list[Artifact]) -> tuple[list[EngineResult], list[str], dict]:
-    """TensorRT engines and DIR/trtexec.sh for every precision ONNX the run wrote: (engines, notes, timings)."""
+    """TensorRT engines and DIR/<model>.trtexec.sh for every precision ONNX the run wrote: (engines, notes, timings)."""
     opts = cfg.engine_options()
     notes = []
     if cfg.trtexec:
@@ -347,7 +360,7 @@ def run_engine_stage(cfg: ExportConfig, artifacts: list[Artifact]) -> tuple[list
 def run_triton_stage(
     cfg: ExportConfig, variant: str, artifacts: list[Artifact], engines: list[EngineResult]
 ) -> tuple[dict, list[str], dict]:
-    """Triton model repository from the files this run wrote: (what report.json records, notes, timings)."""
+    """Triton model repository from the files this run wrote: (what <model>.report.json records, notes, timings)."""
     from .triton import build_repository
 
     triton, seconds = timed(lambda: build_repository(artifacts, engines, triton_options(cfg), variant))
@@ -356,13 +369,14 @@ def run_triton_stage(
 
 
 def clear_previous_run(out_dir: Path, model_name: str) -> None:
-    """Remove report.json and the model's artifacts (``<name>.onnx``, ``<name>.<precision>.onnx``, engines and
-    their manifests) from ``out_dir``, so that what a run leaves comes from that run alone. Calibration caches
-    stay (they are keyed by content)."""
+    """Remove the model's report and artifacts (``<name>.report.json``, ``<name>.onnx``, ``<name>.<precision>.onnx``,
+    engines and their manifests, ``<name>.trtexec.sh``) from ``out_dir``, so that what a run leaves comes from that
+    run alone. Other models' files and reports stay; calibration caches stay (they are keyed by content)."""
     out_dir = Path(out_dir)
+    adopt_legacy_report(out_dir)  # an earlier version's report.json describes its model, not the folder
     engines = [f"{model_name}.*{suffix}" for suffix in ENGINE_SUFFIXES]
     patterns = (f"{model_name}.onnx", f"{model_name}.*.onnx", *engines, *(f"{p}.json" for p in engines),
-                "report.json")  # fmt: skip
+                f"{model_name}.trtexec.sh", report_name(model_name))  # fmt: skip
     for pattern in patterns:
         for path in out_dir.glob(pattern):
             _remove(path)

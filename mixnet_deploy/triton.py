@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import precisions
-from .atomic import TMP_MARKER, write_text
+from .atomic import TMP_MARKER, environment_errors, unwritable, write_text
 from .batching import BatchProfile
 from .engine import ENGINE_SUFFIXES, EngineResult, manifest_path_for
 from .errors import InputError, VerificationError
@@ -138,6 +138,8 @@ def check_options(opts: TritonOptions) -> TritonOptions:
         expected = "expected a directory (existing or new)"
         raise InputError(expected, field="triton_repo", value=str(repo), problem="is a file")
     parent = next((p for p in (repo, *repo.parents) if p.exists()), Path("."))
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):  # the machine refuses: exit 3
+        raise unwritable(parent)
     if not os.access(parent, os.W_OK | os.X_OK):
         expected = "expected a directory you can write to"
         raise InputError(expected, field="triton_repo", value=str(repo), problem="is not writable")
@@ -354,37 +356,42 @@ def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source
     Other versions in the model folder are kept; ``config.pbtxt`` is replaced (atomically), last.
     """
     model_dir = Path(repo) / model.name
-    model_dir.mkdir(parents=True, exist_ok=True)
+    with environment_errors(model_dir, "create directory"):
+        model_dir.mkdir(parents=True, exist_ok=True)
     final = model_dir / str(version)
     if final.exists() and not final.is_dir():
         raise InputError(f"{final} is a file: expected a version directory", field="triton_repo")
+    files = [(Path(source.path), model.filename)]
+    manifest = manifest_path_for(source.path)
+    if source.is_engine and manifest.is_file():
+        files.append((manifest, "engine_manifest.json"))
     tag = f"{TMP_MARKER}{os.getpid()}"
     tmp, old = model_dir / f".{version}{tag}", model_dir / f".{version}.old{tag}"
     moved = False
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        shutil.copyfile(source.path, tmp / model.filename)
-        if source.is_engine:
-            manifest = manifest_path_for(source.path)
-            if manifest.is_file():
-                shutil.copyfile(manifest, tmp / "engine_manifest.json")
-        if final.exists():
-            os.replace(final, old)
-            moved = True
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if moved and not final.exists():
-            os.replace(old, final)
-        raise
+    # A full disk or a read-only repository: EnvironmentFailure (exit 3) naming the version folder, raised after
+    # the cleanup below (so the free space it reports is what this run leaves).
+    with environment_errors(final, "write", needed=sum(src.stat().st_size for src, _ in files)):
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for src, name in files:
+                shutil.copyfile(src, tmp / name)
+            if final.exists():
+                os.replace(final, old)
+                moved = True
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if moved and not final.exists():
+                os.replace(old, final)
+            raise
     shutil.rmtree(old, ignore_errors=True)
     write_text(model_dir / "config.pbtxt", render_config(model))
     return model_dir
 
 
 def build_repository(artifacts: Iterable, engines: Iterable[EngineResult], opts: TritonOptions, variant: str) -> dict:
-    """The Triton stage of ``run_export``: choose, configure, write. Returns what goes into report.json."""
+    """The Triton stage of ``run_export``: choose, configure, write. Returns what goes into <model>.report.json."""
     check_options(opts)
     engines = list(engines)
     source = choose_source(collect_sources(artifacts, engines), opts.kind, opts.precision)

@@ -1,4 +1,4 @@
-"""``DIR/trtexec.sh``: the trtexec commands equivalent to ``mixnet-export``'s engine build, plus benchmarks.
+"""``DIR/<model>.trtexec.sh``: the trtexec commands equivalent to ``mixnet-export``'s engine build, plus benchmarks.
 
 For Jetson users who drive trtexec from JetPack (``/usr/src/tensorrt/bin/trtexec``) and for anyone who
 wants to reproduce a build by hand. Writing the recipe needs no TensorRT; running it does.
@@ -36,7 +36,7 @@ from .atomic import write_text
 from .engine import EngineOptions, check_engine_options
 from .onnx_export import INPUT_NAME
 
-SCRIPT_NAME = "trtexec.sh"
+SCRIPT_SUFFIX = ".trtexec.sh"  # DIR/mixnet_s.trtexec.sh: one per model, as its report
 DEFAULT_TIMING_CACHE = "trtexec.timing.cache"
 WARMUP_MS = 500
 DURATION_S = 10
@@ -49,7 +49,7 @@ SHELL_FUNCTIONS = r"""trt_major() {
     local v
     v=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\[TensorRT v\([0-9][0-9]*\).*/\1/p' | head -n 1) || true
     if [ -z "$v" ]; then
-        echo "trtexec.sh: no '[TensorRT vNNNNNN]' banner from $TRTEXEC --help: expected trtexec 8.6 or newer" >&2
+        echo "$0: no '[TensorRT vNNNNNN]' banner from $TRTEXEC --help: expected trtexec 8.6 or newer" >&2
         exit 2
     fi
     if [ "$v" -ge 100000 ]; then echo $((v / 10000)); else echo $((v / 1000)); fi
@@ -123,6 +123,11 @@ def bench_command(
     return words
 
 
+def script_name(onnx_name: str) -> str:
+    """``mixnet_s.onnx`` (the run's FP32 file) -> ``mixnet_s.trtexec.sh``."""
+    return onnx_name.removesuffix(".onnx") + SCRIPT_SUFFIX
+
+
 def _lines(words: list[str]) -> str:
     return " \\\n    ".join(words)
 
@@ -137,6 +142,7 @@ def trtexec_recipe(
     """The whole script for ``entries`` = (ONNX file name in the script's folder, precision) pairs."""
     check_engine_options(opts)
     entries = list(entries)
+    script = script_name(entries[0][0]) if entries else f"mixnet{SCRIPT_SUFFIX}"
     cache = shlex.quote(timing_cache) if timing_cache else DEFAULT_TIMING_CACHE
     batches = sorted({opts.batch.min, opts.batch.opt, opts.batch.max})
     out = [
@@ -144,8 +150,8 @@ def trtexec_recipe(
         f"# trtexec recipe written by mixnet-deploy {__version__}: build and benchmark the TensorRT engines of",
         "# this export by hand (Jetson: trtexec ships with JetPack at /usr/src/tensorrt/bin/trtexec).",
         "#",
-        "#   bash trtexec.sh                          # build, then benchmark every precision",
-        "#   TRTEXEC=/path/to/trtexec bash trtexec.sh",
+        f"#   bash {script}   # build, then benchmark every precision",
+        f"#   TRTEXEC=/path/to/trtexec bash {script}",
         "#",
         "# The precision flags follow the TensorRT version in trtexec's banner ([TensorRT v100300] = 10.3.0):",
         "# 10.x: --stronglyTyped takes each tensor's precision from the ONNX file (no --fp16 / --int8), except",
@@ -180,10 +186,10 @@ def trtexec_recipe(
 
 
 def write_trtexec_script(out_dir: str | Path, artifacts: Iterable, opts: EngineOptions) -> Path:
-    """Write ``DIR/trtexec.sh`` for every precision ONNX of the run (objects with .precision and .path)."""
+    """Write ``DIR/<model>.trtexec.sh`` for every precision ONNX of the run (objects with .precision and .path)."""
     out_dir = Path(out_dir)
     entries = [(Path(a.path).name, a.precision) for a in artifacts]
     cache = os.path.abspath(opts.timing_cache) if opts.timing_cache is not None else None
-    path = write_text(out_dir / SCRIPT_NAME, trtexec_recipe(entries, opts, timing_cache=cache))
+    path = write_text(out_dir / script_name(entries[0][0]), trtexec_recipe(entries, opts, timing_cache=cache))
     path.chmod(0o755)
     return path

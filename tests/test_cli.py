@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -6,6 +5,7 @@ from types import MappingProxyType
 
 from mixnet_deploy import precisions
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.export_reports import read_report
 
 
 def run_cli(*args):
@@ -19,7 +19,7 @@ def test_export_success(tmp_path):
     rc, out, err = run_cli("--variant", "s", "--out", str(tmp_path), "--engine", "skip")
     assert rc == 0, err
     assert (tmp_path / "mixnet_s.onnx").is_file()
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = read_report(tmp_path)
     assert report["variant"] == "s" and report["artifacts"][0]["metrics"]["max_abs"] < 1e-3
     assert "RANDOM weights" in err  # loud warning without --weights
     assert "mixnet_s.onnx" in out

@@ -18,7 +18,8 @@ from mixnet_deploy import engine as E
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.config import export_flags, flag_of
 from mixnet_deploy.environment import parse_l4t_release, read_l4t_release
-from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.errors import EnvironmentFailure, InputError, VerificationError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.pipeline import engine_stage
 from mixnet_deploy.trt_runner import engine_runner
 from mixnet_deploy.trtexec import trtexec_recipe, write_trtexec_script
@@ -411,10 +412,10 @@ def test_stage_writes_recipe_for_every_artifact_of_the_run(tmp_path):
 
     report = _report(tmp_path, ("fp32", "fp16", "int8"))
     run_engine_stage(ExportConfig(out_dir=tmp_path, engine="skip", trtexec=True), report.artifacts)
-    text = (tmp_path / "trtexec.sh").read_text()
+    text = (tmp_path / "mixnet_s.trtexec.sh").read_text()
     for name in ("mixnet_s.onnx", "mixnet_s.fp16.onnx", "mixnet_s.int8.onnx"):
         assert f"--onnx={name}" in text
-    assert os.access(tmp_path / "trtexec.sh", os.X_OK)
+    assert os.access(tmp_path / "mixnet_s.trtexec.sh", os.X_OK)
     assert not list(tmp_path.glob(".*tmp-*"))  # atomic write, no stray temp file
 
 
@@ -424,7 +425,7 @@ def test_stage_auto_without_tensorrt_skips_with_a_prominent_note(tmp_path):
     assert results == [] and len(notes) == 1
     assert notes[0].startswith("WARNING: no TensorRT engine built") and "pip install 'mixnet-deploy[gpu]'" in notes[0]
     assert engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "skip") == ([], [])
-    with pytest.raises(InputError, match="--engine 'require': TensorRT is not installed"):
+    with pytest.raises(EnvironmentFailure, match=r"\(--engine require\): TensorRT is not installed"):
         engine_stage(_report(tmp_path).artifacts, E.EngineOptions(), "require")
 
 
@@ -447,11 +448,11 @@ def test_cli_trtexec_recipe(tmp_path):
     fp16 = "--fp16" in export_flags().values()
     args = ["--out", str(tmp_path), "--img-size", "64", "--engine", "skip", "--trtexec", "--batch", "1:8:32"]
     assert export_main(args + (["--fp16"] if fp16 else [])) == 0
-    text = (tmp_path / "trtexec.sh").read_text()
+    text = (tmp_path / "mixnet_s.trtexec.sh").read_text()
     if fp16:
         assert "--onnx=mixnet_s.fp16.onnx" in text and "--saveEngine=mixnet_s.fp16.trtexec.engine" in text
     for needle in ("--onnx=mixnet_s.onnx", "--minShapes=input:1x3x64x64", "--optShapes=input:8x3x64x64",
                    "--maxShapes=input:32x3x64x64", "--saveEngine=mixnet_s.fp32.trtexec.engine"):  # fmt: skip
         assert needle in text
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = read_report(tmp_path)
     assert any("trtexec recipe" in n for n in report["notes"]) and report["engines"] == []

@@ -22,6 +22,7 @@ import pytest
 from mixnet_deploy import engine as E
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.errors import InputError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.parity import compare, failures
 from mixnet_deploy.precisions import tolerances
 from mixnet_deploy.trt_runner import engine_runner
@@ -52,7 +53,7 @@ def built(tmp_path_factory, timm_fixture):
         args += ["--int8", "--calib", "synthetic"]
     t = time.perf_counter()
     assert export_main(args) == 0
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     return {"out": out, "report": report, "seconds": time.perf_counter() - t, "timm": timm_fixture}
 
 
@@ -190,7 +191,7 @@ def test_trtexec_recipe_runs(built, tmp_path):
 
     precision = "fp16" if (built["out"] / NAMES["fp16"]).is_file() else "fp32"
     shutil.copy(built["out"] / NAMES[precision], tmp_path / NAMES[precision])
-    script = tmp_path / "trtexec.sh"
+    script = tmp_path / "mixnet_s.trtexec.sh"
     opts = E.EngineOptions(batch=BatchProfile(1, 8, 32), workspace_mib=2048)
     script.write_text(trtexec_recipe([(NAMES[precision], precision)], opts, warmup_ms=100, duration_s=1))
     proc = subprocess.run(["bash", str(script)], env={**os.environ, "TRTEXEC": trtexec}, capture_output=True,

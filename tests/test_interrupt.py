@@ -1,8 +1,9 @@
 """Interrupted and repeated exports (issue 8): nothing half-written, nothing stale, one run per folder.
 
 The invariant checked after every run, interrupted or not: the output folder holds no temporary file
-(``atomic.TMP_MARKER``), and either no model file and no report.json, or a report.json whose artifacts
-are exactly the model files present, each carrying the report's weights SHA-256 in its metadata.
+(``atomic.TMP_MARKER``), and either no model file and no mixnet_s.report.json, or a mixnet_s.report.json
+whose artifacts are exactly the model files present, each carrying the report's weights SHA-256 in its
+metadata; the folder's index (report.json) lists the model exactly when its report exists.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def copy_run(first_run, out: Path) -> dict:
     """The earlier run's folder, copied to ``out`` with its report's paths pointing there."""
     src, report = first_run
     shutil.copytree(src, out)
-    text = (out / "report.json").read_text().replace(str(src), str(out))
-    (out / "report.json").write_text(text)
+    text = (out / "mixnet_s.report.json").read_text().replace(str(src), str(out))
+    (out / "mixnet_s.report.json").write_text(text)
     assert assert_one_run_or_nothing(out) is not None
     return json.loads(text)
 
@@ -91,7 +92,9 @@ def assert_one_run_or_nothing(out: Path) -> dict | None:
     temps = [p.name for p in out.iterdir() if TMP_MARKER in p.name]
     assert not temps, f"temporary files left: {temps}"
     models = sorted(p.name for p in out.iterdir() if p.name.endswith(MODEL_SUFFIXES))
-    report_path = out / "report.json"
+    report_path = out / "mixnet_s.report.json"
+    index = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {"models": []}
+    assert [m["model"] for m in index["models"]] == (["mixnet_s"] if report_path.exists() else []), index
     if not report_path.exists():
         assert not models, f"model files without a report (half-finished or stale run): {models}"
         return None

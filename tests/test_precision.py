@@ -13,6 +13,7 @@ from mixnet_deploy import precision, qdq
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.onnx_export import TRT_SAFE_OPS, check_graph, read_metadata, to_onnx
 from mixnet_deploy.parity import compare
 from mixnet_deploy.pipeline import run_export
@@ -105,7 +106,7 @@ def test_fp16_graph(fp16_export):
     (fp16,) = [a for a in report.artifacts if a.precision == "fp16"]
     assert fp16.bytes < 0.55 * report.artifacts[0].bytes
     assert fp16.tolerance == {**tolerances()["fp16"].__dict__}
-    saved = json.loads((out / "report.json").read_text())
+    saved = read_report(out)
     assert [a["precision"] for a in saved["artifacts"]] == ["fp32", "fp16"]
 
 
@@ -137,7 +138,7 @@ def test_fp16_beyond_tolerance_keeps_no_file(tmp_path, monkeypatch):
     with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx vs FP32.*not kept"):
         run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
     assert (tmp_path / "mixnet_s.onnx").is_file() and not (tmp_path / "mixnet_s.fp16.onnx").exists()
-    saved = json.loads((tmp_path / "report.json").read_text())
+    saved = read_report(tmp_path)
     assert saved["artifacts"][1]["precision"] == "fp16" and saved["artifacts"][1]["metrics"]["min_cosine"] < 0.9995
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
@@ -218,7 +219,7 @@ def test_int8_is_float16_between_the_quantized_convs(int8_export):
     assert facts["residual_adds"] == facts["residual_adds_quantized"] == 11  # TensorRT fuses each into its conv
     assert facts["convs_quantized"] == facts["convs"] - 26 == 97
     assert facts["ort_cpu_casts"]["float32_nodes"]  # ORT's CPU provider runs some of it in float32: reported
-    saved = json.loads((Path(cfg.out_dir) / "report.json").read_text())
+    saved = read_report(cfg.out_dir)
     assert saved["artifacts"][-1]["structure"]["float32_tensors"] == 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import sys
 import types
@@ -19,6 +18,7 @@ from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import build_export_parser, export_config, export_main
 from mixnet_deploy.config import ExportConfig, export_flags, given_values
 from mixnet_deploy.errors import InputError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.onnx_export import read_metadata
 
 if sys.version_info >= (3, 11):
@@ -70,7 +70,7 @@ def test_every_preset_runs_on_cpu(preset, tmp_path, random_checkpoint_s, calib_d
         argv += ["--triton-repo", str(repo)]
     assert export_main(argv) == 0
 
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     expected = ["fp32"] + ["fp16"] * bool(raw.get("fp16")) + ["int8"] * bool(raw.get("int8"))
     assert [a["precision"] for a in report["artifacts"]] == expected
     assert report["engines"] == [] and report["img_size"] == 64  # flags beat the preset
@@ -181,7 +181,9 @@ def test_every_config_field_is_a_preset_key_and_a_flag():
         argv = [flags[name]] if sample is True else [flags[name], str(sample)]
         assert set(given_values(parser.parse_args(argv))) == {name}, argv
     listed = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help())) - {"--help", "--preset", "--verbose"}
-    assert listed == set(flags.values()), "a flag without field or a field without flag"
+    # a boolean field that defaults to True also lists its negative form (--wait / --no-wait)
+    negatives = {"--no-" + flags[f.name][2:] for f in dataclasses.fields(ExportConfig) if f.default is True}
+    assert listed - negatives == set(flags.values()), "a flag without field or a field without flag"
 
 
 def test_a_combination_error_names_the_key_the_flag_or_the_preset_it_came_with(tmp_path):

@@ -1,6 +1,5 @@
 """INT8 over FP16 (qdq.py) and the sensitivity search behind --int8-exclude (sensitivity.py)."""
 
-import json
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ from mixnet_deploy import precision, qdq, sensitivity
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.parity import compare
 from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.precisions import row
@@ -119,7 +119,7 @@ def test_fp16_with_float32_ops_fails_the_run_and_is_in_report(tmp_path, monkeypa
     monkeypatch.setattr(precision, "to_fp16", lambda proto, *a: real(proto, ("GlobalAveragePool",)))
     with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx.*float32 compute tensors.*not kept"):
         run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
-    saved = json.loads((tmp_path / "report.json").read_text())
+    saved = read_report(tmp_path)
     assert saved["artifacts"][1]["structure"]["float32_tensors"] == 2 * 14  # 13 SE pools + the head pool, + Casts
     assert not (tmp_path / "mixnet_s.fp16.onnx").exists()
 
@@ -232,7 +232,7 @@ def test_outliers_sink_int8_and_auto_exclusion_fixes_them(outlier_case, tmp_path
     assert report.artifacts[-1].metrics["mean_cosine"] >= 0.99
     with pytest.raises(VerificationError, match="mean cosine"):
         _export(outlier_case, tmp_path / "none", "planted")
-    failed = json.loads((tmp_path / "none" / "report.json").read_text())["artifacts"][-1]["metrics"]
+    failed = read_report(tmp_path / "none")["artifacts"][-1]["metrics"]
     assert failed["mean_cosine"] < 0.99
 
     report = _export(outlier_case, tmp_path / "auto", "planted", "auto")
@@ -260,6 +260,6 @@ def test_auto_over_the_cap_exits_1_naming_layers(outlier_case, tmp_path, monkeyp
     monkeypatch.setattr(sensitivity, "MAX_EXCLUDE_FRACTION", 0.0)  # cap 0: the two layers are over it
     with pytest.raises(VerificationError, match=r"it would need these \d+: .*blocks\.1/conv_pwl"):
         _export(outlier_case, tmp_path, "planted", "auto")
-    saved = json.loads((tmp_path / "report.json").read_text())
+    saved = read_report(tmp_path)
     assert not saved["int8_exclusion"]["passed"] and saved["int8_exclusion"]["cap"] == 0
     assert not (tmp_path / "mixnet_s.int8.onnx").exists()

@@ -1,6 +1,7 @@
 """Bad-input catalogue (issue 8): every case of tests/reliability/cases.py runs the real command and must
 
-- exit with the catalogue's code (2 = bad input; 1 stays "verification failed"),
+- exit with the catalogue's code (2 = bad input; 1 stays "verification failed"; 3 = the machine lacks
+  something asked for, e.g. TensorRT for ``--engine require``),
 - print one line ``<prog>: error: ...`` on stderr that names the bad value (the case's needles),
 - print no traceback (without ``--verbose``),
 - leave no ``.onnx``/``.engine``/``.plan``, no temporary file (``atomic.TMP_MARKER``), no file at all behind,

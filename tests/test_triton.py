@@ -7,7 +7,6 @@ enum names and malformed text, i.e. what Triton's server rejects when it loads a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +22,7 @@ from mixnet_deploy.cli import export_main
 from mixnet_deploy.config import export_flags
 from mixnet_deploy.engine import EngineResult
 from mixnet_deploy.errors import InputError, VerificationError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.onnx_export import read_metadata
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="pip install tritonclient[grpc]")
@@ -42,7 +42,7 @@ def exported(tmp_path_factory, random_checkpoint_s):
     argv = ["--variant", "s", "--weights", str(random_checkpoint_s), "--engine", "skip"]
     rc = export_main([*argv, "--out", str(out), "--batch", "1:8:16", "--triton-repo", str(repo)])
     assert rc == 0
-    return {"out": out, "repo": repo, "report": json.loads((out / "report.json").read_text())}
+    return {"out": out, "repo": repo, "report": read_report(out)}
 
 
 def test_config_parses_as_triton_model_config(exported):

@@ -1,8 +1,9 @@
 """The bad-input catalogue (issue 8): one row per case, also the table of docs/errors.md.
 
 A case runs one command (``mixnet-export``, ``mixnet-parity``, ``mixnet-bench``) with its arguments and must
-exit with ``code`` (2 = bad input), print one ``<prog>: error: ...`` line holding every needle (the needles
-name the bad value; they are substrings, so the wording around them may change), and leave nothing behind.
+exit with ``code`` (2 = bad input; 3 = environment failure), print one ``<prog>: error: ...`` line holding
+every needle (the needles name the bad value; they are substrings, so the wording around them may change),
+and leave nothing behind.
 The input files the arguments name (``{in}/...``) are made by ``inputs.py``.
 """
 
@@ -177,7 +178,7 @@ CASES: list[Case] = [
     C("mdconv-bad", "export", ["--mdconv", "fused"], "unknown MixConv lowering", "'fused'",
       "split, merged"),
     C("engine-require-no-trt", "export", ["--engine", "require"], "--engine require without TensorRT",
-      "--engine 'require'", "TensorRT", "pip install 'mixnet-deploy[gpu]'"),
+      "--engine require", "TensorRT", "pip install 'mixnet-deploy[gpu]'", code=3),  # the machine lacks it: exit 3
     C("workspace-zero", "export", ["--workspace", "0"], "--workspace 0", "'0'"),
     C("workspace-text", "export", ["--workspace", "1G"], "--workspace 1G", "'1G'"),
     C("dla-negative", "export", ["--dla-core=-1", "--batch", "1"], "--dla-core -1", "--dla-core -1"),

@@ -20,10 +20,10 @@ COMMAND = "python -m tests.reliability.make_errors_doc"
 HEAD = f"""# Bad inputs: the error catalogue
 
 Every row is a case of `tests/reliability/cases.py`, run as a subprocess by `tests/test_reliability.py`, which
-checks: the exit code below (2 = bad input, 1 = verification failed), exactly one `<prog>: error:` line on
-stderr that names the value (the message column is what this version printed), no traceback unless
-`--verbose`, no `.onnx`/`.engine`/`.plan`, no temporary file and no other file left behind (at most an empty
-`--out` folder), and no pickled payload executed. Regenerate with `{COMMAND}`
+checks: the exit code below (2 = bad input, 1 = verification failed, 3 = environment failure), exactly one
+`<prog>: error:` line on stderr that names the value (the message column is what this version printed),
+no traceback unless `--verbose`, no `.onnx`/`.engine`/`.plan`, no temporary file and no other file left
+behind (at most an empty `--out` folder), and no pickled payload executed. Regenerate with `{COMMAND}`
 (the test suite fails when a case is missing here or its row is stale).
 
 Every export case also gets `--out CASE/out` and, unless it sets them or uses `--preset` (flags would
@@ -35,10 +35,18 @@ cases `--quiet --iters 2 --warmup-s 0 --batch 1`. Input files (`s.safetensors` =
 Interrupted and repeated runs (`tests/test_interrupt.py`): every artifact is written under a temporary
 name in its folder and renamed when complete. Ctrl-C or `kill` (SIGTERM) exits 130 and leaves no temporary
 file and no model file; a run that fails after it started writing (e.g. a calibration folder of unreadable
-images) removes what it wrote; a re-run into a folder first removes the previous run's `report.json`,
-ONNX files, engines and manifests of that model, so report, manifest and models always come from one run.
+images) removes what it wrote; a re-run of a model into a folder first removes that model's previous
+report (`<model>.report.json`), ONNX files, engines and manifests, so report, manifest and models always
+come from one run; other models' files and reports stay, and the folder's `report.json` indexes them all.
 `kill -9` allows no cleanup: the complete temporary file stays (never a file under the final name) and the
 next run into the folder deletes it. Calibration caches are kept (keyed by content).
+
+Shared folders and the machine (`tests/test_folders.py`): one run at a time writes an output folder or a
+Triton repository (a lock released when the process ends, even by `kill -9`); a second run waits, saying
+for whom, or with `--no-wait` exits 2 naming the folder and the holder's process id. A full disk, a quota,
+`ulimit -f`, a read-only file system, a permission refused while writing and `--engine require` without
+the GPU stack exit 3 with one line naming the path (or component), the operation and, for a full disk,
+the bytes needed and free; the run's files are removed as after any failure.
 
 | case | input | command | message | exit |
 |---|---|---|---|---|
