@@ -2,8 +2,8 @@
 
     python benchmarks/precision_accuracy.py [--variants s,m,l] [--calib-count 64] [--size 224]
 
-Weights: S = the timm fixture (../shared/fixtures/timm_mixnet_s), M and L = the weights the stored
-timm oracles were computed with (tests/oracles, rebuilt by tests/timm_oracle.py). All are random
+Weights: S = the timm fixture (../shared/fixtures/timm_mixnet_s), the others (M, L, XL, XXL, tf_S/M/L) =
+the weights the stored timm oracles were computed with (tests/oracles, rebuilt by tests/timm_oracle.py). All are random
 weights with normal-sized activations, not ImageNet-trained ones: ~97 % of their logits pattern does
 not depend on the input, so besides the usual metrics this also reports the cosine of the
 input-dependent part (logits minus their mean over the held-out batch), the harder figure.
@@ -39,7 +39,10 @@ from mixnet_deploy.runtimes import ort_session, run_ort  # noqa: E402
 from mixnet_deploy.weights import load_model  # noqa: E402
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "timm_mixnet_s" / "state_dict.safetensors"
-ORACLES = {"m": "mixnet_m_224", "l": "mixnet_l_224"}
+ORACLES = {
+    "m": "mixnet_m_224", "l": "mixnet_l_224", "xl": "mixnet_xl_224", "xxl": "mixnet_xxl_224",
+    "tf_s": "tf_mixnet_s_224", "tf_m": "tf_mixnet_m_224", "tf_l": "tf_mixnet_l_224",
+}  # fmt: skip
 FP16_VARIANTS = {"none": (), "GlobalAveragePool": ("GlobalAveragePool",), "Sigmoid": ("Sigmoid",), "Gemm": ("Gemm",)}
 
 
@@ -57,7 +60,7 @@ def weights_file(variant: str, tmp: Path) -> Path:
     spec = get_variant(oracle["variant"])
     shapes = {k: tuple(v.shape) for k, v in own_to_timm(build_model(spec).state_dict(), spec).items()}
     path = tmp / f"{variant}.safetensors"
-    save_file(random_state_dict(shapes, oracle["seed"]), str(path))
+    save_file(random_state_dict(shapes, oracle["seed"], oracle["gain"]), str(path), metadata={"variant": variant})
     return path
 
 
@@ -94,7 +97,7 @@ def row(ref, out, **extra) -> dict:
 
 
 def measure(variant: str, size: int, count: int, methods, tmp: Path) -> list[dict]:
-    model, info = load_model(None, str(weights_file(variant, tmp)))
+    model, info = load_model(variant, str(weights_file(variant, tmp)))  # explicit: tf_* and s/m/l look alike
     proto = to_onnx(fold_bn(model), size)
     set_metadata(proto, build_metadata(model.spec, info, size, "fp32"))
     check_graph(proto)

@@ -88,9 +88,12 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
 
 
 def print_export_summary(report) -> None:
+    from .arch import get_variant
+
     print(
-        f"mixnet_{report.variant} @ {report.img_size}x{report.img_size}, weights: {report.weights['source']}, "
-        f"mdconv: {getattr(report, 'mdconv', 'split')}"
+        f"{get_variant(report.variant).model_name} @ {report.img_size}x{report.img_size}, weights: "
+        f"{report.weights['source']}, mdconv: {getattr(report, 'mdconv', 'split')}; variant {report.variant}: "
+        f"{report.weights.get('variant_reason', '')}"
     )
     print(
         f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9} {'mean cos':>9} "
@@ -134,7 +137,7 @@ def build_parity_parser() -> Parser:
         "Exit 0: all pass, 1: any fails, 2: bad input.",
     )
     p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help=".onnx, .engine or .plan file")
-    p.add_argument("--variant", help="s, m or l; default: the candidates' metadata")
+    p.add_argument("--variant", help="s, m, l, xl, xxl, tf_s, tf_m or tf_l; default: the candidates' metadata")
     p.add_argument(
         "--weights",
         help="the checkpoint the candidates were exported from (or 'timm'); default: the seeded random "
@@ -207,7 +210,10 @@ def build_bench_parser() -> Parser:
         description="Latency percentiles and throughput of models per runtime and batch size, with the environment.",
     )
     p.add_argument(
-        "models", nargs="+", metavar="MODEL", help=".onnx, .engine/.plan, checkpoint file, or a variant (s, m, l)"
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help=".onnx, .engine/.plan, checkpoint file, or a variant (s, m, l, xl, ...)",
     )
     p.add_argument(
         "--runtime",
