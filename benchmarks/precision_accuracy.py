@@ -43,8 +43,8 @@ from mixnet_deploy.parity import compare  # noqa: E402
 from mixnet_deploy.runtimes import ort_session, run_ort  # noqa: E402
 from mixnet_deploy.weights import load_model  # noqa: E402
 
-SHARED = Path(os.environ.get("MIXNET_SHARED") or ROOT.parent / "shared")  # as tests/conftest.py finds it
-FIXTURE = SHARED / "fixtures" / "timm_mixnet_s" / "state_dict.safetensors"
+FIXTURES = Path(os.environ.get("MIXNET_FIXTURES") or ROOT.parent / "shared" / "fixtures")  # as tests/conftest.py
+FIXTURE = FIXTURES / "timm_mixnet_s" / "state_dict.safetensors"
 ORACLES = {
     "m": "mixnet_m_224", "l": "mixnet_l_224", "xl": "mixnet_xl_224", "xxl": "mixnet_xxl_224",
     "tf_s": "tf_mixnet_s_224", "tf_m": "tf_mixnet_m_224", "tf_l": "tf_mixnet_l_224",
