@@ -6,7 +6,8 @@
     python benchmarks/lowering.py --tensorrt                              # GPU: also TensorRT engines
 
 Graphs per variant, all with the same weights (the stored timm oracles' weights, rebuilt by
-``tests/timm_oracle.random_state_dict``: S seed 6, M seed 1, L seed 2):
+``tests/timm_oracle.random_state_dict``: S seed 6, M seed 1, L seed 2; XL, XXL and tf_* as
+tests/oracles/make_timm_oracles.py lists them; ``--variants xl,tf_s``):
 
 * ``timm``: timm's own ``torch.onnx.export`` of ``mixnet_<v>`` (BN not folded). Exported here when
   timm is importable, else read from ``--timm-onnx DIR/timm_mixnet_<v>.onnx``; left out when neither.
@@ -51,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # timm_oracle: the oracle weights, with
 
 from timm_oracle import load_oracle, oracle_input, random_state_dict  # noqa: E402
 
+from mixnet_deploy.arch import get_variant  # noqa: E402
 from mixnet_deploy.atomic import write_json, write_text  # noqa: E402
 from mixnet_deploy.fold import fold_bn  # noqa: E402
 from mixnet_deploy.lowering import graph_cost, lower  # noqa: E402
@@ -60,7 +62,10 @@ from mixnet_deploy.runtimes import ort_session, run_ort  # noqa: E402
 from mixnet_deploy.weights import timm_to_own  # noqa: E402
 
 log = logging.getLogger("benchmarks")
-ORACLES = {"s": "mixnet_s_224", "m": "mixnet_m_224", "l": "mixnet_l_224"}
+ORACLES = {
+    "s": "mixnet_s_224", "m": "mixnet_m_224", "l": "mixnet_l_224", "xl": "mixnet_xl_224", "xxl": "mixnet_xxl_224",
+    "tf_s": "tf_mixnet_s_224", "tf_m": "tf_mixnet_m_224", "tf_l": "tf_mixnet_l_224",
+}  # fmt: skip
 IMG = 224
 MATCH_TOL = 1e-4  # max abs logits difference to timm's stored logits
 
@@ -70,7 +75,7 @@ MATCH_TOL = 1e-4  # max abs logits difference to timm's stored logits
 
 def oracle_weights(variant: str) -> tuple[dict, dict]:
     oracle = load_oracle(ORACLES[variant])
-    return random_state_dict(oracle["shapes"], oracle["seed"]), oracle
+    return random_state_dict(oracle["shapes"], oracle["seed"], oracle["gain"]), oracle
 
 
 def timm_graph(variant: str, timm_state: dict, timm_dir: Path | None) -> tuple[bytes | None, dict]:
@@ -80,7 +85,7 @@ def timm_graph(variant: str, timm_state: dict, timm_dir: Path | None) -> tuple[b
     except ImportError:
         timm = None
     if timm is not None:
-        model = timm.create_model(f"mixnet_{variant}", pretrained=False)
+        model = timm.create_model(get_variant(variant).model_name, pretrained=False)
         model.load_state_dict(timm_state, strict=True)
         buf = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
@@ -95,14 +100,14 @@ def timm_graph(variant: str, timm_state: dict, timm_dir: Path | None) -> tuple[b
         return data, {"source": source, "sha256": hashlib.sha256(data).hexdigest()}
     if timm_dir is None:
         return None, {"source": "absent: timm not importable and no --timm-onnx DIR"}
-    path = Path(timm_dir) / f"timm_mixnet_{variant}.onnx"
+    path = Path(timm_dir) / f"timm_{get_variant(variant).model_name}.onnx"
     if not path.is_file():
         return None, {"source": f"absent: {path} not found"}
     data = path.read_bytes()
     proto = onnx.load_from_string(data)
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     source = (
-        f"read from {path}: timm's own torch.onnx.export of mixnet_{variant} with the oracle weights "
+        f"read from {path}: timm's own torch.onnx.export of {get_variant(variant).model_name} with the oracle weights "
         f"(producer {proto.producer_name} {proto.producer_version}, opset {opset}); made outside this venv"
     )
     return data, {"source": source, "sha256": hashlib.sha256(data).hexdigest()}

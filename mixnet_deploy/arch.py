@@ -1,9 +1,20 @@
 """MixNet architectures as data: variant tables decoded into frozen block specs (no torch here).
 
 The tables are transcribed from the MixConv paper (Tan & Le, 2019) as timm defines
-``mixnet_s``, ``mixnet_m`` and ``mixnet_l``. Everything is a tuple or a frozen dataclass, so
-building one variant can never change another (a bug of several circulating implementations,
-which scale a shared class-level list in place for MixNet-L).
+``mixnet_s``, ``mixnet_m`` and ``mixnet_l``; the other five of timm's MixNets are the same two
+tables scaled or ported:
+
+* ``xl`` / ``xxl`` (timm ``mixnet_xl`` / ``mixnet_xxl``): MixNet-M with channel multiplier 1.6 / 2.4
+  and depth multiplier 1.2 / 1.3. Depth is scaled per stage as timm's ``_scale_stage_depth`` does
+  with ``depth_trunc='round'`` (what ``_gen_mixnet_m`` passes): the stage's total repeat count is
+  rounded, then distributed over its rows from the last row back (:func:`scale_stage_depth`).
+* ``tf_s`` / ``tf_m`` / ``tf_l`` (timm ``tf_mixnet_*``, weights ported from TensorFlow): the networks
+  of ``s`` / ``m`` / ``l`` with TensorFlow "SAME" padding (asymmetric at stride 2 on even sizes) and
+  BatchNorm eps 1e-3. Their checkpoints have exactly the keys and shapes of ``mixnet_*``.
+
+Everything is a tuple or a frozen dataclass, so building one variant can never change another (a
+bug of several circulating implementations, which scale a shared class-level list in place for
+MixNet-L).
 """
 
 from __future__ import annotations
@@ -12,6 +23,9 @@ from dataclasses import dataclass, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+BN_EPS_TORCH = 1e-5
+BN_EPS_TF = 1e-3
+PADDINGS = ("pytorch", "same")  # "pytorch": k // 2 on both sides; "same": TensorFlow SAME (timm pad_type='same')
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class VariantSpec:
-    name: str  # "s", "m", "l"
+    name: str  # "s", "m", "l", "xl", "xxl", "tf_s", "tf_m", "tf_l"
     stem_ch: int
     stages: tuple[tuple[BlockSpec, ...], ...]
     head_ch: int = 1536
@@ -57,6 +71,9 @@ class VariantSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
+    padding: str = "pytorch"  # one of PADDINGS
+    bn_eps: float = BN_EPS_TORCH
+    pretrained: str | None = None  # timm's pretrained tag (Hugging Face hub "timm/<tag>"); None: timm ships none
 
     @property
     def blocks(self) -> tuple[BlockSpec, ...]:
@@ -64,7 +81,8 @@ class VariantSpec:
 
     @property
     def model_name(self) -> str:
-        return f"mixnet_{self.name}"
+        """timm's model name: ``mixnet_xl``, ``tf_mixnet_s``; also the artifacts' file stem."""
+        return f"tf_mixnet_{self.name[3:]}" if self.name.startswith("tf_") else f"mixnet_{self.name}"
 
 
 # Rows: in, out, dw kernels, expand groups, project groups, stride, expand ratio, act, SE ratio, repeats.
@@ -102,11 +120,32 @@ def round_channels(channels: float, multiplier: float = 1.0, divisor: int = 8) -
     return rounded
 
 
-def _decode(rows: tuple[tuple[_Row, ...], ...], multiplier: float) -> tuple[tuple[BlockSpec, ...], ...]:
+def scale_stage_depth(repeats: tuple[int, ...], depth_multiplier: float) -> tuple[int, ...]:
+    """timm's ``_scale_stage_depth`` with ``depth_trunc='round'`` (as ``_gen_mixnet_m`` calls it).
+
+    The stage's total repeat count is scaled and rounded (Python's round: half to even), then
+    distributed over the rows in proportion, from the last row back, so the first row is the last
+    to grow. ``(1, 3)`` x1.2 -> ``(1, 4)``; ``(1, 1)`` x1.3 -> ``(1, 2)``.
+    """
+    num_repeat = sum(repeats)
+    num_scaled = max(1, round(num_repeat * depth_multiplier))
+    scaled = []
+    for r in reversed(repeats):
+        rs = max(1, round(r / num_repeat * num_scaled))
+        scaled.append(rs)
+        num_repeat -= r
+        num_scaled -= rs
+    return tuple(reversed(scaled))
+
+
+def _decode(
+    rows: tuple[tuple[_Row, ...], ...], multiplier: float, depth_multiplier: float = 1.0
+) -> tuple[tuple[BlockSpec, ...], ...]:
     stages = []
     for stage_rows in rows:
         blocks = []
-        for in_ch, out_ch, kernels, eg, pg, stride, exp, act, se, repeats in stage_rows:
+        depths = scale_stage_depth(tuple(row[-1] for row in stage_rows), depth_multiplier)
+        for (in_ch, out_ch, kernels, eg, pg, stride, exp, act, se, _), repeats in zip(stage_rows, depths):
             in_ch, out_ch = round_channels(in_ch, multiplier), round_channels(out_ch, multiplier)
             for i in range(repeats):
                 blocks.append(
@@ -126,31 +165,62 @@ def _decode(rows: tuple[tuple[_Row, ...], ...], multiplier: float) -> tuple[tupl
     return tuple(stages)
 
 
-def _make(name: str, rows, stem_ch: int, multiplier: float, dropout: float) -> VariantSpec:
+def _make(name: str, rows, stem_ch: int, multiplier: float, dropout: float, depth: float = 1.0, **extra) -> VariantSpec:
     return VariantSpec(
         name=name,
         stem_ch=round_channels(stem_ch, multiplier),
-        stages=_decode(rows, multiplier),
+        stages=_decode(rows, multiplier, depth),
         dropout=dropout,
+        **extra,
     )
 
 
+def _tf_port(spec: VariantSpec, pretrained: str) -> VariantSpec:
+    """timm's ``tf_mixnet_*``: the same network with TensorFlow SAME padding and BN eps 1e-3."""
+    return replace(spec, name=f"tf_{spec.name}", padding="same", bn_eps=BN_EPS_TF, pretrained=pretrained)
+
+
+_S = _make("s", _S_ROWS, 16, 1.0, 0.2, pretrained="mixnet_s.ft_in1k")
+_M = _make("m", _M_ROWS, 24, 1.0, 0.25, pretrained="mixnet_m.ft_in1k")
+_L = _make("l", _M_ROWS, 24, 1.3, 0.25, pretrained="mixnet_l.ft_in1k")
+
 VARIANTS: dict[str, VariantSpec] = {
-    "s": _make("s", _S_ROWS, 16, 1.0, 0.2),
-    "m": _make("m", _M_ROWS, 24, 1.0, 0.25),
-    "l": _make("l", _M_ROWS, 24, 1.3, 0.25),
+    "s": _S,
+    "m": _M,
+    "l": _L,
+    "xl": _make("xl", _M_ROWS, 24, 1.6, 0.25, depth=1.2, pretrained="mixnet_xl.ra_in1k"),
+    "xxl": _make("xxl", _M_ROWS, 24, 2.4, 0.25, depth=1.3),  # timm defines it without weights
+    "tf_s": _tf_port(_S, "tf_mixnet_s.in1k"),
+    "tf_m": _tf_port(_M, "tf_mixnet_m.in1k"),
+    "tf_l": _tf_port(_L, "tf_mixnet_l.in1k"),
 }
 
-# Published parameter counts (timm definitions, BN affine parameters included).
-PARAM_COUNTS = {"s": 4_134_606, "m": 5_014_382, "l": 7_329_252}
+# Parameter counts of timm 1.0.31's definitions (BN affine parameters included).
+PARAM_COUNTS = {
+    "s": 4_134_606,
+    "m": 5_014_382,
+    "l": 7_329_252,
+    "xl": 11_896_768,
+    "xxl": 23_961_752,
+    "tf_s": 4_134_606,
+    "tf_m": 5_014_382,
+    "tf_l": 7_329_252,
+}
+
+VARIANT_CHOICES = ", ".join(VARIANTS)
 
 
 def normalize_variant(name: str) -> str:
-    """'s', 'S', 'mixnet_s', 'mixnet-s' -> 's'; anything else raises ValueError naming the choices."""
+    """'s', 'S', 'mixnet_s', 'mixnet-s' -> 's'; 'tf_mixnet_s', 'tf_s' -> 'tf_s'; anything else: ValueError."""
     key = str(name).strip().lower().replace("-", "_")
-    key = key.removeprefix("mixnet_")
-    if key not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}: expected one of s, m, l (or mixnet_s, mixnet_m, mixnet_l)")
+    tf = key.startswith("tf_")
+    base = key.removeprefix("tf_").removeprefix("mixnet_")
+    key = f"tf_{base}" if tf else base
+    if key not in VARIANTS or base.startswith("tf_"):
+        raise ValueError(
+            f"unknown variant {name!r}: expected one of {VARIANT_CHOICES} "
+            "(or timm's names: mixnet_s, ..., mixnet_xxl, tf_mixnet_s, tf_mixnet_m, tf_mixnet_l)"
+        )
     return key
 
 

@@ -107,11 +107,13 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
 
 
 def print_export_summary(report) -> None:
+    from .arch import get_variant
     from .export_reports import INDEX_NAME, report_name
 
     print(
-        f"mixnet_{report.variant} @ {report.img_size}x{report.img_size}, weights: {report.weights['source']}, "
-        f"mdconv: {getattr(report, 'mdconv', 'split')}"
+        f"{get_variant(report.variant).model_name} @ {report.img_size}x{report.img_size}, weights: "
+        f"{report.weights['source']}, mdconv: {report.mdconv}; variant {report.variant}: "
+        f"{report.weights.get('variant_reason', '')}"
     )
     print(
         f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9} {'mean cos':>9} "
@@ -124,8 +126,8 @@ def print_export_summary(report) -> None:
             f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f} {m['mean_cosine']:>9.6f} {m['top1']:>5.2f} "
             f"{m['top5_overlap']:>5.2f}"
         )
-    for e in getattr(report, "engines", []):
-        print(f"engine    {Path(e['path']).name:<28} {e['bytes'] / 1e6:>6.2f}  built in {e['seconds']:.1f} s")
+    for e in report.engines:  # engine.EngineResult
+        print(f"engine    {Path(e.path).name:<28} {e.bytes / 1e6:>6.2f}  built in {e.seconds:.1f} s")
     for note in report.notes:
         if not note.startswith("WARNING"):
             print(note)
@@ -157,7 +159,7 @@ def build_parity_parser() -> Parser:
         "Exit 0: all pass, 1: any fails, 2: bad input.",
     )
     p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help=".onnx, .engine or .plan file")
-    p.add_argument("--variant", help="s, m or l; default: the candidates' metadata")
+    p.add_argument("--variant", help="s, m, l, xl, xxl, tf_s, tf_m or tf_l; default: the candidates' metadata")
     p.add_argument(
         "--weights",
         help="the checkpoint the candidates were exported from (or 'timm'); default: the seeded random "
@@ -230,7 +232,10 @@ def build_bench_parser() -> Parser:
         description="Latency percentiles and throughput of models per runtime and batch size, with the environment.",
     )
     p.add_argument(
-        "models", nargs="+", metavar="MODEL", help=".onnx, .engine/.plan, checkpoint file, or a variant (s, m, l)"
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help=".onnx, .engine/.plan, checkpoint file, or a variant (s, m, l, xl, ...)",
     )
     p.add_argument(
         "--runtime",

@@ -69,7 +69,11 @@ def option(default, help: str, **kwargs):
 
 @dataclass(frozen=True)
 class ExportConfig:
-    variant: str | None = option(None, "s, m or l (also mixnet_s, ...); default: the checkpoint's, else s")
+    variant: str | None = option(
+        None,
+        "s, m, l, xl, xxl, tf_s, tf_m, tf_l (also timm's mixnet_xl, tf_mixnet_s, ...); default: the checkpoint's "
+        "when its shapes or a reliable hint name one variant (tf_* and s/m/l look alike: exit 2), else s",
+    )
     weights: str | None = option(
         None,
         "checkpoint (.pth/.pt/.safetensors; timm or mixnet-deploy layout), or 'timm' for timm's pretrained "
@@ -221,7 +225,7 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
     if cfg.variant is not None:
         try:
             normalize_variant(cfg.variant)
-        except ValueError as exc:  # "unknown variant 'xl': expected one of ..."
+        except ValueError as exc:  # "unknown variant 'xs': expected one of ..."
             raise InputError(str(exc), field="variant") from None
     check_img_size(cfg.img_size)
     if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= MAX_OPSET:

@@ -9,7 +9,18 @@
 * a split 1x1 conv whose groups all have the same input and output widths equals one
   ``Conv(group=G)`` whose weight is the groups' weights stacked along the output channels.
 
-Both are exact up to float summation order (the tests check float64 to ~1e-12). The grouped-1x1
+Both are exact up to float summation order (the tests check float64 to ~1e-12).
+
+TensorFlow SAME padding (the ``tf_*`` variants) keeps the merged kernel exact. SAME pads a
+``k``-kernel, stride-``s`` conv on an input of size ``n`` by ``t = (ceil(n/s) - 1) * s + k - n`` in
+total (when ``k >= s``, so the ``max(., 0)`` never clips), ``t // 2`` before. Write
+``t = k + D`` with ``D = (ceil(n/s) - 1) * s - n``, the same for every group of a stage; for odd
+``k``, ``(k + D) // 2 = k // 2 + c`` with ``c = D // 2 + (D odd)`` (equivalently ``ceil(D/2)``),
+again the same for every group. So output ``o`` of each group reads the window starting at
+``o*s - k//2 - c``: the centred position shifted by one ``c`` for every kernel size, and the merged
+kernel ``K`` padded SAME (``K // 2 + c`` before) reads its centred copy of every smaller kernel at
+exactly that window: the output pixels sum the same products, plus products with zeros. For stride 2
+on an even size ``c = -1`` (``k//2 - 1`` before, ``k//2`` after); at stride 1 ``c = 0``. The grouped-1x1
 rewrite is part of ``merged`` rather than its own flag: on ONNX Runtime CPU it is about half of
 the gain over the split graph (``docs/lowering.md``), and a separate flag would double the
 lowerings to measure per runtime without a case where the mixed choice won. A split 1x1 with
@@ -91,15 +102,24 @@ def _cat_biases(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor |
 # ------------------------------------------------------------------ module rewrite
 
 
+def _centred_padding(conv: MixedConv2d, c: nn.Conv2d) -> bool:
+    """Padding under which a centred, zero-padded kernel is exact: ``k // 2`` on both sides, or
+    TensorFlow SAME (applied by ``conv`` itself, the Conv2d pads nothing) with ``k >= stride``."""
+    k = c.kernel_size[0]
+    if conv.same:
+        return c.padding == (0, 0) and k >= max(c.stride)
+    return c.padding == (k // 2,) * 2
+
+
 def is_mixed_depthwise(conv: MixedConv2d) -> bool:
     """Several depthwise groups that one centred, padded kernel reproduces: odd square kernels, padding
-    ``k // 2``, no dilation, one common stride (anything else is left split)."""
+    ``k // 2`` or SAME (see the module doc), no dilation, one common stride (anything else is left split)."""
     convs = list(conv.convs)
     return len(convs) > 1 and all(
         c.groups == c.in_channels == c.out_channels
         and c.kernel_size[0] == c.kernel_size[1]
         and c.kernel_size[0] % 2 == 1
-        and c.padding == (c.kernel_size[0] // 2,) * 2
+        and _centred_padding(conv, c)
         and c.dilation == (1, 1)
         and c.stride == convs[0].stride
         for c in convs
@@ -119,21 +139,25 @@ def is_equal_split_pointwise(conv: MixedConv2d) -> bool:
     )
 
 
-def _single(merged: nn.Conv2d) -> MixedConv2d:
-    """A one-group MixedConv2d (exports as a single Conv) holding ``merged``.
+def _single(merged: nn.Conv2d, like: MixedConv2d) -> MixedConv2d:
+    """A one-group MixedConv2d (exports as a single Conv) holding ``merged``, padded as ``like`` pads.
 
     It stays a MixedConv2d so BN folding (which slices by ``out_splits``) still applies to it.
     """
     out = MixedConv2d(merged.in_channels, merged.out_channels, (1,), bias=False)
     out.convs = nn.ModuleList([merged])
+    out.same, out.fixed_size = like.same, like.fixed_size
     return out.to(dtype=merged.weight.dtype, device=merged.weight.device)
 
 
-def _conv_with(weight: torch.Tensor, bias: torch.Tensor | None, in_ch: int, stride, groups: int) -> nn.Conv2d:
+def _conv_with(
+    weight: torch.Tensor, bias: torch.Tensor | None, in_ch: int, stride, groups: int, same: bool = False
+) -> nn.Conv2d:
     size = weight.shape[-1]
     conv = nn.Conv2d(
-        in_ch, weight.shape[0], size, stride=stride, padding=size // 2, groups=groups, bias=bias is not None
-    )
+        in_ch, weight.shape[0], size, stride=stride, padding=0 if same else size // 2, groups=groups,
+        bias=bias is not None,
+    )  # fmt: skip
     conv = conv.to(dtype=weight.dtype, device=weight.device)
     conv.weight.copy_(weight)
     if bias is not None:
@@ -146,14 +170,14 @@ def merge_mixed_depthwise(conv: MixedConv2d) -> MixedConv2d:
     """Split -> depthwise conv per kernel size -> Concat as one depthwise conv (kernels padded, centred)."""
     weight, bias = merge_depthwise_kernels([c.weight for c in conv.convs], [c.bias for c in conv.convs])
     channels = weight.shape[0]
-    return _single(_conv_with(weight, bias, channels, conv.convs[0].stride, groups=channels))
+    return _single(_conv_with(weight, bias, channels, conv.convs[0].stride, channels, conv.same), conv)
 
 
 @torch.no_grad()
 def merge_split_pointwise(conv: MixedConv2d) -> MixedConv2d:
     """Split -> equal 1x1 convs -> Concat as one Conv(group=G)."""
     weight, bias = merge_grouped_pointwise([c.weight for c in conv.convs], [c.bias for c in conv.convs])
-    return _single(_conv_with(weight, bias, sum(conv.in_splits), conv.convs[0].stride, len(conv.convs)))
+    return _single(_conv_with(weight, bias, sum(conv.in_splits), conv.convs[0].stride, len(conv.convs)), conv)
 
 
 def lower(model: nn.Module, mdconv: str, *, grouped_pointwise: bool = True) -> nn.Module:

@@ -19,6 +19,7 @@ import torch
 from . import __version__
 from .arch import VariantSpec
 from .errors import VerificationError
+from .model import fix_input_size
 from .weights import WeightsInfo
 
 INPUT_NAME = "input"
@@ -41,6 +42,8 @@ def build_metadata(
     """The ``metadata_props`` every artifact carries (read back by parity, bench and Triton)."""
     return {
         "mixnet.variant": spec.name,
+        "mixnet.model": spec.model_name,  # timm's name; tf_* pad TensorFlow-style (static pads for input_size)
+        "mixnet.padding": spec.padding,
         "mixnet.precision": precision,
         "mixnet.input_size": str(img_size),
         "mixnet.num_classes": str(spec.num_classes),
@@ -73,8 +76,11 @@ def to_onnx(model: torch.nn.Module, img_size: int, opset: int = MIN_OPSET) -> on
     """Trace an eval-mode model into an ONNX ModelProto with a symbolic batch dimension.
 
     Uses the TorchScript exporter (``dynamo=False``): it emits Split/Conv/Concat for the mixed
-    convs directly, keeps the parameter names of the state_dict, and is deterministic.
+    convs directly, keeps the parameter names of the state_dict, and is deterministic. TensorFlow
+    SAME padding (``tf_*`` variants) is fixed for ``img_size`` first, so every stride-2 conv is one
+    ``Conv`` with constant, asymmetric ``pads`` (no Pad node, no shape arithmetic in the graph).
     """
+    model = fix_input_size(model, img_size)
     dummy = torch.zeros(1, 3, img_size, img_size)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import precisions
 from .accuracy import Accuracy, AccuracyDrop
+from .arch import VARIANT_CHOICES, get_variant, normalize_variant
 from .engine import ENGINE_SUFFIXES
 from .errors import InputError
 from .precisions import Tolerance
@@ -246,19 +247,17 @@ def _variant_and_size(runners: list, variant_given: str | None, size_given: int 
     ``--variant`` / ``--img-size`` when given (InputError carrying that field)."""
     variant = _agreed({r.name: r.metadata.get("mixnet.variant") for r in runners}, "the variant", "variant")
     if variant_given is not None:
-        from .arch import normalize_variant
-
         try:
             wanted = normalize_variant(variant_given)
         except ValueError as exc:
             raise InputError(str(exc), field="variant") from None
         if variant is not None and variant != wanted:
             names = ", ".join(r.name for r in runners)
-            expected = f"the candidates ({names}) are MixNet-{variant.upper()}"
+            expected = f"the candidates ({names}) are {get_variant(variant).model_name}"
             raise InputError(expected, field="variant", value=variant_given)
         variant = wanted
     if variant is None:
-        expected = "the candidates carry no mixnet.variant metadata: expected s, m or l"
+        expected = f"the candidates carry no mixnet.variant metadata: expected one of {VARIANT_CHOICES}"
         raise InputError(expected, field="variant", problem="is needed")
     static = {r.name: str(r.input_shape[2]) if r.input_shape[2] else None for r in runners}
     meta_size = {r.name: r.metadata.get("mixnet.input_size") for r in runners}
@@ -291,7 +290,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
             runners.append(runner)
         variant, img_size = _variant_and_size(runners, cfg.variant, cfg.img_size)
         model, info = load_model(variant, cfg.weights)
-        reference = TorchRunner(model, name=f"pytorch mixnet_{variant} (unfolded, float32)", img_size=img_size)
+        reference = TorchRunner(model, name=f"pytorch {model.spec.model_name} (unfolded, float32)", img_size=img_size)
         ref_info = {**reference.describe(), "weights": info.source, "weights_sha256": info.sha256}
         notes = [_weights_notes(r, info) for r in runners]
         return evaluate(cfg, found, reference, ref_info, runners, notes, progress)

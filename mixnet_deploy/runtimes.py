@@ -404,7 +404,7 @@ def make_runner(
         raise InputError("expected auto or torch for it", field="runtime", value=runtime, problem=problem)
     model = _torch_model(text) if suffix in CHECKPOINT_SUFFIXES else _variant_model(text)
     _set_torch_threads(threads)
-    return TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=img_size or 224, **opts)
+    return TorchRunner(model, name=f"{model.spec.model_name} [torch]", img_size=img_size or 224, **opts)
 
 
 def _engine_runner(text: str, runtime: str, **opts) -> Runner:
@@ -434,7 +434,7 @@ def _onnx_runner(
     if runtime == "torch":
         _set_torch_threads(threads)
         model, size, meta = _torch_from_onnx_metadata(path, img_size)
-        runner = TorchRunner(model, name=f"mixnet_{model.spec.name} [torch]", img_size=size, **opts)
+        runner = TorchRunner(model, name=f"{model.spec.model_name} [torch]", img_size=size, **opts)
         runner.metadata = {**meta, "mixnet.precision": "fp32"}
         return runner
     if runtime == "tensorrt":
@@ -456,14 +456,15 @@ def _torch_model(text: str) -> torch.nn.Module:
 
 def _variant_model(text: str) -> torch.nn.Module:
     """Default init: a variant name is for timing, not for outputs."""
-    from .arch import normalize_variant
+    from .arch import VARIANT_CHOICES, normalize_variant
     from .model import build_model
 
     try:
         normalize_variant(text)
     except ValueError:
         raise InputError(
-            f"model {text!r}: expected an .onnx, .engine/.plan or checkpoint file, or a variant name (s, m, l)"
+            f"model {text!r}: expected an .onnx, .engine/.plan or checkpoint file, "
+            f"or a variant name ({VARIANT_CHOICES})"
         ) from None
     return build_model(text)
 

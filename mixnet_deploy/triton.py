@@ -107,8 +107,10 @@ class TritonModel:
 
 
 def default_model_name(variant: str) -> str:
-    variant = str(variant)
-    return variant if variant.startswith("mixnet_") else f"mixnet_{variant}"
+    """timm's model name of a variant: ``mixnet_s``, ``mixnet_xl``, ``tf_mixnet_s``."""
+    from .arch import get_variant
+
+    return get_variant(str(variant)).model_name
 
 
 def precision_choices() -> tuple[str, ...]:

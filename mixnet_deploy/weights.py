@@ -12,10 +12,13 @@ has ``conv_dw.weight`` for a single kernel).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import pickle
 import re
+import types
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .arch import VARIANTS, VariantSpec, get_variant
+from .arch import VARIANT_CHOICES, VARIANTS, VariantSpec, get_variant, normalize_variant
 from .errors import InputError
 from .model import MixNet, build_model, init_random
 
@@ -45,6 +48,7 @@ class WeightsInfo:
     sha256: str  # of the canonical state_dict (our key names), independent of the container
     variant: str
     num_classes: int
+    variant_reason: str = ""  # why this variant: the flag, the only fit by shapes, or a reliable hint
 
     @property
     def is_random(self) -> bool:
@@ -208,6 +212,84 @@ def detect_layout(state: Mapping[str, torch.Tensor], path: str = "checkpoint") -
     )
 
 
+@functools.cache
+def expected_shapes(variant: str, num_classes: int = 1000) -> Mapping[str, tuple[int, ...]]:
+    """Our state_dict's key -> shape for a variant (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        model = MixNet(get_variant(variant, num_classes))
+    return types.MappingProxyType({k: tuple(v.shape) for k, v in model.state_dict().items()})
+
+
+def candidate_variants(state: Mapping[str, torch.Tensor]) -> tuple[str, ...]:
+    """Every variant whose keys and shapes an own-layout state_dict has exactly (``s`` and ``tf_s`` both fit
+    one file: the tf ports differ only in padding and BN eps, which no tensor records)."""
+    head = state.get("classifier.weight")
+    num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return tuple(name for name in VARIANTS if shapes == dict(expected_shapes(name, num_classes)))
+
+
+_HF_CACHE_REPO = re.compile(r"models--timm--((?:tf_)?mixnet_[a-z]+)(?:\.[\w-]+)?$")
+
+
+def variant_hint(path: str | os.PathLike, meta: Mapping[str, str]) -> tuple[str, str] | None:
+    """(variant, reason) from a reliable hint, or None: our safetensors metadata ``variant``, a Hugging
+    Face cache folder ``models--timm--<model>.<tag>`` on the path, or the timm ``config.json``
+    (``architecture``) that the Hub stores beside the weights. Names that no variant has are ignored."""
+    found = []
+    if meta.get("variant"):
+        found.append((meta["variant"], f"safetensors metadata variant={meta['variant']!r}"))
+    for part in Path(path).parts:
+        if m := _HF_CACHE_REPO.match(part):
+            found.append((m[1], f"Hugging Face cache path {part}"))
+    config = Path(path).parent / "config.json"
+    if config.is_file():
+        try:
+            arch = json.loads(config.read_text())["architecture"]
+            found.append((str(arch), f"{config.name} beside it: architecture={arch!r}"))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    for name, reason in found:
+        try:
+            return normalize_variant(name), reason
+        except ValueError:
+            continue
+    return None
+
+
+def choose_variant(
+    state: Mapping[str, torch.Tensor], meta: Mapping[str, str], path: str, variant: str | None
+) -> tuple[str, str]:
+    """(variant, why) for an own-layout state_dict: the explicit ``variant``, else the only one whose keys
+    and shapes fit, else a reliable hint (:func:`variant_hint`). Never a guess between look-alikes:
+    a checkpoint that fits several variants without a hint is an InputError naming them."""
+    if variant is not None:
+        return get_variant(variant).name, "given by --variant"
+    fits = candidate_variants(state)
+    hint = variant_hint(path, meta)
+    if not fits:
+        looks = guess_variant(state)
+        if hint is not None or looks is not None:  # fits none: the keys check then says what does not fit
+            return hint or (looks, "its stem width and block count (it fits no variant exactly)")
+        expected = f"{path} matches no MixNet variant by its shapes: expected one of {VARIANT_CHOICES} (then the error "
+        expected += "says why)"
+        raise InputError(expected, field="variant", problem="is needed")
+    names = " and ".join(get_variant(v).model_name for v in fits)
+    if hint is not None:
+        if hint[0] not in fits:
+            named = get_variant(hint[0]).model_name
+            raise InputError(f"{path}: its {hint[1]} names {named}, but its shapes fit {names}")
+        return hint[0], hint[1] + (f" (its shapes fit {names})" if len(fits) > 1 else "")
+    if len(fits) == 1:
+        return fits[0], f"the only variant whose keys and shapes fit ({names})"
+    raise InputError(
+        f"expected {' or '.join(fits)} (the weights' origin), or safetensors metadata 'variant'",
+        field="variant",
+        problem=f"needed: {path} fits {names} (the same keys and shapes: tf_mixnet_* differ in padding and BN eps "
+        "only) and nothing says which",
+    )
+
+
 def guess_variant(state: Mapping[str, torch.Tensor]) -> str | None:
     """The variant whose stem width and block count match an own-layout state_dict, if any."""
     stem = state.get("stem.conv.convs.0.weight")
@@ -221,8 +303,8 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str | None:
 def _check_keys(state: Mapping[str, torch.Tensor], model: MixNet, path: str) -> None:
     expected = model.state_dict()
     looks = guess_variant(state)
-    hint = f"; the checkpoint looks like mixnet_{looks}" if looks else "; it matches no MixNet variant"
-    want = f"mixnet_{model.spec.name}"
+    hint = f"; the checkpoint looks like {get_variant(looks).model_name}" if looks else "; it matches no MixNet variant"
+    want = model.spec.model_name
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -243,62 +325,84 @@ def _check_keys(state: Mapping[str, torch.Tensor], model: MixNet, path: str) -> 
             )
 
 
+def hf_hub_cache() -> Path:
+    """The local Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+
+
 def find_timm_cache(variant: str) -> Path:
-    """timm's pretrained ``mixnet_<v>.ft_in1k`` from a local Hugging Face cache (never downloads)."""
-    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub"
-    )
-    repo = Path(hub) / f"models--timm--mixnet_{variant}.ft_in1k" / "snapshots"
+    """timm's pretrained weights of a variant (``mixnet_xl.ra_in1k``, ``tf_mixnet_s.in1k``, ...) from the
+    local Hugging Face cache (never downloads)."""
+    spec = get_variant(variant)
+    if spec.pretrained is None:
+        have = ", ".join(v for v, s in VARIANTS.items() if s.pretrained)
+        raise InputError(
+            f"expected a variant timm has weights for ({have}), or a checkpoint file",
+            field="weights",
+            value="timm",
+            problem=f"with --variant {spec.name}: timm defines {spec.model_name} without pretrained weights",
+        )
+    hub = hf_hub_cache()
+    repo = hub / f"models--timm--{spec.pretrained}" / "snapshots"
     for name in ("model.safetensors", "pytorch_model.bin"):
         found = sorted(repo.glob(f"*/{name}"))
         if found:
             return found[-1]
     raise InputError(
         f"expected {repo}/<rev>/model.safetensors (fetch it where there is network: "
-        f"huggingface-cli download timm/mixnet_{variant}.ft_in1k), or a checkpoint file",
+        f"huggingface-cli download timm/{spec.pretrained}), or a checkpoint file",
         field="weights",
         value="timm",
-        problem=f"finds no timm/mixnet_{variant}.ft_in1k in the Hugging Face cache {hub}",
+        problem=f"finds no timm/{spec.pretrained} in the Hugging Face cache {hub}",
     )
+
+
+def _random_model(variant: str | None) -> tuple[MixNet, WeightsInfo]:
+    spec = get_variant(variant or "s")
+    model = init_random(build_model(spec), RANDOM_SEED)
+    why = "given by --variant" if variant else "the default for random weights"
+    info = WeightsInfo(
+        f"random-init(seed={RANDOM_SEED})", "random", state_dict_sha256(model.state_dict()), spec.name, 1000, why
+    )
+    return model, info
 
 
 def load_model(variant: str | None, weights: str | os.PathLike | None = None) -> tuple[MixNet, WeightsInfo]:
     """Build a MixNet and fill it: from a checkpoint file, timm's cached weights, or seeded random init.
 
-    ``variant`` may be None when ``weights`` is a file: the checkpoint's own variant is used.
+    ``variant`` may be None when ``weights`` is a file: the checkpoint's own variant is used when its
+    shapes or a reliable hint name exactly one (:func:`choose_variant`); look-alikes are never guessed.
     """
     if weights is None:
-        spec = get_variant(variant or "s")
-        model = init_random(build_model(spec), RANDOM_SEED)
-        info = WeightsInfo(
-            f"random-init(seed={RANDOM_SEED})", "random", state_dict_sha256(model.state_dict()), spec.name, 1000
-        )
-        return model, info
+        return _random_model(variant)
+    timm_tag = None
     if str(weights) == "timm":
         if variant is None:
-            expected = "expected --variant s, m or l with it"
-            raise InputError(expected, field="weights", value="timm", problem="needs a variant")
-        weights = find_timm_cache(get_variant(variant).name)
+            have = ", ".join(v for v, sp in VARIANTS.items() if sp.pretrained)
+            raise InputError(
+                f"expected --variant ({have}) with it", field="weights", value="timm", problem="needs a variant"
+            )
+        weights = find_timm_cache(variant)
+        timm_tag = get_variant(variant).pretrained
     path = str(weights)
     state, meta = read_state_dict(weights)
     layout = detect_layout(state, path)
     if layout == "timm":
         state = timm_to_own(state)
-    looks = guess_variant(state)
-    name = get_variant(variant).name if variant else (looks or meta.get("variant"))
-    if name is None:
-        expected = f"{path} matches no MixNet variant by its shapes: expected s, m or l (then the error says why)"
-        raise InputError(expected, field="variant", problem="is needed")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise InputError(f"{path}: {bad} holds NaN or Inf values: expected finite weights")
+    name, why = choose_variant(state, meta, path, variant)
+    if timm_tag is not None:
+        why = f"--weights timm with --variant {variant}: timm/{timm_tag}"
     head = state.get("classifier.weight")
     num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 1000
     model = build_model(name, num_classes)
     _check_keys(state, model, path)
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise InputError(f"{path}: {bad} holds NaN or Inf values: expected finite weights")
     model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
     model.eval()
-    return model, WeightsInfo(path, layout, state_dict_sha256(model.state_dict()), name, num_classes)
+    return model, WeightsInfo(path, layout, state_dict_sha256(model.state_dict()), name, num_classes, why)
 
 
 def save_checkpoint(model: MixNet, path: str | os.PathLike) -> Path:

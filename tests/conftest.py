@@ -103,13 +103,23 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session")
-def timm_fixture():
-    """timm's own mixnet_s weights, input and logits (made with timm 1.0.31), or a skip saying why."""
+def timm_fixture(tmp_path_factory):
+    """timm's own mixnet_s weights, input and logits (made with timm 1.0.31), or a skip saying why.
+
+    ``bare``: the fixture's file as timm wrote it. Its keys and shapes fit ``mixnet_s`` and ``tf_mixnet_s``
+    alike, so loading it needs an explicit variant (issue 14). ``weights``: the same tensors with
+    safetensors metadata ``variant = "s"`` (a reliable hint, as our own checkpoints carry), for the
+    many tests about other things that load it without a variant.
+    """
+    from safetensors.torch import load_file, save_file
+
     files = [FIXTURE / n for n in FIXTURE_FILES]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         pytest.skip(f"timm oracle fixture absent ({missing[0]}): a checkout outside this team's machines")
-    return {"weights": files[0], "input": np.load(files[1]), "logits": np.load(files[2])}
+    labelled = tmp_path_factory.mktemp("timm_fixture") / "mixnet_s_timm.safetensors"
+    save_file(load_file(str(files[0])), str(labelled), metadata={"variant": "s"})
+    return {"weights": labelled, "bare": files[0], "input": np.load(files[1]), "logits": np.load(files[2])}
 
 
 @pytest.fixture
@@ -130,7 +140,9 @@ def oracle_checkpoint(tmp_path_factory):
     """Factory: write the weights a stored timm oracle was computed with as a timm-layout safetensors file.
 
     The key names and shapes come from *our* model converted to timm's layout, so a wrong
-    mapping produces different weights and fails the comparison with timm's logits.
+    mapping produces different weights and fails the comparison with timm's logits. The file has
+    no metadata (like a timm checkpoint): ``mixnet_m`` and ``tf_mixnet_m`` files look alike, so
+    loading one needs the oracle's variant given explicitly.
     """
     from safetensors.torch import save_file
     from timm_oracle import load_oracle, oracle_input, random_state_dict
@@ -147,7 +159,7 @@ def oracle_checkpoint(tmp_path_factory):
             spec = get_variant(oracle["variant"])
             shapes = {k: tuple(v.shape) for k, v in own_to_timm(build_model(spec).state_dict(), spec).items()}
             path = tmp_path_factory.mktemp("oracle") / f"timm_{name}.safetensors"
-            save_file(random_state_dict(shapes, oracle["seed"]), str(path))
+            save_file(random_state_dict(shapes, oracle["seed"], oracle["gain"]), str(path))
             made[name] = (path, oracle_input(oracle["seed"], oracle["size"]), oracle)
         return made[name]
 

@@ -64,14 +64,19 @@ def test_split_channels_first_group_takes_remainder():
     assert split_channels(240, 2) == (120, 120)
 
 
-@pytest.mark.parametrize("name,expected", [("s", "s"), ("MixNet_M", "m"), ("mixnet-l", "l"), ("mixnet_s", "s")])
+@pytest.mark.parametrize(
+    "name,expected",
+    [("s", "s"), ("MixNet_M", "m"), ("mixnet-l", "l"), ("mixnet_s", "s"), ("mixnet_xl", "xl"), ("XXL", "xxl"),
+     ("tf_mixnet_s", "tf_s"), ("tf-mixnet-l", "tf_l"), ("tf_m", "tf_m")],
+)  # fmt: skip
 def test_normalize_variant(name, expected):
     assert normalize_variant(name) == expected
 
 
-def test_unknown_variant_names_choices():
-    with pytest.raises(ValueError, match="'xl'.*s, m, l"):
-        normalize_variant("xl")
+@pytest.mark.parametrize("name", ["xs", "tf_xl", "tf_mixnet_xxl", "mixnet_tf_s"])
+def test_unknown_variant_names_choices(name):
+    with pytest.raises(ValueError, match=f"'{name}'.*s, m, l, xl, xxl, tf_s, tf_m, tf_l"):
+        normalize_variant(name)
 
 
 def test_forward_prints_nothing(capsys):

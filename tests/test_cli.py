@@ -37,3 +37,23 @@ def test_verification_failure_exits_1_and_keeps_no_model(tmp_path, monkeypatch, 
     assert "disagrees" in capsys.readouterr().err
     assert not (tmp_path / "mixnet_s.onnx").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_summary_prints_engines_from_engine_results(capsys):
+    """The engine rows (only built on a GPU) read engine.EngineResult objects, as the pipeline returns them."""
+    from types import SimpleNamespace
+
+    from mixnet_deploy.cli import print_export_summary
+    from mixnet_deploy.engine import EngineResult
+    from mixnet_deploy.pipeline import Artifact
+
+    metrics = dict(max_abs=1e-6, min_cosine=1.0, mean_cosine=1.0, top1=1.0, top5_overlap=1.0)
+    onnx = Artifact(precision="fp32", path="out/mixnet_s.onnx", bytes=2_000_000, nodes=346, ops={}, metrics=metrics,
+                    tolerance={}, seconds=0.5)  # fmt: skip
+    engine = EngineResult(precision="fp32", onnx=onnx.path, path="out/mixnet_s.engine", manifest="m", bytes=3_500_000,
+                          seconds=41.0, check={})  # fmt: skip
+    report = SimpleNamespace(variant="s", img_size=224, weights={"source": "random"}, mdconv="split",
+                             artifacts=[onnx], engines=[engine], notes=[], timings_s={"total": 1.0})  # fmt: skip
+    print_export_summary(report)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("engine"))
+    assert line.split()[1:3] == ["mixnet_s.engine", "3.50"] and "built in 41.0 s" in line

@@ -26,7 +26,8 @@ def test_fixture_reproduced_through_onnxruntime(s_export, timm_fixture):
 @pytest.mark.parametrize("name,size", [("mixnet_m_224", 224), ("mixnet_l_224", 224), ("mixnet_l_256", 256)])
 def test_timm_oracles_m_l_through_onnxruntime(tmp_path, oracle_checkpoint, name, size):
     weights, x, oracle = oracle_checkpoint(name)
-    run_export(ExportConfig(weights=str(weights), img_size=size, out_dir=tmp_path, engine="skip"))
+    cfg = ExportConfig(variant=oracle["variant"], weights=str(weights), img_size=size, out_dir=tmp_path, engine="skip")
+    run_export(cfg)
     out = run_ort(ort_session(str(tmp_path / f"{oracle['variant']}.onnx")), x)
     assert np.abs(out - oracle["logits"]).max() <= 1e-4
 

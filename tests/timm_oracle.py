@@ -51,7 +51,7 @@ def _is_bn(key: str) -> bool:
     return len(parts) >= 2 and parts[-2].startswith("bn")
 
 
-def _draw(key: str, shape: tuple[int, ...], rs: np.random.RandomState) -> np.ndarray:
+def _draw(key: str, shape: tuple[int, ...], rs: np.random.RandomState, gain: float = CONV_GAIN) -> np.ndarray:
     leaf = key.rsplit(".", 1)[-1]
     if _is_bn(key):
         if leaf in ("weight", "running_var"):
@@ -60,14 +60,17 @@ def _draw(key: str, shape: tuple[int, ...], rs: np.random.RandomState) -> np.nda
             return rs.normal(0.0, 0.1, size=shape)
     if len(shape) == 4:
         fan_in = shape[1] * shape[2] * shape[3]
-        return rs.normal(0.0, np.sqrt(CONV_GAIN / fan_in), size=shape)
+        return rs.normal(0.0, np.sqrt(gain / fan_in), size=shape)
     if len(shape) == 2:
         return rs.normal(0.0, 1.0 / np.sqrt(shape[1]), size=shape)
     return rs.normal(0.0, 0.01, size=shape)
 
 
-def random_state_dict(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic float32 weights for a timm-layout MixNet state_dict (rules: module doc)."""
+def random_state_dict(
+    shapes: Mapping[str, tuple[int, ...]], seed: int, gain: float = CONV_GAIN
+) -> dict[str, torch.Tensor]:
+    """Deterministic float32 weights for a timm-layout MixNet state_dict (rules: module doc; ``gain``
+    replaces CONV_GAIN for the deeper/wider nets, whose activations grow faster: see ``load_oracle``)."""
     out: dict[str, torch.Tensor] = {}
     for key, shape in shapes.items():
         shape = tuple(int(s) for s in shape)
@@ -75,7 +78,7 @@ def random_state_dict(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[
             out[key] = torch.zeros((), dtype=torch.int64)
             continue
         rs = np.random.RandomState((zlib.crc32(key.encode()) + seed) % 2**32)
-        arr = np.asarray(_draw(key, shape, rs), dtype=np.float32).reshape(shape)
+        arr = np.asarray(_draw(key, shape, rs, gain), dtype=np.float32).reshape(shape)
         out[key] = torch.from_numpy(np.ascontiguousarray(arr))
     return out
 
@@ -101,9 +104,10 @@ def load_oracle(name: str, size: int | None = None) -> dict:
     """Load a stored timm oracle.
 
     Returns a dict with ``logits`` (float32, shape (2, 1000)), ``seed`` (int), ``size`` (int),
+    ``gain`` (the conv gain the weights were drawn with; CONV_GAIN for files that do not store one),
     ``variant`` (str), ``timm_version`` (str), ``keys`` (list of state_dict keys in timm's
     order) and ``shapes`` (dict key -> tuple), so that
-    ``random_state_dict(o["shapes"], o["seed"])`` and ``oracle_input(o["seed"], o["size"])``
+    ``random_state_dict(o["shapes"], o["seed"], o["gain"])`` and ``oracle_input(o["seed"], o["size"])``
     rebuild exactly what timm was run on.
     """
     with np.load(oracle_path(name, size), allow_pickle=False) as z:
@@ -111,6 +115,7 @@ def load_oracle(name: str, size: int | None = None) -> dict:
         return {
             "logits": z["logits"].astype(np.float32),
             "seed": int(z["seed"]),
+            "gain": float(z["gain"]) if "gain" in z.files else CONV_GAIN,
             "size": int(z["size"]),
             "variant": str(z["variant"]),
             "timm_version": str(z["timm_version"]),

@@ -2,7 +2,9 @@
 
 Needs timm, so it runs in a separate venv, not in the test environment:
 
-    /work/oracle-venv/bin/python tests/oracles/make_timm_oracles.py
+    <tools-venv>/bin/python tests/oracles/make_timm_oracles.py [NAME ...]
+
+(a venv with ``torch`` and ``timm==1.0.31``; NAMEs such as ``tf_mixnet_l_256`` remake only those files).
 
 For each (variant, size, seed) below: build ``timm.create_model(variant)`` (no pretrained
 weights), load deterministic random weights from ``tests/timm_oracle.random_state_dict``,
@@ -24,7 +26,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from timm_oracle import oracle_input, random_state_dict  # noqa: E402
+from timm_oracle import CONV_GAIN, oracle_input, random_state_dict  # noqa: E402
 
 # (variant, input size, seed); mixnet_s is a sanity check of the generator itself.
 # Seed 6 for mixnet_s: seed 4 gave a small logits std (0.49) with little input dependence.
@@ -35,15 +37,24 @@ ORACLES = [
     ("mixnet_l", 224, 2),
     ("mixnet_l", 256, 12),
     ("mixnet_s", 224, 6),
+    # issue 14: the other MixNets timm defines. tf_* use TF SAME padding and BN eps 1e-3 in timm.
+    # Seeds (and for XXL the conv gain, stored in the file) chosen for ImageNet-like logits (std 1..10,
+    # max < 30) that depend on the input: XL seed 1 gave std 13, max 43; XXL at gain 1.6 gave std 70..430.
+    ("mixnet_xl", 224, 6),
+    ("mixnet_xxl", 224, 7, 1.5),
+    ("tf_mixnet_s", 224, 6),
+    ("tf_mixnet_m", 224, 1),
+    ("tf_mixnet_l", 224, 2),
+    ("tf_mixnet_l", 256, 12),
 ]
 
 
-def make(variant: str, size: int, seed: int) -> Path:
+def make(variant: str, size: int, seed: int, gain: float = CONV_GAIN) -> Path:
     torch.manual_seed(0)
     m = timm.create_model(variant, pretrained=False)
     sd = m.state_dict()
     shapes = {k: tuple(int(s) for s in v.shape) for k, v in sd.items()}
-    m.load_state_dict(random_state_dict(shapes, seed), strict=True)
+    m.load_state_dict(random_state_dict(shapes, seed, gain), strict=True)
     m.eval()
     x = torch.from_numpy(oracle_input(seed, size))
     with torch.no_grad():
@@ -54,6 +65,7 @@ def make(variant: str, size: int, seed: int) -> Path:
         out,
         logits=logits.astype(np.float32),
         seed=np.int64(seed),
+        gain=np.float64(gain),
         size=np.int64(size),
         variant=np.str_(variant),
         timm_version=np.str_(timm.__version__),
@@ -69,11 +81,12 @@ def make(variant: str, size: int, seed: int) -> Path:
     return out
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     print(f"timm {timm.__version__}, torch {torch.__version__}, numpy {np.__version__}")
-    for variant, size, seed in ORACLES:
-        make(variant, size, seed)
+    for variant, size, seed, *gain in ORACLES:
+        if not names or f"{variant}_{size}" in names:
+            make(variant, size, seed, *gain)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
