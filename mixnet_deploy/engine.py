@@ -469,11 +469,8 @@ def _config_kwargs(trt, opts: EngineOptions, precision: str, strongly_typed: boo
     if opts.version_compat:
         kwargs["version_compatible"] = True
     if not strongly_typed:  # 8.6 / 9, and DLA on 10.x: the same ONNX with the matching builder flags
-        rank = precisions.row(precision).speed_rank
-        for name, row in precisions.PRECISIONS.items():
-            if row.builder_flag:  # DLA has no FP32 layers: the slower DLA precisions too (int8 -> fp16 + int8)
-                dla = opts.dla_core is not None and row.dla and row.speed_rank >= rank
-                kwargs[row.builder_flag] = name == precision or dla
+        for flag in precisions.weak_typing_flags(precision):
+            kwargs[flag] = True
     return kwargs
 
 

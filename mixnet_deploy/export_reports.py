@@ -38,7 +38,9 @@ def model_of(report: dict) -> str:
     artifacts = report.get("artifacts") or []
     if artifacts:
         return Path(artifacts[0]["path"]).name.removesuffix(".onnx")
-    return f"mixnet_{report['variant']}"
+    from .arch import get_variant
+
+    return get_variant(report["variant"]).model_name  # tf_s -> tf_mixnet_s
 
 
 def described_files(report: dict) -> list[str]:

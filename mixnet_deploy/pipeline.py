@@ -172,7 +172,6 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         _merge(parts, stage.artifacts, stage.timings, stage.notes, calibration=stage.calibration,
                int8_exclusion=stage.int8_exclusion)  # fmt: skip
         if stage.refused:
-            _write_report(cfg, model.spec, info, parts)
             raise VerificationError("; ".join(stage.refused) + " (file not kept)")
         engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
         _merge(parts, (), timings, notes, engines=engines)
@@ -181,8 +180,10 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
             _merge(parts, (), timings, notes, triton=triton)
         parts["timings_s"]["total"] = elapsed()
         return _write_report(cfg, model.spec, info, parts)
-    except VerificationError:
-        raise  # the failing precision kept no file; <model>.report.json says why
+    except VerificationError as exc:  # the failing artifact kept no file; <model>.report.json says why
+        parts["notes"] = [*parts["notes"], f"verification failed: {exc}"]
+        _write_report(cfg, model.spec, info, parts)
+        raise
     except BaseException:  # bad input found late (unreadable calibration images), Ctrl-C, kill, a crash
         clear_previous_run(out_dir, name)  # this run's files too: no half-finished set is left
         raise

@@ -63,7 +63,8 @@ PRECISIONS: Mapping[str, Precision] = MappingProxyType(
                                 min_top5_overlap=0.8),
         ),
         "int8": Precision(
-            name="int8", file_tag=".int8", trt_tensor_type="INT8", builder_flag="int8", trtexec_legacy_flag="--int8",
+            name="int8", file_tag=".int8", trt_tensor_type="INT8", builder_flag="int8",
+            trtexec_legacy_flag="--fp16 --int8",  # Q/DQ over an FP16 graph: weakly typed builds need both
             dla=True, trt_precision_mode="INT8", speed_rank=0, inspector_words=("int8",),
             # int8 QDQ vs the FP32 graph on held-out images; the issue's bar: mean cosine >= 0.99, top-5 overlap >= 0.7.
             tolerance=Tolerance(max_abs=None, min_cosine=0.98, min_mean_cosine=0.99, min_top1=None,
@@ -89,6 +90,14 @@ def row(precision: str) -> Precision:
     if found is None:
         raise InputError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     return found
+
+
+def weak_typing_flags(precision: str) -> tuple[str, ...]:
+    """The builder flags a weakly typed build (TensorRT 8.6/9, DLA on 10.x, ONNX Runtime's TensorRT provider) of
+    ``precision``'s file needs: its own and those of the slower reduced precisions, since each file computes
+    its float parts in the next one up (the INT8 file is INT8 Q/DQ over an FP16 graph: int8 -> fp16 + int8)."""
+    rank = row(precision).speed_rank
+    return tuple(r.builder_flag for r in PRECISIONS.values() if r.builder_flag and r.speed_rank >= rank)
 
 
 def tolerances() -> dict[str, Tolerance]:

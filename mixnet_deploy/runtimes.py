@@ -125,14 +125,14 @@ def ort_trt_options(
     """TensorRT execution provider options for one ONNX file (names as in onnxruntime-gpu 1.31's provider).
 
     Precision from the file's ``mixnet.precision`` (ONNX Runtime's TensorRT provider builds weakly typed:
-    FP16 / INT8 kernels need the flags; an INT8 file's layers outside its Q/DQ pairs stay FP32, as the
-    file says); one optimization profile from ``batch``; engines and the timing
+    FP16 / INT8 kernels need the flags; an INT8 file is INT8 Q/DQ over an FP16 graph, so it gets both);
+    one optimization profile from ``batch``; engines and the timing
     cache in ``<model stem>.ort-trt-cache/`` beside the model, so a second run does not rebuild.
     """
     shapes = {k: f"{INPUT_NAME}:{'x'.join(map(str, v))}" for k, v in batch.shapes(img_size).items()}
-    wanted = precisions.PRECISIONS[precision].builder_flag if precision in precisions.PRECISIONS else None
-    opts = {  # the precision table's builder flag (fp16 / int8) is the provider's trt_<flag>_enable
-        f"trt_{row.builder_flag}_enable": str(row.builder_flag == wanted)
+    wanted = precisions.weak_typing_flags(precision) if precision in precisions.PRECISIONS else ()
+    opts = {  # the precision table's builder flags (fp16 / int8) are the provider's trt_<flag>_enable
+        f"trt_{row.builder_flag}_enable": str(row.builder_flag in wanted)
         for row in precisions.PRECISIONS.values()
         if row.builder_flag
     }

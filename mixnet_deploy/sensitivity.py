@@ -122,7 +122,7 @@ def table_text(exclusion: Exclusion, limit: int = 12) -> str:
         lines.append(f"{row['layer']:<56} {cos} {row['top5_overlap']:>5.2f}  {mark}")
     more = len(exclusion.table) - limit
     if more > 0:
-        lines.append(f"... {more} more layers in report.json (int8_exclusion.table)")
+        lines.append(f"... {more} more layers in <model>.report.json (int8_exclusion.table)")
     return "\n".join(lines)
 
 

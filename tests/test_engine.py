@@ -358,6 +358,7 @@ def test_recipe_dla_on_tensorrt_10_is_weakly_typed_with_the_precision_flags(tmp_
     assert proc.returncode == 0, proc.stdout + proc.stderr  # the stand-in refuses --stronglyTyped under DLA
     fp16, int8 = _builds(calls)  # fp32 is skipped for DLA
     assert "--fp16" in fp16 and "--int8" in int8 and "--useDLACore=0" in fp16 and "--useDLACore=0" in int8
+    assert "--fp16" in int8  # the INT8 file is Q/DQ over an FP16 graph: its float parts need FP16 (issue 13)
     assert not any("--stronglyTyped" in c for c in (fp16, int8))
 
 

@@ -139,7 +139,8 @@ def test_capture_native_output_takes_what_native_code_writes_to_the_descriptors(
 
 
 @pytest.mark.parametrize(
-    "precision,fp16,int8", [("fp32", "False", "False"), ("fp16", "True", "False"), ("int8", "False", "True")]
+    "precision,fp16,int8",
+    [("fp32", "False", "False"), ("fp16", "True", "False"), ("int8", "True", "True")],  # int8: Q/DQ over FP16
 )
 def test_ort_trt_options_follow_the_file_precision_and_batch(tmp_path, precision, fp16, int8):
     from mixnet_deploy.batching import BatchProfile

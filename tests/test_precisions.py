@@ -43,3 +43,11 @@ def test_unknown_precision_is_bad_input_and_the_table_is_read_only():
         precisions.row("fp8")
     with pytest.raises(TypeError):
         precisions.PRECISIONS["fp8"] = precisions.PRECISIONS["fp16"]  # type: ignore[index]
+
+
+def test_weakly_typed_builds_of_the_int8_file_also_enable_fp16():
+    """The INT8 file is Q/DQ over an FP16 graph (issue 13): a weakly typed build without the FP16 flag would run
+    its float parts in FP32."""
+    assert precisions.weak_typing_flags("int8") == ("fp16", "int8")
+    assert precisions.weak_typing_flags("fp16") == ("fp16",)
+    assert precisions.weak_typing_flags("fp32") == ()

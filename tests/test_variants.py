@@ -18,6 +18,7 @@ from timm_oracle import load_oracle
 from mixnet_deploy.arch import VARIANTS, get_variant, scale_stage_depth
 from mixnet_deploy.cli import export_main
 from mixnet_deploy.errors import InputError
+from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.fold import fold_bn
 from mixnet_deploy.lowering import count_multi_group, lower
 from mixnet_deploy.model import MixNet, build_model, init_random, same_pads
@@ -179,7 +180,7 @@ def test_explicit_variant_in_summary_line_and_report(tmp_path, timm_fixture, cap
     assert export_main([*args, "--engine", "skip"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("tf_mixnet_s @ 64x64") and "variant tf_s: given by --variant" in first
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert (report["variant"], report["weights"]["variant_reason"]) == ("tf_s", "given by --variant")
 
 
