@@ -85,7 +85,8 @@ def build_export_parser() -> Parser:
     """The options are generated from ExportConfig's fields (config.py); --preset and --verbose are CLI-only."""
     p = Parser(
         prog="mixnet-export",
-        description="Fold, export and verify MixNet-S/M/L as ONNX (and, where available, TensorRT engines).",
+        description="Fold, export and verify MixNet (s, m, l, xl, xxl, tf_s, tf_m, tf_l) as ONNX (and, where "
+        "available, TensorRT engines).",
     )
     add_export_options(p)
     p.add_argument(
@@ -156,7 +157,7 @@ def build_parity_parser() -> Parser:
         prog="mixnet-parity",
         description="Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
         "on the same inputs; the tolerance comes from each candidate's precision metadata. "
-        "Exit 0: all pass, 1: any fails, 2: bad input.",
+        "Exit 0: all pass, 1: any fails, 2: bad input, 3: environment failure (disk, permissions), 130: interrupted.",
     )
     p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help=".onnx, .engine or .plan file")
     p.add_argument("--variant", help="s, m, l, xl, xxl, tf_s, tf_m or tf_l; default: the candidates' metadata")

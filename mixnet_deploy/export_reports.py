@@ -20,13 +20,14 @@ import os
 from pathlib import Path
 
 from .atomic import write_json
+from .engine import ENGINE_SUFFIXES
 
 log = logging.getLogger("mixnet_deploy")
 
 INDEX_NAME = "report.json"
 REPORT_SUFFIX = ".report.json"
 INDEX_KIND = "mixnet-deploy export folder index"
-MODEL_FILE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt", ".engine.json", ".plan.json", ".trt.json")
+MODEL_FILE_SUFFIXES = (".onnx", *ENGINE_SUFFIXES, *(suffix + ".json" for suffix in ENGINE_SUFFIXES))  # + manifests
 
 
 def report_name(model_name: str) -> str:

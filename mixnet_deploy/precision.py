@@ -50,7 +50,6 @@ DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md,
 DEFAULT_CALIB_COUNT = 64
 INT8_OP_TYPES = ("Conv",)  # the classifier Gemm stays float: measured (docs/precision.md)
 CALIB_OP_TYPES = ("Conv", "Add")  # ranges of conv inputs and of the residual Adds' skip inputs (qdq.py)
-CALIB_BATCH = 8
 CACHE_FORMAT = 1
 OPERATOR_FORMAT_OPS = frozenset({"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm"})
 
