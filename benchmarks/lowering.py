@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MixConv lowerings side by side: timm's own export vs plain vs split vs merged, on ONNX Runtime CPU.
 
-    python benchmarks/lowering.py --timm-onnx /work/timm_onnx            # S, M, L; batch 1 and 8
+    python benchmarks/lowering.py --timm-onnx TIMM_ONNX_DIR           # S, M, L; batch 1 and 8
     python benchmarks/lowering.py --variants s --batches 1 --rounds 30
     python benchmarks/lowering.py --tensorrt                              # GPU: also TensorRT engines
 
