@@ -1,8 +1,9 @@
 """Command-line entry points: argument parsing that becomes calls of the library, nothing more.
 
 Exit codes: 0 success, 1 verification failed, 2 bad input, 3 environment failure (full disk,
-permission, read-only file system, missing GPU stack), 130 interrupted. Errors are one line
-without a traceback; ``--verbose`` shows the traceback and debug logging.
+permission, read-only file system, the GPU stack missing when --engine require asked for it),
+130 interrupted. Errors are one line without a traceback; ``--verbose`` shows the traceback and
+debug logging.
 """
 
 from __future__ import annotations
