@@ -232,13 +232,13 @@ def _agreed(values: dict[str, str | None], what: str, field: str) -> str | None:
     return found.pop() if found else None
 
 
-def random_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_SEED) -> tuple[np.ndarray, dict]:
+def random_parity_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_SEED) -> tuple[np.ndarray, dict]:
     """``n`` seeded standard-normal inputs."""
     if n <= 0:
         raise InputError("expected a positive number of inputs", field="random", value=n)
-    from .runtimes import random_inputs as standard_normal
+    from .runtimes import random_inputs
 
-    x = standard_normal((n, 3, img_size, img_size), seed)
+    x = random_inputs((n, 3, img_size, img_size), seed)
     return x, {"kind": "random", "n": n, "seed": seed, "img_size": img_size}
 
 
@@ -374,7 +374,7 @@ def input_batches(
     Unreadable files are recorded in ``skipped`` as the batches are consumed.
     """
     if found is None:
-        x, inputs = random_inputs(img_size, cfg.random_n, cfg.seed)
+        x, inputs = random_parity_inputs(img_size, cfg.random_n, cfg.seed)
         b = cfg.batch
         batches = (([f"random:{j}" for j in range(i, i + len(x[i : i + b]))], x[i : i + b], None)
                    for i in range(0, len(x), b))  # fmt: skip

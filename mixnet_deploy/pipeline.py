@@ -281,7 +281,7 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
     from .precision import to_fp16
 
     pre = Preprocess.from_metadata(read_metadata(proto))
-    notes, calibration, timings = [], {}, {}
+    notes, timings = [], {}
     if cfg.int8:
         sets = calibration_sets(cfg.calib, pre, cfg.calib_count)
         if sets.synthetic:
@@ -293,7 +293,6 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
 
     int8 = make_int8(cfg, name, proto, sets, pre, reference, x) if cfg.int8 else None
     if int8 is not None:
-        calibration["int8"] = int8.calibration
         timings |= int8.timings
         notes += int8.notes
 
@@ -312,10 +311,8 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
             refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
         else:
             write_bytes(path, made.blob)
-    exclusion = int8.exclusion if int8 is not None else {}
-    return PrecisionStage(
-        tuple(artifacts), calibration.get("int8", {}), timings, tuple(notes), tuple(refused), exclusion
-    )
+    calibration, exclusion = (int8.calibration, int8.exclusion) if int8 is not None else ({}, {})
+    return PrecisionStage(tuple(artifacts), calibration, timings, tuple(notes), tuple(refused), exclusion)
 
 
 def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[EngineResult], list[str]]:

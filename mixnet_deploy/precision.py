@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import onnx
 
 from .atomic import write_text
+from .environment import stopwatch
 from .errors import InputError
 from .onnx_export import read_metadata, set_metadata
 
@@ -257,12 +257,12 @@ def calibrate(
     path = cache_path(out_dir, model_name, key_fields["key"])
     if load_cache(path, key_fields["key"]) is not None:
         return Calibration(path, key_fields["key"], True, 0.0, len(image_ids), recipe.method, source)
-    t = time.perf_counter()
+    elapsed = stopwatch()
     with tempfile.TemporaryDirectory(prefix="mixnet-calib-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
         fp32_path.write_bytes(fp32_onnx)
         ranges = collect_ranges(fp32_path, batches(), recipe, Path(tmp), progress)
-    seconds = time.perf_counter() - t
+    seconds = elapsed()
     key_fields["source"] = source
     save_cache(path, ranges, key_fields)
     return Calibration(path, key_fields["key"], False, seconds, len(image_ids), recipe.method, source)
