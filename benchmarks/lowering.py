@@ -54,10 +54,11 @@ from timm_oracle import load_oracle, oracle_input, random_state_dict  # noqa: E4
 
 from mixnet_deploy.arch import get_variant  # noqa: E402
 from mixnet_deploy.atomic import write_json, write_text  # noqa: E402
+from mixnet_deploy.contract import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 from mixnet_deploy.fold import fold_bn  # noqa: E402
 from mixnet_deploy.lowering import graph_cost, lower  # noqa: E402
 from mixnet_deploy.model import build_model  # noqa: E402
-from mixnet_deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, to_onnx  # noqa: E402
+from mixnet_deploy.onnx_export import to_onnx  # noqa: E402
 from mixnet_deploy.runtimes import ort_session, run_ort  # noqa: E402
 from mixnet_deploy.weights import timm_to_own  # noqa: E402
 

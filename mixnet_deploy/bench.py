@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .batching import MAX_BATCH
-from .engine import ENGINE_SUFFIXES
+from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE
 from .environment import environment
 from .errors import InputError
 from .runner import Runner
@@ -168,7 +168,7 @@ def bench_input(runner: Runner, batch: int, img_size: int | None = None, seed: i
     shape = tuple(runner.input_shape)
     if len(shape) != 4:
         raise InputError(f"{runner.name}: input shape {shape}: expected [batch, 3, H, W]")
-    size_meta = runner.metadata.get("mixnet.input_size")
+    size_meta = runner.metadata.get(META_INPUT_SIZE)
     fallback = img_size or (int(size_meta) if size_meta else 224)
     h = shape[2] or fallback
     w = shape[3] or fallback

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .config import ExportConfig, add_export_options, flag_of, given_values, nonempty_path, positive_int
+from .contract import onnx_stem
 from .errors import EnvironmentFailure, InputError, VerificationError
 
 
@@ -134,7 +135,7 @@ def print_export_summary(report) -> None:
         if not note.startswith("WARNING"):
             print(note)
     first = Path(report.artifacts[0].path)
-    report_path = first.parent / report_name(first.name.removesuffix(".onnx"))
+    report_path = first.parent / report_name(onnx_stem(first.name))
     print(f"report: {report_path} (folder index: {first.parent / INDEX_NAME})  ({report.timings_s['total']:.1f} s)")
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import META_CROP_PCT, META_INPUT_SIZE, META_INTERPOLATION, META_MEAN, META_STD
 from .errors import InputError
 
 log = logging.getLogger("mixnet_deploy")
@@ -68,11 +69,11 @@ class Preprocess:
         """From an ONNX model's ``mixnet.*`` metadata_props (see onnx_export.build_metadata)."""
         try:
             return cls(
-                size=int(meta["mixnet.input_size"]),
-                crop_pct=float(meta["mixnet.crop_pct"]),
-                interpolation=meta["mixnet.interpolation"],
-                mean=tuple(float(v) for v in meta["mixnet.mean"].split(",")),
-                std=tuple(float(v) for v in meta["mixnet.std"].split(",")),
+                size=int(meta[META_INPUT_SIZE]),
+                crop_pct=float(meta[META_CROP_PCT]),
+                interpolation=meta[META_INTERPOLATION],
+                mean=tuple(float(v) for v in meta[META_MEAN].split(",")),
+                std=tuple(float(v) for v in meta[META_STD].split(",")),
             )
         except (KeyError, ValueError) as exc:
             raise InputError(

@@ -48,13 +48,12 @@ from pathlib import Path
 from . import __version__, precisions
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
+from .contract import INPUT_NAME, MANIFEST_SUFFIX
 from .environment import read_l4t_release, timed
 from .errors import EnvironmentFailure, InputError, VerificationError
-from .onnx_export import INPUT_NAME
 
 log = logging.getLogger("mixnet_deploy")
 
-ENGINE_SUFFIXES = (".engine", ".plan")  # engine files: what make_runner, parity, bench and Triton take
 MANIFEST_SCHEMA = "mixnet-deploy/engine-manifest/1"
 INSTALL_HINT = (
     "install it with `pip install 'mixnet-deploy[gpu]'` on a machine with an NVIDIA GPU and driver "
@@ -121,7 +120,7 @@ def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
 
 def manifest_path_for(engine_path: str | Path) -> Path:
     engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
+    return engine_path.with_name(engine_path.name + MANIFEST_SUFFIX)
 
 
 def sha256_file(path: str | Path) -> str:

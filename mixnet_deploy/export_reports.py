@@ -20,14 +20,13 @@ import os
 from pathlib import Path
 
 from .atomic import write_json
-from .engine import ENGINE_SUFFIXES
+from .contract import ENGINE_SUFFIXES, MANIFEST_SUFFIX, MODEL_SUFFIXES, REPORT_SUFFIX, onnx_stem
 
 log = logging.getLogger("mixnet_deploy")
 
 INDEX_NAME = "report.json"
-REPORT_SUFFIX = ".report.json"
 INDEX_KIND = "mixnet-deploy export folder index"
-MODEL_FILE_SUFFIXES = (".onnx", *ENGINE_SUFFIXES, *(suffix + ".json" for suffix in ENGINE_SUFFIXES))  # + manifests
+MODEL_FILE_SUFFIXES = (*MODEL_SUFFIXES, *(suffix + MANIFEST_SUFFIX for suffix in ENGINE_SUFFIXES))  # + manifests
 
 
 def report_name(model_name: str) -> str:
@@ -38,7 +37,7 @@ def model_of(report: dict) -> str:
     """The model name of a report dict: its FP32 file's name without ``.onnx`` (``mixnet_s``)."""
     artifacts = report.get("artifacts") or []
     if artifacts:
-        return Path(artifacts[0]["path"]).name.removesuffix(".onnx")
+        return onnx_stem(Path(artifacts[0]["path"]).name)
     from .arch import get_variant
 
     return get_variant(report["variant"]).model_name  # tf_s -> tf_mixnet_s

@@ -18,12 +18,28 @@ import torch
 
 from . import __version__
 from .arch import VariantSpec
+from .contract import (
+    INPUT_NAME,
+    META_BN_FOLDED,
+    META_CROP_PCT,
+    META_INPUT_SIZE,
+    META_INTERPOLATION,
+    META_MDCONV,
+    META_MEAN,
+    META_MODEL,
+    META_NUM_CLASSES,
+    META_PADDING,
+    META_PRECISION,
+    META_STD,
+    META_VARIANT,
+    META_WEIGHTS_LAYOUT,
+    META_WEIGHTS_SHA256,
+    OUTPUT_NAME,
+)
 from .errors import VerificationError
 from .model import fix_input_size
 from .weights import WeightsInfo
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 MIN_OPSET = 17
 
 # Operators the graphs of this toolkit use; all are supported by TensorRT's ONNX parser.
@@ -41,20 +57,20 @@ def build_metadata(
 ) -> dict[str, str]:
     """The ``metadata_props`` every artifact carries (read back by parity, bench and Triton)."""
     return {
-        "mixnet.variant": spec.name,
-        "mixnet.model": spec.model_name,  # timm's name; tf_* pad TensorFlow-style (static pads for input_size)
-        "mixnet.padding": spec.padding,
-        "mixnet.precision": precision,
-        "mixnet.input_size": str(img_size),
-        "mixnet.num_classes": str(spec.num_classes),
-        "mixnet.mean": ",".join(f"{v:g}" for v in spec.mean),
-        "mixnet.std": ",".join(f"{v:g}" for v in spec.std),
-        "mixnet.interpolation": spec.interpolation,
-        "mixnet.crop_pct": f"{spec.crop_pct:g}",
-        "mixnet.mdconv": mdconv,
-        "mixnet.bn_folded": "true",
-        "mixnet.weights_sha256": weights.sha256,
-        "mixnet.weights_layout": weights.layout,
+        META_VARIANT: spec.name,
+        META_MODEL: spec.model_name,
+        META_PADDING: spec.padding,
+        META_PRECISION: precision,
+        META_INPUT_SIZE: str(img_size),
+        META_NUM_CLASSES: str(spec.num_classes),
+        META_MEAN: ",".join(f"{v:g}" for v in spec.mean),
+        META_STD: ",".join(f"{v:g}" for v in spec.std),
+        META_INTERPOLATION: spec.interpolation,
+        META_CROP_PCT: f"{spec.crop_pct:g}",
+        META_MDCONV: mdconv,
+        META_BN_FOLDED: "true",
+        META_WEIGHTS_SHA256: weights.sha256,
+        META_WEIGHTS_LAYOUT: weights.layout,
         "mixnet_deploy.version": __version__,
     }
 

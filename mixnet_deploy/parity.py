@@ -19,7 +19,7 @@ import numpy as np
 from . import precisions
 from .accuracy import Accuracy, AccuracyDrop
 from .arch import VARIANT_CHOICES, get_variant, normalize_variant
-from .engine import ENGINE_SUFFIXES
+from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE, META_VARIANT, META_WEIGHTS_SHA256, MODEL_SUFFIXES
 from .errors import InputError
 from .precisions import Tolerance
 
@@ -245,7 +245,7 @@ def random_parity_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = P
 def _variant_and_size(runners: list, variant_given: str | None, size_given: int | None) -> tuple[str, int]:
     """The variant and input size of the run: the candidates' metadata and static shapes, checked against
     ``--variant`` / ``--img-size`` when given (InputError carrying that field)."""
-    variant = _agreed({r.name: r.metadata.get("mixnet.variant") for r in runners}, "the variant", "variant")
+    variant = _agreed({r.name: r.metadata.get(META_VARIANT) for r in runners}, "the variant", "variant")
     if variant_given is not None:
         try:
             wanted = normalize_variant(variant_given)
@@ -260,7 +260,7 @@ def _variant_and_size(runners: list, variant_given: str | None, size_given: int 
         expected = f"the candidates carry no mixnet.variant metadata: expected one of {VARIANT_CHOICES}"
         raise InputError(expected, field="variant", problem="is needed")
     static = {r.name: str(r.input_shape[2]) if r.input_shape[2] else None for r in runners}
-    meta_size = {r.name: r.metadata.get("mixnet.input_size") for r in runners}
+    meta_size = {r.name: r.metadata.get(META_INPUT_SIZE) for r in runners}
     fixed = _agreed(static, "the input size", "img_size")
     size = fixed or _agreed(meta_size, "the input size", "img_size")
     img_size = size_given or int(size or 224)
@@ -283,7 +283,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
     runners = []
     try:
         for path in cfg.candidates:
-            if Path(path).suffix.lower() not in (".onnx", *ENGINE_SUFFIXES):
+            if Path(path).suffix.lower() not in MODEL_SUFFIXES:
                 raise InputError(f"candidate {path!r}: expected an .onnx, {' or '.join(ENGINE_SUFFIXES)} file")
             runner = make_runner(path, cfg.runtime, batch=BatchProfile(1, cfg.batch, cfg.batch))
             tolerance_for(runner.precision, runner.name)  # fail before any work
@@ -334,7 +334,7 @@ def parity_table(result: ParityResult, reference_accuracy: dict | None = None) -
 
 def _weights_notes(runner: Runner, info) -> list[str]:
     """A note when the candidate was exported from other weights than the reference's (logged after the run)."""
-    sha = runner.metadata.get("mixnet.weights_sha256")
+    sha = runner.metadata.get(META_WEIGHTS_SHA256)
     if not sha or sha == info.sha256:
         return []
     return [

@@ -19,7 +19,8 @@ import numpy as np
 from . import precisions
 from .atomic import remove_stale_temps, write_bytes
 from .config import ExportConfig, check_config, triton_options, written_precisions
-from .engine import ENGINE_SUFFIXES, EngineResult
+from .contract import ENGINE_SUFFIXES
+from .engine import EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import VerificationError
 from .export_reports import adopt_legacy_report, report_name, write_index, write_report

@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 
 from .atomic import write_text
+from .contract import META_PRECISION
 from .environment import stopwatch
 from .errors import InputError
 from .onnx_export import read_metadata, set_metadata
@@ -57,7 +58,7 @@ OPERATOR_FORMAT_OPS = frozenset({"QLinearConv", "ConvInteger", "MatMulInteger", 
 def with_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
     """Set ``mixnet.precision`` and keep every other metadata entry."""
     meta = read_metadata(model)
-    meta["mixnet.precision"] = precision
+    meta[META_PRECISION] = precision
     return set_metadata(model, meta)
 
 

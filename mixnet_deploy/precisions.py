@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from .contract import ONNX_SUFFIX, onnx_stem
 from .errors import InputError
 
 
@@ -110,12 +111,12 @@ def tolerances() -> dict[str, Tolerance]:
 
 def artifact_name(model_name: str, precision: str) -> str:
     """``mixnet_s.onnx``, ``mixnet_s.fp16.onnx``, ``mixnet_s.int8.onnx``."""
-    return f"{model_name}{row(precision).file_tag}.onnx"
+    return f"{model_name}{row(precision).file_tag}{ONNX_SUFFIX}"
 
 
 def model_stem(onnx_name: str, precision: str) -> str:
     """``mixnet_s.fp16.onnx`` (fp16) -> ``mixnet_s``; ``mixnet_s.onnx`` (fp32) -> ``mixnet_s``."""
-    stem = onnx_name[: -len(".onnx")] if onnx_name.endswith(".onnx") else Path(onnx_name).stem
+    stem = onnx_stem(onnx_name) if onnx_name.endswith(ONNX_SUFFIX) else Path(onnx_name).stem
     return stem[: -len(precision) - 1] if stem.endswith(f".{precision}") else stem
 
 

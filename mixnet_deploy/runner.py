@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .onnx_export import INPUT_NAME, OUTPUT_NAME
+from .contract import INPUT_NAME, META_VARIANT, OUTPUT_NAME
 
 
 class Runner:
@@ -65,7 +65,7 @@ class Runner:
             "runtime": self.runtime,
             "precision": self.precision,
             "input_shape": list(self.input_shape),
-            "variant": self.metadata.get("mixnet.variant"),
+            "variant": self.metadata.get(META_VARIANT),
         }
 
     def __repr__(self) -> str:

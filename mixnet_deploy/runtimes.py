@@ -22,9 +22,19 @@ import torch
 
 from . import precisions
 from .batching import BatchProfile
-from .engine import ENGINE_SUFFIXES
+from .contract import (
+    ENGINE_SUFFIXES,
+    INPUT_NAME,
+    META_INPUT_SIZE,
+    META_NUM_CLASSES,
+    META_PRECISION,
+    META_VARIANT,
+    ONNX_SUFFIX,
+    OUTPUT_NAME,
+    onnx_stem,
+    shape_string,
+)
 from .errors import InputError
-from .onnx_export import INPUT_NAME, OUTPUT_NAME
 from .runner import Runner
 
 log = logging.getLogger("mixnet_deploy")
@@ -129,7 +139,7 @@ def ort_trt_options(
     one optimization profile from ``batch``; engines and the timing
     cache in ``<model stem>.ort-trt-cache/`` beside the model, so a second run does not rebuild.
     """
-    shapes = {k: f"{INPUT_NAME}:{'x'.join(map(str, v))}" for k, v in batch.shapes(img_size).items()}
+    shapes = {k: shape_string(v) for k, v in batch.shapes(img_size).items()}
     wanted = precisions.weak_typing_flags(precision) if precision in precisions.PRECISIONS else ()
     opts = {  # the precision table's builder flags (fp16 / int8) are the provider's trt_<flag>_enable
         f"trt_{row.builder_flag}_enable": str(row.builder_flag in wanted)
@@ -154,8 +164,7 @@ def ort_trt_options(
 
 def ort_trt_cache_dir(model_path: Path) -> Path:
     """``DIR/mixnet_s.fp16.onnx`` -> ``DIR/mixnet_s.fp16.ort-trt-cache``, the TensorRT provider's engines."""
-    name = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.name
-    return model_path.with_name(f"{name}.ort-trt-cache")
+    return model_path.with_name(f"{onnx_stem(model_path.name)}.ort-trt-cache")
 
 
 def run_ort(session, x: np.ndarray) -> np.ndarray:
@@ -191,9 +200,9 @@ class TorchRunner(Runner):
         spec = getattr(model, "spec", None)
         self.precision = "fp32"
         self.input_shape = (None, 3, img_size, img_size)
-        self.metadata = {"mixnet.variant": spec.name} if spec is not None else {}
+        self.metadata = {META_VARIANT: spec.name} if spec is not None else {}
         if img_size:
-            self.metadata["mixnet.input_size"] = str(img_size)
+            self.metadata[META_INPUT_SIZE] = str(img_size)
 
     def _forward(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
@@ -281,14 +290,14 @@ def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
         raise InputError(f"{path}: cannot read it as ONNX ({str(exc).strip()[:200]}): expected an ONNX model") from None
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     meta = read_metadata(model)
-    img_size = int(meta.get("mixnet.input_size") or (dims[-1] if len(dims) == 4 and dims[-1] else 224))
+    img_size = int(meta.get(META_INPUT_SIZE) or (dims[-1] if len(dims) == 4 and dims[-1] else 224))
     try:
         ort_trt_cache_dir(path).mkdir(exist_ok=True)
         cache = True
     except OSError as exc:
         log.warning("ort-trt: no engine cache beside %s (%s); every run rebuilds", path.name, exc)
         cache = False
-    options = ort_trt_options(path, meta.get("mixnet.precision"), batch, img_size, cache)
+    options = ort_trt_options(path, meta.get(META_PRECISION), batch, img_size, cache)
     return (("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -333,7 +342,7 @@ class OrtRunner(Runner):
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
         self.input_dtype = _NP_TYPES.get(inp.type, np.float32)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = self.metadata.get("mixnet.precision")
+        self.precision = self.metadata.get(META_PRECISION)
         self.providers = self.session.get_providers()
         if self.input_shape and self.input_shape[0] is not None:
             self.max_batch = self.input_shape[0]
@@ -358,11 +367,11 @@ def _torch_from_onnx_metadata(path: Path, img_size: int | None):
     from .onnx_export import read_metadata
 
     meta = read_metadata(onnx.load(str(path), load_external_data=False))
-    variant = meta.get("mixnet.variant")
+    variant = meta.get(META_VARIANT)
     if variant is None:
         raise InputError(f"{path}: no mixnet.variant metadata: expected an ONNX file written by mixnet-export")
-    model = build_model(variant, int(meta.get("mixnet.num_classes", 1000)))
-    return model, int(img_size or meta.get("mixnet.input_size", 224)), meta
+    model = build_model(variant, int(meta.get(META_NUM_CLASSES, 1000)))
+    return model, int(img_size or meta.get(META_INPUT_SIZE, 224)), meta
 
 
 def make_runner(
@@ -397,7 +406,7 @@ def make_runner(
         raise InputError(f"expected auto or one of {', '.join(RUNTIMES)}", field="runtime", value=runtime)
     if suffix in ENGINE_SUFFIXES:
         return _engine_runner(text, runtime, **opts)
-    if suffix == ".onnx":
+    if suffix == ONNX_SUFFIX:
         return _onnx_runner(text, runtime, threads, img_size, batch, **opts)
     if runtime not in ("auto", "torch"):
         problem = f"needs an .onnx or .engine file, not {text}"
@@ -435,7 +444,7 @@ def _onnx_runner(
         _set_torch_threads(threads)
         model, size, meta = _torch_from_onnx_metadata(path, img_size)
         runner = TorchRunner(model, name=f"{model.spec.model_name} [torch]", img_size=size, **opts)
-        runner.metadata = {**meta, "mixnet.precision": "fp32"}
+        runner.metadata = {**meta, META_PRECISION: "fp32"}
         return runner
     if runtime == "tensorrt":
         expected = "expected ort-trt for an ONNX file (or build an engine)"

@@ -35,7 +35,8 @@ from pathlib import Path
 from . import precisions
 from .atomic import TMP_MARKER, environment_errors, unwritable, write_text
 from .batching import BatchProfile
-from .engine import ENGINE_SUFFIXES, EngineResult, manifest_path_for
+from .contract import ENGINE_SUFFIXES, META_BATCH_PROFILE, META_PREFIX, ONNX_SUFFIX, shape_string
+from .engine import EngineResult, manifest_path_for
 from .errors import InputError, VerificationError
 
 log = logging.getLogger("mixnet_deploy")
@@ -157,7 +158,7 @@ def collect_sources(artifacts: Iterable, engines: Iterable[EngineResult] = ()) -
     onnx_by_precision: dict[str, Path] = {}
     for artifact in artifacts:
         path = Path(artifact.path)
-        if path.suffix == ".onnx" and path.is_file():
+        if path.suffix == ONNX_SUFFIX and path.is_file():
             sources.append(Source(artifact.precision, path, path, False))
             onnx_by_precision.setdefault(artifact.precision, path)
     for built in engines:
@@ -235,7 +236,7 @@ def trt_accelerator(precision: str, profile: BatchProfile, inputs: tuple[TensorS
     params = {"precision_mode": precisions.row(precision).trt_precision_mode}
 
     def shapes(n: int) -> str:
-        return ",".join(f"{t.name}:{'x'.join(str(d) for d in (n, *t.dims))}" for t in inputs)
+        return ",".join(shape_string((n, *t.dims), t.name) for t in inputs)
 
     if all(d > 0 for t in inputs for d in t.dims):
         params |= {
@@ -251,8 +252,8 @@ def trt_accelerator(precision: str, profile: BatchProfile, inputs: tuple[TensorS
 
 def preprocessing_parameters(metadata: Mapping[str, str], profile: BatchProfile) -> dict[str, str]:
     """What a client must do before sending pixels (mean, std, size, interpolation, crop_pct, ...)."""
-    params = {k: v for k, v in sorted(metadata.items()) if k.startswith(("mixnet.", "mixnet_deploy."))}
-    params["mixnet.batch_profile"] = str(profile)
+    params = {k: v for k, v in sorted(metadata.items()) if k.startswith((META_PREFIX, "mixnet_deploy."))}
+    params[META_BATCH_PROFILE] = str(profile)
     return params
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import INPUT_NAME, OUTPUT_NAME
 from .engine import cuda_call, import_cudart, import_tensorrt, verify_engine_file
 from .errors import InputError
-from .onnx_export import INPUT_NAME, OUTPUT_NAME
 from .runner import Runner
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from . import __version__, precisions
 from .atomic import write_text
+from .contract import onnx_stem, shape_string
 from .engine import EngineOptions, check_engine_options
-from .onnx_export import INPUT_NAME
 
 SCRIPT_SUFFIX = ".trtexec.sh"  # DIR/mixnet_s.trtexec.sh: one per model, as its report
 DEFAULT_TIMING_CACHE = "trtexec.timing.cache"
@@ -64,11 +64,6 @@ precision_flags() {
 }"""
 
 
-def shape_spec(shape: Iterable[int]) -> str:
-    """(8, 3, 224, 224) -> 'input:8x3x224x224' (trtexec's shape syntax)."""
-    return f"{INPUT_NAME}:{'x'.join(str(int(d)) for d in shape)}"
-
-
 def trtexec_engine_name(onnx_name: str, precision: str) -> str:
     """'mixnet_s.fp16.onnx' -> 'mixnet_s.fp16.trtexec.engine' (never overwrites mixnet-export's checked engine)."""
     return precisions.engine_name(onnx_name, precision, tool="trtexec")
@@ -83,9 +78,9 @@ def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_ca
         f"--onnx={shlex.quote(onnx_name)}",
         f"--saveEngine={shlex.quote(trtexec_engine_name(onnx_name, precision))}",
         f'$(precision_flags "{legacy_flag}" {"dla" if opts.dla_core is not None else "gpu"})',
-        f"--minShapes={shape_spec(shapes['min'])}",
-        f"--optShapes={shape_spec(shapes['opt'])}",
-        f"--maxShapes={shape_spec(shapes['max'])}",
+        f"--minShapes={shape_string(shapes['min'])}",
+        f"--optShapes={shape_string(shapes['opt'])}",
+        f"--maxShapes={shape_string(shapes['max'])}",
     ]
     if opts.workspace_mib:
         words.append(f"--memPoolSize=workspace:{opts.workspace_mib}")
@@ -108,7 +103,7 @@ def bench_command(
     words = [
         '"$TRTEXEC"',
         f"--loadEngine={shlex.quote(engine)}",
-        f"--shapes={shape_spec((batch, 3, opts.img_size, opts.img_size))}",
+        f"--shapes={shape_string((batch, 3, opts.img_size, opts.img_size))}",
     ]
     if opts.dla_core is not None:
         words.append(f"--useDLACore={opts.dla_core}")
@@ -125,7 +120,7 @@ def bench_command(
 
 def script_name(onnx_name: str) -> str:
     """``mixnet_s.onnx`` (the run's FP32 file) -> ``mixnet_s.trtexec.sh``."""
-    return onnx_name.removesuffix(".onnx") + SCRIPT_SUFFIX
+    return onnx_stem(onnx_name) + SCRIPT_SUFFIX
 
 
 def _lines(words: list[str]) -> str:

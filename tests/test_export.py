@@ -3,8 +3,9 @@ import onnx
 import pytest
 
 from mixnet_deploy.config import ExportConfig
+from mixnet_deploy.contract import INPUT_NAME
 from mixnet_deploy.fold import fold_bn
-from mixnet_deploy.onnx_export import INPUT_NAME, TRT_SAFE_OPS, check_graph, op_counts, read_metadata
+from mixnet_deploy.onnx_export import TRT_SAFE_OPS, check_graph, op_counts, read_metadata
 from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.runtimes import ort_session, run_ort
 from mixnet_deploy.weights import load_model

@@ -1,0 +1,46 @@
+"""The graph contract every stage shares: tensor names, the ``mixnet.*`` metadata keys, file suffixes, and the two
+string helpers built on them. It imports nothing of the package, so any module may import it for a constant without
+pulling a stage (torch, onnx, TensorRT) up with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# ---------------------------------------------------------------- tensor names of every exported graph
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+# ---------------------------------------------------------------- ONNX metadata_props keys (onnx_export.build_metadata)
+META_PREFIX = "mixnet."
+META_VARIANT = "mixnet.variant"
+META_MODEL = "mixnet.model"  # timm's name; tf_* pad TensorFlow-style (static pads for input_size)
+META_PADDING = "mixnet.padding"
+META_PRECISION = "mixnet.precision"
+META_INPUT_SIZE = "mixnet.input_size"
+META_NUM_CLASSES = "mixnet.num_classes"
+META_MEAN = "mixnet.mean"
+META_STD = "mixnet.std"
+META_INTERPOLATION = "mixnet.interpolation"
+META_CROP_PCT = "mixnet.crop_pct"
+META_MDCONV = "mixnet.mdconv"
+META_BN_FOLDED = "mixnet.bn_folded"
+META_WEIGHTS_SHA256 = "mixnet.weights_sha256"
+META_WEIGHTS_LAYOUT = "mixnet.weights_layout"
+META_BATCH_PROFILE = "mixnet.batch_profile"  # Triton config parameters only (not in the ONNX file)
+
+# ---------------------------------------------------------------- file suffixes
+ONNX_SUFFIX = ".onnx"
+ENGINE_SUFFIXES = (".engine", ".plan")  # engine files: what make_runner, parity, bench and Triton take
+MANIFEST_SUFFIX = ".json"  # appended to an engine's name: mixnet_s.fp16.engine.json
+REPORT_SUFFIX = ".report.json"  # DIR/<model>.report.json
+MODEL_SUFFIXES = (ONNX_SUFFIX, *ENGINE_SUFFIXES)  # what parity and bench accept as a model file
+
+
+def onnx_stem(name: str) -> str:
+    """``mixnet_s.fp16.onnx`` -> ``mixnet_s.fp16``; a name without ``.onnx`` is returned as it is."""
+    return name.removesuffix(ONNX_SUFFIX)
+
+
+def shape_string(shape: Iterable[int], name: str = INPUT_NAME) -> str:
+    """(8, 3, 224, 224) -> ``input:8x3x224x224`` (trtexec's and the TensorRT providers' shape syntax)."""
+    return f"{name}:{'x'.join(str(int(d)) for d in shape)}"
