@@ -38,8 +38,8 @@ from mixnet_deploy.atomic import write_json  # noqa: E402
 from mixnet_deploy.data import CalibrationReader, ImageSet, Preprocess, crop_image  # noqa: E402
 from mixnet_deploy.environment import versions  # noqa: E402
 from mixnet_deploy.fold import fold_bn  # noqa: E402
+from mixnet_deploy.metrics import compare  # noqa: E402
 from mixnet_deploy.onnx_export import build_metadata, check_graph, set_metadata, to_onnx  # noqa: E402
-from mixnet_deploy.parity import compare  # noqa: E402
 from mixnet_deploy.runtimes import ort_session, run_ort  # noqa: E402
 from mixnet_deploy.weights import load_model  # noqa: E402
 

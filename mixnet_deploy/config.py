@@ -140,7 +140,7 @@ class ExportConfig:
     )
 
     def engine_options(self):
-        from .engine import EngineOptions
+        from .engine_build import EngineOptions
 
         return EngineOptions(
             batch=self.batch,
@@ -242,7 +242,8 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
 def check_engine_config(cfg: ExportConfig) -> None:
     """Engine / trtexec options (InputError), and ``--engine require`` without TensorRT + GPU (EnvironmentFailure,
     exit 3), before any work."""
-    from .engine import check_engine_options, require_gpu_stack
+    from .engine_build import check_engine_options
+    from .gpu_stack import require_gpu_stack
 
     check_engine_options(cfg.engine_options())
     if cfg.dla_core is not None and not (cfg.fp16 or cfg.int8):

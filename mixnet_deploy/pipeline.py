@@ -20,14 +20,14 @@ from . import precisions
 from .atomic import remove_stale_temps, write_bytes
 from .config import ExportConfig, check_config, triton_options, written_precisions
 from .contract import ENGINE_SUFFIXES
-from .engine import EngineResult
+from .engine_build import EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import VerificationError
 from .export_reports import adopt_legacy_report, report_name, write_index, write_report
 from .fold import fold_bn
 from .lowering import lower
+from .metrics import compare, failures
 from .onnx_export import build_metadata, check_graph, op_counts, set_metadata, to_onnx
-from .parity import compare, failures
 from .runtimes import ort_session, random_inputs, run_ort, run_torch
 from .weights import load_model
 
@@ -322,7 +322,8 @@ def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[E
     ``mode``: ``auto`` builds when the GPU stack is present, else returns a note saying why and how;
     ``require`` raises EnvironmentFailure (exit 3) then; ``skip`` does nothing. Returns (results, notes).
     """
-    from .engine import INSTALL_HINT, build_engine, engine_path_for, gpu_stack_status, require_gpu_stack
+    from .engine_build import build_engine, engine_path_for
+    from .gpu_stack import INSTALL_HINT, gpu_stack_status, require_gpu_stack
 
     if mode == "skip":
         return [], []

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .errors import InputError
-from .parity import Tolerance, compare, failures
+from .metrics import compare, failures
+from .precisions import Tolerance
 
 log = logging.getLogger("mixnet_deploy")
 

@@ -36,7 +36,7 @@ from . import precisions
 from .atomic import TMP_MARKER, environment_errors, unwritable, write_text
 from .batching import BatchProfile
 from .contract import ENGINE_SUFFIXES, META_BATCH_PROFILE, META_PREFIX, ONNX_SUFFIX, shape_string
-from .engine import EngineResult, manifest_path_for
+from .engine_build import EngineResult, manifest_path_for
 from .errors import InputError, VerificationError
 
 log = logging.getLogger("mixnet_deploy")

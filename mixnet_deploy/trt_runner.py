@@ -2,7 +2,7 @@
 
 Beside the other runners (``runtimes.py``: PyTorch, ONNX Runtime); :func:`mixnet_deploy.runtimes.make_runner`
 imports it for ``.engine`` / ``.plan`` files. The engine's manifest is checked against the running system
-first (:func:`mixnet_deploy.engine.verify_engine_file`). ``tensorrt``, ``polygraphy`` and ``cuda-python``
+first (:func:`mixnet_deploy.engine_build.verify_engine_file`). ``tensorrt``, ``polygraphy`` and ``cuda-python``
 are imported when a runner is made, so ``import mixnet_deploy.trt_runner`` works without them.
 
 What the code relies on: TensorRT ``samples/python/common_runtime.py``: cuda-python ``cudart`` calls return
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME
-from .engine import cuda_call, import_cudart, import_tensorrt, verify_engine_file
+from .engine_build import verify_engine_file
 from .errors import InputError
+from .gpu_stack import cuda_call, import_cudart, import_tensorrt
 from .runner import Runner
 
 

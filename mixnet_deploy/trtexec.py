@@ -34,7 +34,7 @@ from pathlib import Path
 from . import __version__, precisions
 from .atomic import write_text
 from .contract import onnx_stem, shape_string
-from .engine import EngineOptions, check_engine_options
+from .engine_build import EngineOptions, check_engine_options
 
 SCRIPT_SUFFIX = ".trtexec.sh"  # DIR/mixnet_s.trtexec.sh: one per model, as its report
 DEFAULT_TIMING_CACHE = "trtexec.timing.cache"

@@ -24,7 +24,7 @@ FIXTURE_FILES = ("state_dict.safetensors", "input.npy", "logits.npy")
 
 
 def _tensorrt_stack() -> str | None:
-    from mixnet_deploy.engine import gpu_stack_status
+    from mixnet_deploy.gpu_stack import gpu_stack_status
 
     ok, why = gpu_stack_status()
     return None if ok else f"{why} (pip install 'mixnet-deploy[gpu]' on a machine with an NVIDIA GPU and driver)"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_parity import _run as _parity  # mixnet-parity in-process: (exit code, stdout, stderr)
 
-from mixnet_deploy import accuracy, data, labels, parity
+from mixnet_deploy import accuracy, data, labels, metrics, parity
 from mixnet_deploy.errors import InputError
 
 # ---------------------------------------------------------------- the synset list
@@ -76,8 +76,8 @@ def test_metrics_merge_equals_the_whole():
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((37, 20))
     out = ref + 0.3 * rng.standard_normal((37, 20))
-    whole = parity.compare(ref, out)
-    parts = parity.Metrics.merge([parity.compare(ref[i : i + 8], out[i : i + 8]) for i in range(0, 37, 8)])
+    whole = metrics.compare(ref, out)
+    parts = metrics.Metrics.merge([metrics.compare(ref[i : i + 8], out[i : i + 8]) for i in range(0, 37, 8)])
     for key, value in whole.as_dict().items():
         assert getattr(parts, key) == pytest.approx(value, rel=1e-12, abs=1e-15), key
 

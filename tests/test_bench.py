@@ -248,15 +248,15 @@ def test_report_renders_from_json_dict(s_onnx):
 
 @pytest.mark.gpu(needs=("torch-cuda", "fixture"))
 def test_cuda_event_timing_and_outputs_on_gpu(timm_fixture):
-    from mixnet_deploy import parity
+    from mixnet_deploy import metrics
     from mixnet_deploy.runtimes import make_runner
     from mixnet_deploy.weights import load_model
 
     model, _ = load_model(None, timm_fixture["weights"])
     runner = make_runner(model, device="cuda", img_size=224)
     assert runner.runtime == "torch-cuda"
-    m = parity.compare(timm_fixture["logits"], runner.run(timm_fixture["input"]))
-    assert not parity.failures(m, precisions.row("fp32").tolerance), m
+    m = metrics.compare(timm_fixture["logits"], runner.run(timm_fixture["input"]))
+    assert not metrics.failures(m, precisions.row("fp32").tolerance), m
     res = run_benchmark([runner], BenchConfig(batches=(1, 8), warmup_s=0.2, duration_s=0.5), progress=False)
     for case in res.results:
         assert case.timer == "device" and 0 < case.stats.p50_ms < 1000

@@ -44,7 +44,7 @@ def test_summary_prints_engines_from_engine_results(capsys):
     from types import SimpleNamespace
 
     from mixnet_deploy.cli import print_export_summary
-    from mixnet_deploy.engine import EngineResult
+    from mixnet_deploy.engine_build import EngineResult
     from mixnet_deploy.pipeline import Artifact
 
     metrics = dict(max_abs=1e-6, min_cosine=1.0, mean_cosine=1.0, top1=1.0, top5_overlap=1.0)

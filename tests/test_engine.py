@@ -14,12 +14,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from mixnet_deploy import engine as E
+from mixnet_deploy import engine_build as E
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.config import export_flags, flag_of
 from mixnet_deploy.environment import parse_l4t_release, read_l4t_release
 from mixnet_deploy.errors import EnvironmentFailure, InputError, VerificationError
 from mixnet_deploy.export_reports import read_report
+from mixnet_deploy.gpu_stack import gpu_stack_status
 from mixnet_deploy.pipeline import engine_stage
 from mixnet_deploy.trt_runner import engine_runner
 from mixnet_deploy.trtexec import trtexec_recipe, write_trtexec_script
@@ -32,7 +33,7 @@ SYSTEM = {
     "compute_capability": "8.7",
     "l4t": "R36.4.0",
 }
-HAVE_TRT = E.gpu_stack_status()[0]
+HAVE_TRT = gpu_stack_status()[0]
 no_trt = pytest.mark.skipif(HAVE_TRT, reason="this machine has TensorRT and a GPU: the no-TensorRT path is moot")
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixnet_deploy import engine as E
+from mixnet_deploy import engine_build as E
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.export_reports import read_report
-from mixnet_deploy.parity import compare, failures
+from mixnet_deploy.metrics import compare, failures
 from mixnet_deploy.precisions import tolerances
 from mixnet_deploy.trt_runner import engine_runner
 

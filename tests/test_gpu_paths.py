@@ -12,7 +12,8 @@ import types
 
 import pytest
 
-from mixnet_deploy import engine as E
+from mixnet_deploy import engine_build as E
+from mixnet_deploy import gpu_stack as G
 from mixnet_deploy import trt_runner as T
 
 
@@ -37,16 +38,16 @@ def fake_trt_modules(monkeypatch):
 
 
 def test_insufficient_driver_under_cuda_python_13_says_so(fake_trt_modules, monkeypatch):
-    monkeypatch.setattr(E, "cuda_bindings_version", lambda: "13.0.1")
-    ok, why = E.gpu_stack_status(cudart=DriverTooOld())
+    monkeypatch.setattr(G, "cuda_bindings_version", lambda: "13.0.1")
+    ok, why = G.gpu_stack_status(cudart=DriverTooOld())
     assert not ok
     assert "cudaErrorInsufficientDriver" in why and "driver too old for cuda-python 13" in why
     assert "cuda-python>=12,<13" in why
 
 
 def test_insufficient_driver_under_cuda_python_12_does_not_blame_13(fake_trt_modules, monkeypatch):
-    monkeypatch.setattr(E, "cuda_bindings_version", lambda: "12.6.2")
-    ok, why = E.gpu_stack_status(cudart=DriverTooOld())
+    monkeypatch.setattr(G, "cuda_bindings_version", lambda: "12.6.2")
+    ok, why = G.gpu_stack_status(cudart=DriverTooOld())
     assert not ok and "cudaErrorInsufficientDriver" in why and "cuda-python 13" not in why
 
 
@@ -55,7 +56,7 @@ def test_no_device_is_reported_by_its_name(fake_trt_modules):
         def cudaGetDeviceCount(self):
             return (CudaError.cudaErrorNoDevice, 0)
 
-    ok, why = E.gpu_stack_status(cudart=NoDevice())
+    ok, why = G.gpu_stack_status(cudart=NoDevice())
     assert not ok and why == "no usable CUDA device (CUDA error cudaErrorNoDevice)"
 
 
@@ -64,7 +65,7 @@ def test_a_device_found_passes(fake_trt_modules):
         def cudaGetDeviceCount(self):
             return (CudaError.cudaSuccess, 1)
 
-    assert E.gpu_stack_status(cudart=OneDevice()) == (True, "")
+    assert G.gpu_stack_status(cudart=OneDevice()) == (True, "")
 
 
 # ---------------------------------------------------------------- ONNX Runtime GPU providers (items 4, 5)
@@ -231,7 +232,7 @@ def test_gpu_suite_under_m_gpu_fails_naming_the_missing_prerequisite(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-2000:]  # pytest's "tests failed": errors at setup, nothing passed or skipped
     assert "3 errors" in out and "skipped" not in out and "passed" not in out, out[-2000:]
-    ok, why = E.gpu_stack_status()
+    ok, why = G.gpu_stack_status()
     expected = str(tmp_path) if ok else why  # the first missing prerequisite: the stack, else the (empty) fixture
     assert f"GPU test selected (-m gpu) but {expected}" in out, out[-2000:]
 

@@ -14,8 +14,8 @@ from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.export_reports import read_report
+from mixnet_deploy.metrics import compare
 from mixnet_deploy.onnx_export import TRT_SAFE_OPS, check_graph, read_metadata, to_onnx
-from mixnet_deploy.parity import compare
 from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.precisions import tolerances
 from mixnet_deploy.runtimes import ort_session, run_ort

@@ -13,7 +13,7 @@ from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.export_reports import read_report
-from mixnet_deploy.parity import compare
+from mixnet_deploy.metrics import compare
 from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.precisions import row
 from mixnet_deploy.runtimes import run_torch

@@ -100,7 +100,7 @@ def test_pickle_payloads_would_run_if_unpickled_unsafely(catalogue, tmp_path):
 
 def test_engine_manifest_of_another_system_is_refused(catalogue):
     """Where TensorRT runs (GPU CI), foreign.engine fails on its manifest; the check itself runs here."""
-    from mixnet_deploy.engine import verify_engine_file
+    from mixnet_deploy.engine_build import verify_engine_file
     from mixnet_deploy.errors import InputError
 
     here = {**FOREIGN_SYSTEM, "tensorrt": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"}

@@ -20,7 +20,7 @@ from mixnet_deploy import triton
 from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.cli import export_main
 from mixnet_deploy.config import export_flags
-from mixnet_deploy.engine import EngineResult
+from mixnet_deploy.engine_build import EngineResult
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.onnx_export import read_metadata

@@ -161,7 +161,7 @@ def onnx_files(inputs: Path) -> None:
 
 def engines(inputs: Path) -> None:
     """Engines: garbage without a manifest, garbage with another system's manifest, a manifest that is not JSON."""
-    from mixnet_deploy.engine import EngineOptions, build_manifest, sha256_file
+    from mixnet_deploy.engine_build import EngineOptions, build_manifest, sha256_file
 
     for name in ("garbage.engine", "garbage.plan", "foreign.engine", "badjson.engine"):
         (inputs / name).write_bytes(np.random.default_rng(3).bytes(2048))

@@ -8,7 +8,8 @@ export stage that calls ``build_engine`` in ``pipeline.py``; precision facts com
 Everything up to the TensorRT call is plain Python, tested on a CPU: profile shapes, option checks,
 manifest building and checking, the precision classification of the engine inspector's output. The
 TensorRT call itself is thin and built on Polygraphy's loaders; ``tensorrt``, ``polygraphy`` and
-``cuda-python`` are imported inside functions, so ``import mixnet_deploy.engine`` works without them.
+``cuda-python`` are imported inside functions, so ``import mixnet_deploy.engine_build`` works without them.
+The CUDA/TensorRT probing (imports, device checks, the running system) is in ``gpu_stack.py``.
 
 What the TensorRT code relies on (read, not guessed; the GPU tests in tests/test_engine_gpu.py run it):
 
@@ -49,16 +50,13 @@ from . import __version__, precisions
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
 from .contract import INPUT_NAME, MANIFEST_SUFFIX
-from .environment import read_l4t_release, timed
-from .errors import EnvironmentFailure, InputError, VerificationError
+from .environment import timed
+from .errors import InputError, VerificationError
+from .gpu_stack import import_tensorrt, running_system
 
 log = logging.getLogger("mixnet_deploy")
 
 MANIFEST_SCHEMA = "mixnet-deploy/engine-manifest/1"
-INSTALL_HINT = (
-    "install it with `pip install 'mixnet-deploy[gpu]'` on a machine with an NVIDIA GPU and driver "
-    "(Jetson: JetPack's python3-libnvinfer), or use --engine skip / --trtexec to build elsewhere"
-)
 # Layers that only move or reinterpret data; their tensor formats say nothing about compute precision.
 _BOOKKEEPING_LAYERS = frozenset({"Reformat", "NoOp", "Shuffle", "Constant", "Identity", "Cast"})
 
@@ -129,117 +127,6 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------- the running system
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise InputError(f"TensorRT is not installed (Python module `tensorrt`): {INSTALL_HINT}") from None
-    return tensorrt
-
-
-def import_cudart():
-    """cuda-python's runtime bindings: ``cuda.bindings.runtime`` (>= 12.8) or the older ``cuda.cudart``."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise InputError(f"cuda-python is not installed (module `cuda`): {INSTALL_HINT}") from None
-    return cudart
-
-
-CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaError_t.cudaErrorInsufficientDriver
-
-
-def cuda_bindings_version() -> str | None:
-    """The installed cuda-python bindings' version (``cuda-bindings``, or ``cuda-python`` before 12.6), or None."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("cuda-bindings", "cuda-python"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-def cuda_error_text(err, bindings_version: str | None = None) -> str:
-    """``CUDA error <name>``; for cudaErrorInsufficientDriver under cuda-python 13 the reason and the fix too."""
-    text = f"CUDA error {getattr(err, 'name', err)}"
-    if getattr(err, "value", err) == CUDA_ERROR_INSUFFICIENT_DRIVER:
-        bindings_version = bindings_version or cuda_bindings_version() or "?"
-        if bindings_version.split(".")[0].isdigit() and int(bindings_version.split(".")[0]) >= 13:
-            return (
-                f"{text}: driver too old for cuda-python 13 (cuda-python {bindings_version} needs a CUDA 13 driver, "
-                "R580 or newer); expected cuda-python>=12,<13 with a CUDA 12 driver (JetPack 6, most servers)"
-            )
-        return f"{text}: the NVIDIA driver is older than the CUDA runtime of cuda-python {bindings_version}"
-    return text
-
-
-def cuda_call(result):
-    """cuda-python returns ``(err, *values)``; raise on an error, return the value(s)."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if getattr(err, "value", err) != 0:  # cudaError_t.cudaSuccess == 0
-        raise RuntimeError(cuda_error_text(err))
-    return values[0] if len(values) == 1 else tuple(values) if values else None
-
-
-def gpu_stack_status(cudart=None) -> tuple[bool, str]:
-    """(True, "") when TensorRT, Polygraphy, cuda-python and a CUDA device are all present, else (False, why).
-
-    ``cudart``: cuda-python's runtime module (default: imported here); tests pass a stand-in.
-    """
-    for module, what in (("tensorrt", "TensorRT"), ("polygraphy", "Polygraphy"), ("cuda", "cuda-python")):
-        if cudart is not None and module == "cuda":
-            continue
-        try:
-            __import__(module)
-        except ImportError:
-            return False, f"{what} is not installed (Python module `{module}`)"
-    try:
-        count = cuda_call((cudart or import_cudart()).cudaGetDeviceCount())
-    except Exception as exc:  # no driver, no device: cudaErrorNoDevice / InsufficientDriver
-        return False, f"no usable CUDA device ({exc})"
-    if not count:
-        return False, "no CUDA device found"
-    return True, ""
-
-
-def require_gpu_stack() -> None:
-    """``--engine require`` on a machine without the GPU stack: an EnvironmentFailure (exit 3), not bad input."""
-    ok, why = gpu_stack_status()
-    if not ok:
-        raise EnvironmentFailure(
-            "build TensorRT engines", "(--engine require)", f"{why}; they need TensorRT and a CUDA GPU: {INSTALL_HINT}"
-        )
-
-
-def _version_text(v: int) -> str:
-    """CUDA's integer versions: 12040 -> "12.4"."""
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
-def running_system(device: int = 0) -> dict:
-    """TensorRT, CUDA runtime and driver versions, GPU name and compute capability, L4T release."""
-    trt = import_tensorrt()
-    cudart = import_cudart()
-    props = cuda_call(cudart.cudaGetDeviceProperties(device))
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return {
-        "tensorrt": trt.__version__,
-        "cuda_runtime": _version_text(cuda_call(cudart.cudaRuntimeGetVersion())),
-        "cuda_driver": _version_text(cuda_call(cudart.cudaDriverGetVersion())),
-        "gpu": name.strip("\x00 "),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "l4t": read_l4t_release(),
-    }
 
 
 # ---------------------------------------------------------------- manifest (CPU)
