@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 
+import ort_qdq  # noqa: E402
 from precision_accuracy import centered_cosine, photo_crops, weights_file  # noqa: E402
 
-from mixnet_deploy import precision, qdq  # noqa: E402
+from mixnet_deploy import precision_onnx, qdq  # noqa: E402
 from mixnet_deploy.atomic import write_json, write_text  # noqa: E402
 from mixnet_deploy.data import CalibrationReader, ImageSet, Preprocess  # noqa: E402
 from mixnet_deploy.environment import versions  # noqa: E402
@@ -53,13 +54,15 @@ def files(variant: str, size: int, count: int, tmp: Path) -> tuple[dict[str, byt
     pre = Preprocess(size=size)
     calib, held = photo_crops(pre)
     calib = ImageSet(calib[:count], [(f"calib{i}", "") for i in range(min(count, len(calib)))])
-    recipe = precision.Int8Recipe()
-    cal = precision.calibrate(data, calib.ids, lambda: iter(CalibrationReader(calib, pre)), recipe, tmp, variant, "")
-    builder = qdq.Int8Builder(proto, qdq.amax_of(precision.load_cache(cal.cache, cal.key)))
+    recipe = precision_onnx.Int8Recipe()
+    cal = precision_onnx.calibrate(
+        data, calib.ids, lambda: iter(CalibrationReader(calib, pre)), recipe, tmp, variant, ""
+    )
+    builder = qdq.Int8Builder(proto, qdq.amax_of(precision_onnx.load_cache(cal.cache, cal.key)))
     made = {
         "fp32": data,
-        "fp16": precision.to_fp16(proto).SerializeToString(),
-        "int8 before (Q/DQ over FP32)": precision.quantize_int8(data, cal, recipe).SerializeToString(),
+        "fp16": precision_onnx.to_fp16(proto).SerializeToString(),
+        "int8 before (Q/DQ over FP32)": ort_qdq.quantize_int8(data, cal, recipe).SerializeToString(),
         "int8 after (Q/DQ over FP16)": builder.build().SerializeToString(),
         "int8 after, SE convs quantized": builder.build(qdq.Placement(quantize_se=True)).SerializeToString(),
         "int8 after, residual skips float": builder.build(qdq.Placement(residual_adds=False)).SerializeToString(),

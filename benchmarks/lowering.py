@@ -185,7 +185,7 @@ def tensorrt_cases(graphs: dict[str, bytes], batches, rounds: int, target_s: flo
     from mixnet_deploy.batching import BatchProfile
     from mixnet_deploy.bench import bench_input
     from mixnet_deploy.engine_build import EngineOptions, build_engine
-    from mixnet_deploy.precision import to_fp16
+    from mixnet_deploy.precision_onnx import to_fp16
     from mixnet_deploy.trt_runner import engine_runner
 
     results = {}

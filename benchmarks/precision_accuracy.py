@@ -15,7 +15,7 @@ input-dependent part (logits minus their mean over the held-out batch), the hard
 Images: scikit-image's bundled photos; every other photo (and four crops/flips of it) calibrates,
 the rest (other photos, same kind of crops) is held out. Writes benchmarks/results/precision-<host>.json
 and prints a table. FP16 is also measured with pools / sigmoids / the classifier kept in float32,
-INT8 also with the classifier Gemm quantized: the data behind the defaults in mixnet_deploy.precision.
+INT8 also with the classifier Gemm quantized: the data behind the defaults in mixnet_deploy.precision_onnx.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mixnet_deploy import precision  # noqa: E402
+import ort_qdq  # noqa: E402
+
+from mixnet_deploy import contract, precision_onnx  # noqa: E402
 from mixnet_deploy.atomic import write_json  # noqa: E402
 from mixnet_deploy.data import CalibrationReader, ImageSet, Preprocess, crop_image  # noqa: E402
 from mixnet_deploy.environment import versions  # noqa: E402
@@ -115,24 +117,26 @@ def measure(variant: str, size: int, count: int, methods, tmp: Path) -> list[dic
     ref = run_ort(ort_session(data), x)
     rows = [row(ref, ref, variant=variant, precision="fp32", setting="-", bytes=len(data))]
     for name, keep in FP16_VARIANTS.items():
-        m16 = precision.to_fp16(proto, keep)
+        m16 = precision_onnx.to_fp16(proto, keep)
         check_graph(m16)
         blob = m16.SerializeToString()
         rows.append(row(ref, run_ort(ort_session(blob), x), variant=variant, precision="fp16",
                         setting=f"fp32 ops: {name}", bytes=len(blob)))  # fmt: skip
         print(_fmt(rows[-1]), file=sys.stderr, flush=True)
-    runs = [(m, precision.INT8_OP_TYPES) for m in methods] + [(precision.DEFAULT_CALIB_METHOD, ("Conv", "Gemm"))]
+    runs = [(m, precision_onnx.INT8_OP_TYPES) for m in methods] + [
+        (contract.DEFAULT_CALIB_METHOD, ("Conv", "Gemm"))
+    ]
     for method, ops in runs:
-        recipe = precision.Int8Recipe(method=method, op_types=ops)
+        recipe = precision_onnx.Int8Recipe(method=method, op_types=ops)
         out_dir = Path(tempfile.mkdtemp(dir=tmp))
-        cal = precision.calibrate(
+        cal = precision_onnx.calibrate(
             data, calib.ids, lambda: iter(CalibrationReader(calib, pre)), recipe, out_dir, "m", "photos"
         )
         t = time.perf_counter()
-        q = precision.quantize_int8(data, cal, recipe)
+        q = ort_qdq.quantize_int8(data, cal, recipe)
         quant_s = time.perf_counter() - t
         check_graph(q)
-        assert precision.int8_problems(q, ops) == []
+        assert precision_onnx.int8_problems(q, ops) == []
         blob = q.SerializeToString()
         rows.append(row(ref, run_ort(ort_session(blob), x), variant=variant, precision="int8",
                         setting=f"{method}, quantized: {'+'.join(ops)}", bytes=len(blob),
@@ -153,7 +157,7 @@ def _fmt(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="s,m,l")
-    p.add_argument("--methods", default=",".join(precision.CALIB_METHODS))
+    p.add_argument("--methods", default=",".join(contract.CALIB_METHODS))
     p.add_argument("--calib-count", type=int, default=64)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"precision-{platform.node()}.json")

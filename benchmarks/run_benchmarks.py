@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mixnet_deploy.atomic import write_text
 from mixnet_deploy.bench import BenchConfig, parse_batches, run_benchmark
-from mixnet_deploy.report import comparison_markdown, markdown, text_table, write_plot, write_result_json
+from mixnet_deploy.bench_output import comparison_markdown, markdown, text_table, write_plot, write_result_json
 from mixnet_deploy.runtimes import available_runtimes, make_runner
 
 HERE = Path(__file__).resolve().parent

@@ -195,18 +195,6 @@ VARIANTS: dict[str, VariantSpec] = {
     "tf_l": _tf_port(_L, "tf_mixnet_l.in1k"),
 }
 
-# Parameter counts of timm 1.0.31's definitions (BN affine parameters included).
-PARAM_COUNTS = {
-    "s": 4_134_606,
-    "m": 5_014_382,
-    "l": 7_329_252,
-    "xl": 11_896_768,
-    "xxl": 23_961_752,
-    "tf_s": 4_134_606,
-    "tf_m": 5_014_382,
-    "tf_l": 7_329_252,
-}
-
 VARIANT_CHOICES = ", ".join(VARIANTS)
 
 

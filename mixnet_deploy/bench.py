@@ -24,7 +24,7 @@ from .batching import MAX_BATCH
 from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE
 from .environment import environment
 from .errors import InputError
-from .runner import Runner
+from .runner_contract import Runner
 from .runtimes import random_inputs
 
 log = logging.getLogger("mixnet_deploy")

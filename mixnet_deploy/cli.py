@@ -192,8 +192,8 @@ def build_parity_parser() -> Parser:
 
 def _parity(args) -> int:
     from .atomic import write_json
+    from .bench_output import check_output_path
     from .parity import DEFAULT_RANDOM_N, ParityConfig, parity_table, run_parity
-    from .report import check_output_path
 
     for path, name in ((args.json, "json"), (args.predictions, "predictions")):
         if path:
@@ -264,7 +264,7 @@ def build_bench_parser() -> Parser:
 
 def _bench(args) -> int:
     from .bench import BenchConfig, parse_batches, parse_runtimes, run_model_benchmark
-    from .report import check_output_path, text_table, write_markdown, write_plot, write_result_json
+    from .bench_output import check_output_path, text_table, write_markdown, write_plot, write_result_json
 
     for name in ("json", "markdown", "plot"):
         if getattr(args, name):

@@ -20,13 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import precisions
+from . import precision_table
 from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
+from .contract import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, MDCONV_CHOICES, MIN_OPSET
 from .errors import InputError
-from .lowering import MDCONV_CHOICES
-from .onnx_export import MIN_OPSET
-from .precision import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
 from .triton import KINDS as TRITON_KINDS
 
 MAX_IMG_SIZE = 2048
@@ -283,8 +281,9 @@ def check_precision_config(cfg: ExportConfig) -> None:
 
 
 def written_precisions(cfg: ExportConfig) -> tuple[str, ...]:
-    """The precisions a run of ``cfg`` writes: fp32, and each other precision whose option (``fp16``) is on."""
-    return tuple(p for p in precisions.names() if p == "fp32" or getattr(cfg, p, False))
+    """The precisions a run of ``cfg`` writes: the reference (no option), and each one whose row's option is on."""
+    rows = precision_table.PRECISIONS.values()
+    return tuple(r.name for r in rows if r.option is None or getattr(cfg, r.option))
 
 
 def check_triton_config(cfg: ExportConfig) -> None:

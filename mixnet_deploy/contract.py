@@ -28,6 +28,13 @@ META_WEIGHTS_SHA256 = "mixnet.weights_sha256"
 META_WEIGHTS_LAYOUT = "mixnet.weights_layout"
 META_BATCH_PROFILE = "mixnet.batch_profile"  # Triton config parameters only (not in the ONNX file)
 
+# ---------------------------------------------------------------- values the graph and the report record
+MIN_OPSET = 17  # the oldest opset our graphs are exported at (TensorRT 10's parser reads 9-20)
+MDCONV_CHOICES = ("split", "merged")  # mixnet.mdconv: how a MixConv reaches the graph (lowering.py)
+CALIB_METHODS = ("entropy", "percentile", "minmax")  # INT8 calibration (precision_onnx.py), in the cache key
+DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
+DEFAULT_CALIB_COUNT = 64
+
 # ---------------------------------------------------------------- file suffixes
 ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIXES = (".engine", ".plan")  # engine files: what make_runner, parity, bench and Triton take

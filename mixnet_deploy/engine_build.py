@@ -3,7 +3,7 @@
 Data flow: precision ONNX (``mixnet_s.fp16.onnx``) -> ``build_engine`` -> ``mixnet_s.fp16.engine`` plus
 ``mixnet_s.fp16.engine.json`` (the manifest). Loading an engine (``trt_runner.engine_runner``, bench, parity,
 Triton) checks that manifest against the running system first. The runner is in ``trt_runner.py``, the
-export stage that calls ``build_engine`` in ``pipeline.py``; precision facts come from ``precisions.py``.
+export stage that calls ``build_engine`` in ``pipeline.py``; precision facts come from ``precision_table.py``.
 
 Everything up to the TensorRT call is plain Python, tested on a CPU: profile shapes, option checks,
 manifest building and checking, the precision classification of the engine inspector's output. The
@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, precisions
+from . import __version__, precision_table
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
 from .contract import INPUT_NAME, MANIFEST_SUFFIX
@@ -113,7 +113,7 @@ def profile_shapes(batch: BatchProfile, img_size: int) -> dict[str, dict[str, li
 def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
     """``DIR/mixnet_s.onnx`` (fp32) -> ``DIR/mixnet_s.fp32.engine``; ``x.fp16.onnx`` -> ``x.fp16.engine``."""
     onnx_path = Path(onnx_path)
-    return onnx_path.with_name(precisions.engine_name(onnx_path.name, precision))
+    return onnx_path.with_name(precision_table.engine_name(onnx_path.name, precision))
 
 
 def manifest_path_for(engine_path: str | Path) -> Path:
@@ -275,8 +275,8 @@ def verify_engine_file(engine_path: str | Path, system: Mapping | None = None) -
 def classify_format(text: str) -> str | None:
     """An inspector ``Format/Datatype`` string -> "int8" / "fp16" / "fp32" / None (unknown, N/A, other types)."""
     t = str(text).lower()
-    for precision in precisions.by_speed():  # "int8" before "float": a format names its narrowest type
-        if any(word in t for word in precisions.row(precision).inspector_words):
+    for precision in precision_table.by_speed():  # "int8" before "float": a format names its narrowest type
+        if any(word in t for word in precision_table.row(precision).inspector_words):
             return precision
     return None
 
@@ -293,7 +293,7 @@ def layer_precisions(engine_info: Mapping | str) -> Counter:
             continue
         tensors = [*layer.get("Inputs", ()), *layer.get("Outputs", ())]
         kinds = {classify_format(t.get("Format/Datatype", "")) for t in tensors if isinstance(t, Mapping)} - {None}
-        counts[min(kinds, key=lambda p: precisions.row(p).speed_rank) if kinds else None] += 1
+        counts[min(kinds, key=lambda p: precision_table.row(p).speed_rank) if kinds else None] += 1
     return counts
 
 
@@ -304,7 +304,7 @@ def check_engine_precision(precision: str, counts: Counter, name: str) -> dict:
     if not known:
         log.warning("%s: the engine inspector reported no tensor types; precision taken from the network", name)
         return {**summary, "verdict": "unknown (inspector gave no tensor types)"}
-    if precisions.row(precision).trt_tensor_type and not known.get(precision):
+    if precision_table.row(precision).trt_tensor_type and not known.get(precision):
         raise VerificationError(
             f"{name}: asked for {precision.upper()} but the built engine has no {precision.upper()} layer "
             f"(layers by precision: {known}); refusing to keep an engine of another precision"
@@ -315,7 +315,7 @@ def check_engine_precision(precision: str, counts: Counter, name: str) -> dict:
 def check_network_dtypes(precision: str, dtype_names: Iterable[str], name: str) -> None:
     """Strongly typed: the parsed network must carry the precision's tensor type (HALF for fp16, INT8 for int8)."""
     names = {str(d).upper().rsplit(".", 1)[-1] for d in dtype_names}
-    wanted = precisions.row(precision).trt_tensor_type
+    wanted = precision_table.row(precision).trt_tensor_type
     if wanted and wanted not in names:
         raise VerificationError(
             f"{name}: parsed as a strongly typed network without {wanted} tensors (found {sorted(names)}): "
@@ -355,7 +355,7 @@ def _config_kwargs(trt, opts: EngineOptions, precision: str, strongly_typed: boo
     if opts.version_compat:
         kwargs["version_compatible"] = True
     if not strongly_typed:  # 8.6 / 9, and DLA on 10.x: the same ONNX with the matching builder flags
-        for flag in precisions.weak_typing_flags(precision):
+        for flag in precision_table.weak_typing_flags(precision):
             kwargs[flag] = True
     return kwargs
 
@@ -388,7 +388,7 @@ def _network_config(trt, opts: EngineOptions, precision: str, onnx_name: str, st
 
 def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, engine_path: str | Path | None = None):
     """Build, check and write one engine and its manifest. Returns an :class:`EngineResult`."""
-    row = precisions.row(precision)
+    row = precision_table.row(precision)
     check_engine_options(opts)
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path is not None else engine_path_for(onnx_path, precision)

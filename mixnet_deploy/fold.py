@@ -61,7 +61,3 @@ def fold_bn(model: nn.Module) -> nn.Module:
             fold_conv_bn(getattr(parent, conv_name), bn)
             setattr(parent, bn_name, nn.Identity())
     return folded
-
-
-def count_batchnorms(model: nn.Module) -> int:
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

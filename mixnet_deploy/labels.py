@@ -16,9 +16,11 @@ from __future__ import annotations
 import csv
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -37,8 +39,8 @@ def imagenet_synsets() -> tuple[str, ...]:
 
 
 @functools.cache
-def synset_index() -> dict[str, int]:
-    return {wnid: i for i, wnid in enumerate(imagenet_synsets())}
+def synset_index() -> Mapping[str, int]:
+    return MappingProxyType({wnid: i for i, wnid in enumerate(imagenet_synsets())})
 
 
 def class_index(text: str) -> int | None:

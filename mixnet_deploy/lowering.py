@@ -41,9 +41,8 @@ import onnx
 import torch
 from torch import nn
 
+from .contract import MDCONV_CHOICES
 from .model import MixedConv2d
-
-MDCONV_CHOICES = ("split", "merged")
 
 
 def check_mdconv(mdconv: str) -> str:
@@ -206,11 +205,6 @@ def _lower_stage(conv: MixedConv2d, grouped_pointwise: bool = True) -> MixedConv
     if grouped_pointwise and is_equal_split_pointwise(conv):
         return merge_split_pointwise(conv)
     return conv
-
-
-def count_multi_group(model: nn.Module) -> int:
-    """How many MixedConv2d stages still have several groups (each is a Split/Concat in the graph)."""
-    return sum(isinstance(m, MixedConv2d) and len(m.convs) > 1 for m in model.modules())
 
 
 # ------------------------------------------------------------------ what a graph costs

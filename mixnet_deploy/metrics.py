@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import precisions
-from .precisions import Tolerance
+from . import precision_table
+from .precision_table import Tolerance
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def tightest_passing(metrics: Metrics) -> str | None:
 
     Rows are ordered by their cosine bound, the one criterion every row has.
     """
-    rows = sorted(precisions.tolerances().items(), key=lambda kv: (-kv[1].min_cosine, -kv[1].min_mean_cosine))
+    rows = sorted(precision_table.tolerances().items(), key=lambda kv: (-kv[1].min_cosine, -kv[1].min_mean_cosine))
     return next((name for name, tol in rows if not failures(metrics, tol)), None)
 
 

@@ -34,13 +34,12 @@ from .contract import (
     META_VARIANT,
     META_WEIGHTS_LAYOUT,
     META_WEIGHTS_SHA256,
+    MIN_OPSET,
     OUTPUT_NAME,
 )
 from .errors import VerificationError
 from .model import fix_input_size
 from .weights import WeightsInfo
-
-MIN_OPSET = 17
 
 # Operators the graphs of this toolkit use; all are supported by TensorRT's ONNX parser.
 TRT_SAFE_OPS = frozenset(

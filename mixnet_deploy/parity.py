@@ -1,6 +1,6 @@
 """The parity harness (``mixnet-parity``): candidates run on the same inputs as a reference, judged by their
 precision's tolerance. The comparison math (Metrics, compare, failures) is in :mod:`mixnet_deploy.metrics`;
-tolerances live in :mod:`mixnet_deploy.precisions` (one row per precision) only.
+tolerances live in :mod:`mixnet_deploy.precision_table` (one row per precision) only.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import precisions
+from . import precision_table
 from .accuracy import Accuracy, AccuracyDrop
 from .arch import VARIANT_CHOICES, get_variant, normalize_variant
 from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE, META_VARIANT, META_WEIGHTS_SHA256, MODEL_SUFFIXES
 from .errors import InputError
 from .metrics import Metrics, compare, failures, required_tolerance, tightest_passing
-from .precisions import Tolerance
+from .precision_table import Tolerance
 
 if TYPE_CHECKING:
     from .labels import LabelledImages
@@ -37,10 +37,10 @@ MAX_IMAGES = 256
 
 
 def tolerance_for(precision: str | None, name: str = "candidate") -> Tolerance:
-    """The tolerance of a precision's row in :mod:`mixnet_deploy.precisions`; InputError when unknown or missing."""
+    """The tolerance of a precision's row in :mod:`mixnet_deploy.precision_table`; InputError when unknown."""
     if precision is None:
         raise InputError(f"{name}: no mixnet.precision metadata: expected a model written by mixnet-export")
-    known = precisions.tolerances()
+    known = precision_table.tolerances()
     if precision not in known:
         raise InputError(f"{name}: precision {precision!r} has no tolerance: expected one of {', '.join(known)}")
     return known[precision]
@@ -82,13 +82,6 @@ def run_batched(runner: Runner, x: np.ndarray, batch: int) -> np.ndarray:
     """``runner.run`` over ``x`` in chunks of at most ``batch`` (and the runner's max batch)."""
     step = min(batch, runner.max_batch or batch)
     return np.concatenate([runner.run(x[i : i + step]) for i in range(0, len(x), step)])
-
-
-def compare_runner(
-    reference_logits: np.ndarray, runner: Runner, x: np.ndarray, batch: int = 8, notes: Sequence[str] = ()
-) -> ParityResult:
-    """Run one candidate on ``x`` and judge it against the reference logits by its own precision."""
-    return judge(runner, compare(reference_logits, run_batched(runner, x, batch)), notes)
 
 
 @dataclass(frozen=True)

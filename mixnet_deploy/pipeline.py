@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import precisions
+from . import precision_table
 from .atomic import remove_stale_temps, write_bytes
 from .config import ExportConfig, check_config, triton_options, written_precisions
 from .contract import ENGINE_SUFFIXES
@@ -84,7 +84,7 @@ def verify_onnx(data: bytes, reference: np.ndarray, x: np.ndarray, precision: st
     """Run a serialized ONNX model in ONNX Runtime (CPU) and compare with reference logits."""
     out = run_ort(ort_session(data), x)
     metrics = compare(reference, out)
-    return metrics.as_dict(), failures(metrics, precisions.row(precision).tolerance)
+    return metrics.as_dict(), failures(metrics, precision_table.row(precision).tolerance)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np
         bad = [*bad, *facts_problems(structure, precision)]  # a graph check fails the run like a metric
     artifact = Artifact(
         precision=precision, path=str(path), bytes=len(blob), nodes=len(model.graph.node), ops=op_counts(model),
-        metrics=metrics, tolerance=asdict(precisions.row(precision).tolerance), seconds=made_s, structure=structure,
+        metrics=metrics, tolerance=asdict(precision_table.row(precision).tolerance), seconds=made_s,
+        structure=structure,
     )  # fmt: skip
     return Made(artifact, model, blob, tuple(bad), {f"make_{precision}": made_s, f"verify_{precision}": verify_s})
 
@@ -132,7 +133,7 @@ def export_fp32(cfg: ExportConfig, model, info) -> tuple[Made, dict[str, float]]
         proto = to_onnx(folded, cfg.img_size, cfg.opset)
         return set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32", mdconv=cfg.mdconv))
 
-    made = make_verified("fp32", Path(cfg.out_dir) / precisions.artifact_name(spec.model_name, "fp32"), make,
+    made = make_verified("fp32", Path(cfg.out_dir) / precision_table.artifact_name(spec.model_name, "fp32"), make,
                          reference, x)  # fmt: skip
     timings = {"fold": fold_s, "export_fp32": made.timings["make_fp32"], "verify_fp32": made.timings["verify_fp32"]}
     return made, timings
@@ -243,7 +244,7 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     """Calibrate (or reuse the cache), then Q/DQ on the FP16 graph (qdq.py) with the layers --int8-exclude keeps
     in FP16 (sensitivity.py; auto searches on the held-out ``x`` against the FP32 ``reference``)."""
     from .data import CalibrationReader
-    from .precision import Int8Recipe, calibrate, int8_problems, load_cache
+    from .precision_onnx import Int8Recipe, calibrate, int8_problems, load_cache
     from .qdq import Int8Builder, Placement, amax_of
     from .sensitivity import as_report, int8_with_exclusion, parse_exclude, table_text
 
@@ -257,7 +258,7 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     notes = [f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"]
     calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}
     builder = Int8Builder(proto, amax_of(load_cache(calib.cache, calib.key)))
-    tolerance = precisions.row("int8").tolerance
+    tolerance = precision_table.row("int8").tolerance
     (model, exclusion), search_s = timed(lambda: int8_with_exclusion(builder, recipe.exclude, reference, x, tolerance))
     timings = {"calibrate_int8": calib.seconds, "int8_exclude": search_s}
     if exclusion.table:
@@ -268,7 +269,7 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
         notes.append(f"int8: kept in FP16 ({exclusion.mode}): {', '.join(exclusion.layers)}")
     problems = int8_problems(model, unquantized=builder.unquantized(Placement(exclude=tuple(exclusion.layers))))
     if problems:
-        raise VerificationError(f"{precisions.artifact_name(name, 'int8')}: not TensorRT-style QDQ: {problems[0]}")
+        raise VerificationError(f"{precision_table.artifact_name(name, 'int8')}: not TensorRT-style QDQ: {problems[0]}")
     return Int8Made(model, calibration, tuple(notes), as_report(exclusion), "", timings)
 
 
@@ -279,7 +280,7 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
         return PrecisionStage()
     from .data import Preprocess, calibration_sets
     from .onnx_export import read_metadata
-    from .precision import to_fp16
+    from .precision_onnx import to_fp16
 
     pre = Preprocess.from_metadata(read_metadata(proto))
     notes, timings = [], {}
@@ -297,11 +298,11 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
         timings |= int8.timings
         notes += int8.notes
 
-    makers = {"fp16": lambda: to_fp16(proto), "int8": lambda: int8.model}  # precisions.py rows beyond fp32
+    makers = {"fp16": lambda: to_fp16(proto), "int8": lambda: int8.model}  # one per row with an option
     artifacts, refused = [], []
-    for precision in [p for p in written_precisions(cfg) if p != "fp32"]:
-        path = Path(cfg.out_dir) / precisions.artifact_name(name, precision)
-        if precision == "int8" and int8.model is None:
+    for precision in [p for p in written_precisions(cfg) if precision_table.row(p).option is not None]:
+        path = Path(cfg.out_dir) / precision_table.artifact_name(name, precision)
+        if precision_table.row(precision).quantized and int8.model is None:
             refused.append(f"{path.name}: {int8.refused}")
             continue
         made = make_verified(precision, path, makers[precision], reference, x)
@@ -335,7 +336,7 @@ def engine_stage(artifacts: Iterable[Artifact], opts, mode: str) -> tuple[list[E
         return [], [f"{note}: {INSTALL_HINT}"]
     results = []
     for artifact in artifacts:
-        if opts.dla_core is not None and not precisions.row(artifact.precision).dla:
+        if opts.dla_core is not None and not precision_table.row(artifact.precision).dla:
             log.info("engine: %s skipped for DLA (DLA runs FP16/INT8 only)", Path(artifact.path).name)
             continue
         name = engine_path_for(artifact.path, artifact.precision).name

@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from . import precision_table
+
 QDQ_OPSET = 19  # float16 scales in Q/DQ; TensorRT 10.x's ONNX parser reads opsets 9-20
 QUANTIZE_SE = False  # measured: docs/precision.md ("SE convolutions")
 INT8_MAX = 127
@@ -190,7 +192,7 @@ class Int8Builder:
     """Makes INT8 files of one FP32 graph for any :class:`Placement`; the FP16 conversion is done once."""
 
     def __init__(self, fp32: onnx.ModelProto, amax: Mapping[str, float]):
-        from .precision import to_fp16
+        from .precision_onnx import to_fp16
 
         self.fp32, self.amax = fp32, amax
         self.fp16 = to_fp16(fp32)
@@ -207,7 +209,7 @@ class Int8Builder:
     def build(self, placement: Placement = Placement()) -> onnx.ModelProto:
         """The FP16 graph with Q/DQ on the inputs of every quantized convolution and on the skip input of
         every residual Add after one; KeyError for an excluded name that is no Conv node."""
-        from .precision import with_precision
+        from .precision_onnx import with_precision
 
         unknown = sorted(set(placement.exclude) - set(self.convs))
         if unknown:
@@ -312,12 +314,13 @@ def facts_problems(facts: dict, precision: str) -> list[str]:
     """Export checks on :func:`graph_facts`: no float32 compute (FP16/INT8), float16 scales at opset >= 19
     (INT8); empty when all hold. Which convolutions are quantized is precision.int8_problems' check."""
     bad = []
-    if precision in ("fp16", "int8") and facts["float32_tensors"]:
+    row = precision_table.row(precision)
+    if row.float32_free and facts["float32_tensors"]:
         bad.append(
             f"{facts['float32_tensors']} float32 compute tensors (e.g. {facts['float32_examples'][0]!r}), "
             "expected 0 besides the I/O casts"
         )
-    if precision == "int8":
+    if row.quantized:
         if facts["opset"] < QDQ_OPSET:
             bad.append(f"opset {facts['opset']} < {QDQ_OPSET} (float16 Q/DQ scales)")
         if facts["scale_types"] != ["FLOAT16"]:

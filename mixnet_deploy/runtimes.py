@@ -5,7 +5,7 @@ Every runner is called with a numpy array under the ONNX names (input ``input`` 
 their input cast and their output cast back, so callers always deal in float32.
 
 The runner contract (what :mod:`mixnet_deploy.parity`, :mod:`mixnet_deploy.bench` and the CLI rely
-on) is :class:`mixnet_deploy.runner.Runner`; the TensorRT runner is in :mod:`mixnet_deploy.trt_runner`.
+on) is :class:`mixnet_deploy.runner_contract.Runner`; the TensorRT runner is in :mod:`mixnet_deploy.trt_runner`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
-from . import precisions
+from . import precision_table
 from .batching import BatchProfile
 from .contract import (
     ENGINE_SUFFIXES,
@@ -35,18 +37,18 @@ from .contract import (
     shape_string,
 )
 from .errors import InputError
-from .runner import Runner
+from .runner_contract import Runner
 
 log = logging.getLogger("mixnet_deploy")
 
 # runtime name -> ONNX Runtime execution provider (None: not ONNX Runtime)
-RUNTIMES: dict[str, str | None] = {
+RUNTIMES: Mapping[str, str | None] = MappingProxyType({
     "torch": None,
     "ort-cpu": "CPUExecutionProvider",
     "ort-cuda": "CUDAExecutionProvider",
     "ort-trt": "TensorrtExecutionProvider",
     "tensorrt": None,
-}
+})
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -140,10 +142,10 @@ def ort_trt_options(
     cache in ``<model stem>.ort-trt-cache/`` beside the model, so a second run does not rebuild.
     """
     shapes = {k: shape_string(v) for k, v in batch.shapes(img_size).items()}
-    wanted = precisions.weak_typing_flags(precision) if precision in precisions.PRECISIONS else ()
+    wanted = precision_table.weak_typing_flags(precision) if precision in precision_table.PRECISIONS else ()
     opts = {  # the precision table's builder flags (fp16 / int8) are the provider's trt_<flag>_enable
         f"trt_{row.builder_flag}_enable": str(row.builder_flag in wanted)
-        for row in precisions.PRECISIONS.values()
+        for row in precision_table.PRECISIONS.values()
         if row.builder_flag
     }
     opts.update({

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .metrics import compare, failures
-from .precisions import Tolerance
+from .precision_table import Tolerance
 
 log = logging.getLogger("mixnet_deploy")
 

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import precisions
+from . import precision_table
 from .atomic import TMP_MARKER, environment_errors, unwritable, write_text
 from .batching import BatchProfile
 from .contract import ENGINE_SUFFIXES, META_BATCH_PROFILE, META_PREFIX, ONNX_SUFFIX, shape_string
@@ -115,8 +115,8 @@ def default_model_name(variant: str) -> str:
 
 
 def precision_choices() -> tuple[str, ...]:
-    """``--triton-precision``: auto (the fastest written, see :func:`mixnet_deploy.precisions.by_speed`) or one."""
-    return ("auto", *precisions.names())
+    """``--triton-precision``: auto (the fastest written, see :func:`mixnet_deploy.precision_table.by_speed`) or one."""
+    return ("auto", *precision_table.names())
 
 
 def check_options(opts: TritonOptions) -> TritonOptions:
@@ -176,7 +176,7 @@ def collect_sources(artifacts: Iterable, engines: Iterable[EngineResult] = ()) -
 def choose_source(sources: list[Source], kind: str, precision: str) -> Source:
     """The file the repository serves (see the module docstring for the rules)."""
     usable = [s for s in sources if kind == "gpu" or not s.is_engine]
-    speed = precisions.by_speed()
+    speed = precision_table.by_speed()
     written = sorted({s.precision for s in usable}, key=speed.index)
     if not written:
         raise InputError("this run wrote no ONNX file or engine to put into the repository", field="triton_repo")
@@ -233,7 +233,7 @@ def trt_accelerator(precision: str, profile: BatchProfile, inputs: tuple[TensorS
     The profile shapes make the EP build one engine for the whole batch range (instead of rebuilding
     when a larger batch arrives); the engine cache keeps it across model reloads.
     """
-    params = {"precision_mode": precisions.row(precision).trt_precision_mode}
+    params = {"precision_mode": precision_table.row(precision).trt_precision_mode}
 
     def shapes(n: int) -> str:
         return ",".join(shape_string((n, *t.dims), t.name) for t in inputs)

@@ -22,7 +22,7 @@ from .contract import INPUT_NAME, OUTPUT_NAME
 from .engine_build import verify_engine_file
 from .errors import InputError
 from .gpu_stack import cuda_call, import_cudart, import_tensorrt
-from .runner import Runner
+from .runner_contract import Runner
 
 
 class CudaGraphs:

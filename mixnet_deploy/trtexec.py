@@ -31,7 +31,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import __version__, precisions
+from . import __version__, precision_table
 from .atomic import write_text
 from .contract import onnx_stem, shape_string
 from .engine_build import EngineOptions, check_engine_options
@@ -66,13 +66,13 @@ precision_flags() {
 
 def trtexec_engine_name(onnx_name: str, precision: str) -> str:
     """'mixnet_s.fp16.onnx' -> 'mixnet_s.fp16.trtexec.engine' (never overwrites mixnet-export's checked engine)."""
-    return precisions.engine_name(onnx_name, precision, tool="trtexec")
+    return precision_table.engine_name(onnx_name, precision, tool="trtexec")
 
 
 def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_cache: str) -> list[str]:
     """The trtexec build command for one precision ONNX, as a list of words (shell variables left unquoted)."""
     shapes = opts.batch.shapes(opts.img_size)
-    legacy_flag = precisions.row(precision).trtexec_legacy_flag  # used where trtexec builds weakly typed
+    legacy_flag = precision_table.row(precision).trtexec_legacy_flag  # used where trtexec builds weakly typed
     words = [
         '"$TRTEXEC"',
         f"--onnx={shlex.quote(onnx_name)}",
@@ -167,7 +167,7 @@ def trtexec_recipe(
         "",
     ]
     for onnx_name, precision in entries:
-        if opts.dla_core is not None and not precisions.row(precision).dla:
+        if opts.dla_core is not None and not precision_table.row(precision).dla:
             out += [f"# {onnx_name}: skipped for DLA (DLA runs FP16/INT8 only)", ""]
             continue
         out.append(f"# ---- {precision}: {onnx_name} -> {trtexec_engine_name(onnx_name, precision)}")

@@ -2,8 +2,9 @@ import dataclasses
 
 import pytest
 import torch
+from model_facts import PARAM_COUNTS
 
-from mixnet_deploy.arch import PARAM_COUNTS, VARIANTS, get_variant, normalize_variant, round_channels, split_channels
+from mixnet_deploy.arch import VARIANTS, get_variant, normalize_variant, round_channels, split_channels
 from mixnet_deploy.model import build_model
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from mixnet_deploy import bench, environment, precisions, report
+from mixnet_deploy import bench, bench_output, environment, precision_table
 from mixnet_deploy.bench import BenchConfig, latency_stats, measure, parse_batches, run_benchmark
 from mixnet_deploy.cli import bench_main
 from mixnet_deploy.config import ExportConfig
@@ -237,9 +237,9 @@ def test_report_renders_from_json_dict(s_onnx):
         env={"host": "h", "cpu": {}, "versions": {}},
     )
     data = json.loads(json.dumps(res.as_dict()))
-    md = report.markdown(data)
+    md = bench_output.markdown(data)
     assert md.count("| a [x]") == 2 and md.count("| b [y]") == 2
-    table = report.comparison_markdown(data)
+    table = bench_output.comparison_markdown(data)
     assert "| ? | 1 | torch |" in table
 
 
@@ -256,7 +256,7 @@ def test_cuda_event_timing_and_outputs_on_gpu(timm_fixture):
     runner = make_runner(model, device="cuda", img_size=224)
     assert runner.runtime == "torch-cuda"
     m = metrics.compare(timm_fixture["logits"], runner.run(timm_fixture["input"]))
-    assert not metrics.failures(m, precisions.row("fp32").tolerance), m
+    assert not metrics.failures(m, precision_table.row("fp32").tolerance), m
     res = run_benchmark([runner], BenchConfig(batches=(1, 8), warmup_s=0.2, duration_s=0.5), progress=False)
     for case in res.results:
         assert case.timer == "device" and 0 < case.stats.p50_ms < 1000

@@ -3,7 +3,7 @@ import sys
 from dataclasses import replace
 from types import MappingProxyType
 
-from mixnet_deploy import precisions
+from mixnet_deploy import precision_table
 from mixnet_deploy.cli import export_main
 from mixnet_deploy.export_reports import read_report
 
@@ -26,11 +26,11 @@ def test_export_success(tmp_path):
 
 
 def test_verification_failure_exits_1_and_keeps_no_model(tmp_path, monkeypatch, capsys):
-    impossible = precisions.Tolerance(
+    impossible = precision_table.Tolerance(
         max_abs=0.0, min_cosine=1.1, min_mean_cosine=1.1, min_top1=None, min_top5_overlap=None
     )
-    table = {**precisions.PRECISIONS, "fp32": replace(precisions.PRECISIONS["fp32"], tolerance=impossible)}
-    monkeypatch.setattr(precisions, "PRECISIONS", MappingProxyType(table))
+    table = {**precision_table.PRECISIONS, "fp32": replace(precision_table.PRECISIONS["fp32"], tolerance=impossible)}
+    monkeypatch.setattr(precision_table, "PRECISIONS", MappingProxyType(table))
     (tmp_path / "mixnet_s.onnx").write_bytes(b"stale from an earlier run")
     rc = export_main(["--variant", "s", "--out", str(tmp_path), "--engine", "skip"])
     assert rc == 1

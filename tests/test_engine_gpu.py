@@ -24,7 +24,7 @@ from mixnet_deploy.batching import BatchProfile
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.metrics import compare, failures
-from mixnet_deploy.precisions import tolerances
+from mixnet_deploy.precision_table import tolerances
 from mixnet_deploy.trt_runner import engine_runner
 
 pytestmark = pytest.mark.gpu(needs=("tensorrt", "fixture"))

@@ -1,8 +1,9 @@
 import pytest
 import torch
+from model_facts import count_batchnorms
 from torch.nn.utils.fusion import fuse_conv_bn_weights as torch_fuse
 
-from mixnet_deploy.fold import count_batchnorms, fold_bn, fuse_conv_bn_weights
+from mixnet_deploy.fold import fold_bn, fuse_conv_bn_weights
 from mixnet_deploy.model import build_model, init_random
 
 

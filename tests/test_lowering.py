@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from model_facts import count_multi_group
 from torch.utils.flop_counter import FlopCounterMode
 
 from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.fold import fold_bn
 from mixnet_deploy.lowering import (
-    count_multi_group,
     graph_cost,
     is_equal_split_pointwise,
     is_mixed_depthwise,

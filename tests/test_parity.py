@@ -5,9 +5,10 @@ import json
 import numpy as np
 import onnx
 import pytest
+from model_facts import compare_runner
 from onnx import numpy_helper
 
-from mixnet_deploy import parity, precisions
+from mixnet_deploy import parity, precision_table
 from mixnet_deploy.cli import parity_main
 from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.errors import InputError
@@ -61,9 +62,9 @@ def test_correct_export_passes(s_onnx, timm_fixture, tmp_path, capsys):
     (res,) = report["results"]
     assert report["passed"] and res["passed"] and res["precision"] == "fp32"
     assert res["metrics"]["n"] == 6
-    assert res["metrics"]["max_abs"] <= precisions.row("fp32").tolerance.max_abs
-    assert res["metrics"]["min_cosine"] >= precisions.row("fp32").tolerance.min_cosine
-    assert res["tolerance"] == precisions.row("fp32").tolerance.__dict__
+    assert res["metrics"]["max_abs"] <= precision_table.row("fp32").tolerance.max_abs
+    assert res["metrics"]["min_cosine"] >= precision_table.row("fp32").tolerance.min_cosine
+    assert res["tolerance"] == precision_table.row("fp32").tolerance.__dict__
     assert res["tightest_passing"] == "fp32"
     assert res["notes"] == []  # same weights as the export: no sha256 mismatch note
     assert "PASS" in out and "1 of 1 candidate(s) pass" in out
@@ -77,7 +78,7 @@ def test_sabotaged_copy_fails_with_exit_1(s_onnx, sabotaged, timm_fixture, tmp_p
     report = json.loads((tmp_path / "p.json").read_text())
     good, bad = report["results"]
     assert good["passed"] and not bad["passed"] and not report["passed"]
-    assert bad["metrics"]["max_abs"] > precisions.row("fp32").tolerance.max_abs
+    assert bad["metrics"]["max_abs"] > precision_table.row("fp32").tolerance.max_abs
     assert any("max abs error" in f for f in bad["failures"])
     assert bad["required_tolerance"]["max_abs"] == bad["metrics"]["max_abs"]
     assert "FAIL" in out and "1 of 2 candidate(s) pass" in out
@@ -86,7 +87,7 @@ def test_sabotaged_copy_fails_with_exit_1(s_onnx, sabotaged, timm_fixture, tmp_p
 def test_parity_against_timm_logits(s_onnx, timm_fixture):
     """The harness's comparison, fed timm's own logits as the reference (an oracle we did not write)."""
     runner = OrtRunner(s_onnx)
-    result = parity.compare_runner(timm_fixture["logits"], runner, timm_fixture["input"], batch=3)
+    result = compare_runner(timm_fixture["logits"], runner, timm_fixture["input"], batch=3)
     assert result.passed, result.failures
     assert result.metrics.max_abs <= 1e-4 and result.metrics.top1 == 1.0
 
@@ -118,8 +119,8 @@ def test_precision_from_metadata_picks_the_tolerance(s_onnx, timm_fixture, tmp_p
 
 @pytest.mark.filterwarnings("ignore:the float32 number:UserWarning")
 def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys):
-    if "fp16" not in precisions.PRECISIONS:
-        pytest.skip("no fp16 row in precisions.PRECISIONS yet (the precision issue adds it)")
+    if "fp16" not in precision_table.PRECISIONS:
+        pytest.skip("no fp16 row in precision_table.PRECISIONS yet (the precision issue adds it)")
     from onnxconverter_common import float16
 
     model = float16.convert_float_to_float16(onnx.load(str(s_onnx)), keep_io_types=True)
@@ -131,7 +132,7 @@ def test_fp16_candidate_uses_the_fp16_row(s_onnx, timm_fixture, tmp_path, capsys
     rc, out, err = _run(capsys, path, "--weights", timm_fixture["weights"], "--random", 4, "--json", tmp_path / "j")
     report = json.loads((tmp_path / "j").read_text())
     (res,) = report["results"]
-    assert res["precision"] == "fp16" and res["tolerance"] == precisions.row("fp16").tolerance.__dict__
+    assert res["precision"] == "fp16" and res["tolerance"] == precision_table.row("fp16").tolerance.__dict__
     assert res["metrics"]["max_abs"] > 1e-5  # float16 weights: not the fp32 graph relabelled
     assert rc == 0, out + err
 

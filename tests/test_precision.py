@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from model_facts import weight_dtypes
 from PIL import Image
 from test_data import skimage_data
 
-from mixnet_deploy import precision, qdq
+from mixnet_deploy import contract, precision_onnx, qdq
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, crop_image, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
@@ -17,7 +18,7 @@ from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.metrics import compare
 from mixnet_deploy.onnx_export import TRT_SAFE_OPS, check_graph, read_metadata, to_onnx
 from mixnet_deploy.pipeline import run_export
-from mixnet_deploy.precisions import tolerances
+from mixnet_deploy.precision_table import tolerances
 from mixnet_deploy.runtimes import ort_session, run_ort
 
 INT8_SIZE = 96
@@ -95,8 +96,8 @@ def test_fp16_graph(fp16_export):
     out, report = fp16_export
     model = onnx.load(str(out / "mixnet_s.fp16.onnx"))
     check_graph(model)  # onnx.checker (full) + TensorRT-safe ops + names
-    assert precision.weight_dtypes(model, "Conv") == {"FLOAT16"}
-    assert precision.weight_dtypes(model, "Gemm") == {"FLOAT16"}
+    assert weight_dtypes(model, "Conv") == {"FLOAT16"}
+    assert weight_dtypes(model, "Gemm") == {"FLOAT16"}
     assert not [t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     for value in (*model.graph.input, *model.graph.output):
         assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # servers feed float32
@@ -112,7 +113,7 @@ def test_fp16_graph(fp16_export):
 
 def test_fp16_conversion_is_deterministic_and_keeps_weights_in_range(small_fp32):
     proto = onnx.load_from_string(small_fp32)
-    a, b = precision.to_fp16(proto), precision.to_fp16(proto)
+    a, b = precision_onnx.to_fp16(proto), precision_onnx.to_fp16(proto)
     assert a.SerializeToString() == b.SerializeToString()
     assert proto.graph.initializer[0].data_type == onnx.TensorProto.FLOAT  # the FP32 proto is not touched
     big = onnx.ModelProto()
@@ -121,11 +122,11 @@ def test_fp16_conversion_is_deterministic_and_keeps_weights_in_range(small_fp32)
     w.flat[0] = 1e5
     big.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(w, big.graph.initializer[0].name))
     with pytest.raises(ValueError, match="float16 range"):
-        precision.to_fp16(big)
+        precision_onnx.to_fp16(big)
 
 
 def test_fp16_beyond_tolerance_keeps_no_file(tmp_path, monkeypatch):
-    real = precision.to_fp16
+    real = precision_onnx.to_fp16
 
     def damaged(proto, *args):
         model = real(proto, *args)
@@ -134,7 +135,7 @@ def test_fp16_beyond_tolerance_keeps_no_file(tmp_path, monkeypatch):
         init.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(init), init.name))
         return model
 
-    monkeypatch.setattr(precision, "to_fp16", damaged)
+    monkeypatch.setattr(precision_onnx, "to_fp16", damaged)
     with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx vs FP32.*not kept"):
         run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
     assert (tmp_path / "mixnet_s.onnx").is_file() and not (tmp_path / "mixnet_s.fp16.onnx").exists()
@@ -166,7 +167,7 @@ def test_int8_report(int8_export):
     assert int8.metrics["mean_cosine"] >= 0.99 and int8.metrics["top5_overlap"] >= 0.7
     assert int8.metrics["n"] == 5  # 26 files < 16 + 16: a fifth of them held out (data.calibration_sets)
     cal = report.calibration
-    assert cal["images"] == 16 and cal["method"] == precision.DEFAULT_CALIB_METHOD and not cal["cached"]
+    assert cal["images"] == 16 and cal["method"] == contract.DEFAULT_CALIB_METHOD and not cal["cached"]
     assert Path(cal["cache"]).is_file() and Path(cal["cache"]).parent == Path(cfg.out_dir)
     assert "16 calibration + 5 held-out images" in cal["summary"]
 
@@ -180,8 +181,8 @@ def test_int8_graph_is_tensorrt_explicit_quantization(int8_export):
     assert not ops & {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul"}
     se = qdq.se_convs(onnx.load(str(Path(cfg.out_dir) / "mixnet_s.onnx")))
     assert len(se) == 26  # 13 SE blocks x (reduce, expand): 1x1 convs on 1x1 maps, kept float16 (qdq.QUANTIZE_SE)
-    assert precision.int8_problems(model, unquantized=se) == []
-    assert precision.int8_problems(model)[0].endswith("weight is not an int8 initializer behind DequantizeLinear")
+    assert precision_onnx.int8_problems(model, unquantized=se) == []
+    assert precision_onnx.int8_problems(model)[0].endswith("weight is not an int8 initializer behind DequantizeLinear")
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     qdq_nodes = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -198,7 +199,7 @@ def test_int8_graph_is_tensorrt_explicit_quantization(int8_export):
         if len(conv.input) > 2:
             assert conv.input[2] not in producers or producers[conv.input[2]].op_type == "Identity"
         assert inits[dq.input[1]].data_type == onnx.TensorProto.FLOAT16  # float16 scales: DQ outputs float16
-    assert precision.weight_dtypes(model, "Gemm") == {"FLOAT16"}  # the classifier stays float16 (INT8_OP_TYPES)
+    assert weight_dtypes(model, "Gemm") == {"FLOAT16"}  # the classifier stays float16 (INT8_OP_TYPES)
     assert read_metadata(model)["mixnet.precision"] == "int8"
 
 
@@ -244,8 +245,8 @@ def test_calibration_cache_key_and_recalibration(tmp_path, small_fp32):
         return iter(CalibrationReader(imgs, pre))
 
     def run(ids=images.ids, method="minmax", data=small_fp32, source="x"):
-        recipe = precision.Int8Recipe(method=method)
-        return precision.calibrate(data, ids, batches, recipe, tmp_path, "mixnet_s", source)
+        recipe = precision_onnx.Int8Recipe(method=method)
+        return precision_onnx.calibrate(data, ids, batches, recipe, tmp_path, "mixnet_s", source)
 
     first = run()
     assert not first.cached and len(calls) == 1 and first.cache.is_file()
@@ -255,7 +256,7 @@ def test_calibration_cache_key_and_recalibration(tmp_path, small_fp32):
     assert not run(ids=changed_image).cached and len(calls) == 2
     assert not run(method="percentile").cached and len(calls) == 3
     other_model = small_fp32 + b" "  # any byte of the FP32 file
-    assert precision.calibration_key(other_model, images.ids, precision.Int8Recipe())["key"] != first.key
+    assert precision_onnx.calibration_key(other_model, images.ids, precision_onnx.Int8Recipe())["key"] != first.key
     assert len({p.name for p in tmp_path.iterdir()}) == 3
     first.cache.write_text("{not json")  # corrupted: recalibrated and rewritten
     redone = run()
@@ -264,23 +265,23 @@ def test_calibration_cache_key_and_recalibration(tmp_path, small_fp32):
 
 
 def _int8(data: bytes, cal) -> bytes:
-    amax = qdq.amax_of(precision.load_cache(cal.cache, cal.key))
+    amax = qdq.amax_of(precision_onnx.load_cache(cal.cache, cal.key))
     return qdq.Int8Builder(onnx.load_from_string(data), amax).build().SerializeToString()
 
 
 def test_cached_and_fresh_ranges_give_the_same_model(tmp_path, small_fp32):
     pre = Preprocess(size=64)
     images = synthetic_crops(4, pre)
-    recipe = precision.Int8Recipe(method="minmax")
-    cal = precision.calibrate(
+    recipe = precision_onnx.Int8Recipe(method="minmax")
+    cal = precision_onnx.calibrate(
         small_fp32, images.ids, lambda: iter(CalibrationReader(images, pre)), recipe, tmp_path, "m", "x"
     )
     a = _int8(small_fp32, cal)
-    again = precision.calibrate(small_fp32, images.ids, lambda: iter([]), recipe, tmp_path, "m", "x")
+    again = precision_onnx.calibrate(small_fp32, images.ids, lambda: iter([]), recipe, tmp_path, "m", "x")
     assert again.cached
     assert _int8(small_fp32, again) == a
-    excluded = precision.Int8Recipe(method="minmax", exclude=("auto",))  # --int8-exclude is in the key
-    assert precision.calibration_key(small_fp32, images.ids, excluded)["key"] != cal.key
+    excluded = precision_onnx.Int8Recipe(method="minmax", exclude=("auto",))  # --int8-exclude is in the key
+    assert precision_onnx.calibration_key(small_fp32, images.ids, excluded)["key"] != cal.key
 
 
 def test_synthetic_merged_fp16_and_int8_together(tmp_path, caplog):
@@ -296,7 +297,9 @@ def test_synthetic_merged_fp16_and_int8_together(tmp_path, caplog):
         meta = read_metadata(model)
         assert meta["mixnet.precision"] == prec and meta["mixnet.mdconv"] == "merged"
     int8 = onnx.load(str(tmp_path / "mixnet_s.int8.onnx"))
-    assert precision.int8_problems(int8, unquantized=qdq.se_convs(onnx.load(str(tmp_path / "mixnet_s.onnx")))) == []
+    assert (
+        precision_onnx.int8_problems(int8, unquantized=qdq.se_convs(onnx.load(str(tmp_path / "mixnet_s.onnx")))) == []
+    )
     assert [a.structure["float32_tensors"] for a in report.artifacts[1:]] == [0, 0]
     assert any(n.startswith("WARNING: --calib synthetic") for n in report.notes)
     assert "--calib synthetic" in caplog.text

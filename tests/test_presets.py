@@ -35,7 +35,7 @@ def calib_dir(tmp_path_factory):
     """Six generated images (PNG and JPEG, odd sizes) for the INT8 presets.
 
     This runs the presets' INT8 path end to end (load, calibrate, quantize, verify on a held-out image);
-    the INT8 accuracy on real photos is precision.py's test, not this one's.
+    the INT8 accuracy on real photos is precision_onnx.py's test, not this one's.
     """
     from PIL import Image
 

@@ -8,14 +8,14 @@ import onnx
 import pytest
 from outliers import make_case
 
-from mixnet_deploy import precision, qdq, sensitivity
+from mixnet_deploy import precision_onnx, qdq, sensitivity
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.metrics import compare
 from mixnet_deploy.pipeline import run_export
-from mixnet_deploy.precisions import row
+from mixnet_deploy.precision_table import row
 from mixnet_deploy.runtimes import run_torch
 from mixnet_deploy.weights import load_model
 
@@ -33,10 +33,12 @@ def small(tmp_path_factory):
     data = to_onnx(fold_bn(model), 64).SerializeToString()
     pre = Preprocess(size=64)
     images = synthetic_crops(4, pre)
-    recipe = precision.Int8Recipe(method="minmax")
+    recipe = precision_onnx.Int8Recipe(method="minmax")
     out = tmp_path_factory.mktemp("small")
-    cal = precision.calibrate(data, images.ids, lambda: iter(CalibrationReader(images, pre)), recipe, out, "m", "x")
-    amax = qdq.amax_of(precision.load_cache(cal.cache, cal.key))
+    cal = precision_onnx.calibrate(
+        data, images.ids, lambda: iter(CalibrationReader(images, pre)), recipe, out, "m", "x"
+    )
+    amax = qdq.amax_of(precision_onnx.load_cache(cal.cache, cal.key))
     return onnx.load_from_string(data), qdq.Int8Builder(onnx.load_from_string(data), amax)
 
 
@@ -83,7 +85,7 @@ def test_excluding_every_conv_gives_the_fp16_graph(small):
     """Q/DQ insertion changes nothing else: with every conv excluded the file is the FP16 file."""
     fp32, builder = small
     model = builder.build(qdq.Placement(exclude=tuple(builder.convs), residual_adds=True))
-    fp16 = precision.to_fp16(fp32)
+    fp16 = precision_onnx.to_fp16(fp32)
     assert [(n.op_type, list(n.input)) for n in model.graph.node] == [
         (n.op_type, list(n.input)) for n in fp16.graph.node
     ]
@@ -110,13 +112,13 @@ def test_float32_leftovers_are_counted_and_refused(small):
     facts = qdq.graph_facts(fp32)
     assert facts["float32_tensors"] > 300
     assert "float32 compute tensors" in qdq.facts_problems(facts, "fp16")[0]
-    mixed = precision.to_fp16(fp32, keep_fp32_ops=("Sigmoid",))
+    mixed = precision_onnx.to_fp16(fp32, keep_fp32_ops=("Sigmoid",))
     assert qdq.graph_facts(mixed)["float32_tensors"] == 2 * 52  # 52 sigmoids and the Casts into them, no more
 
 
 def test_fp16_with_float32_ops_fails_the_run_and_is_in_report(tmp_path, monkeypatch):
-    real = precision.to_fp16
-    monkeypatch.setattr(precision, "to_fp16", lambda proto, *a: real(proto, ("GlobalAveragePool",)))
+    real = precision_onnx.to_fp16
+    monkeypatch.setattr(precision_onnx, "to_fp16", lambda proto, *a: real(proto, ("GlobalAveragePool",)))
     with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx.*float32 compute tensors.*not kept"):
         run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
     saved = read_report(tmp_path)

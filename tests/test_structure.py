@@ -21,7 +21,7 @@ def module_imports(path: Path, package: str = "mixnet_deploy") -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level == 1 and node.module:  # from .engine import x
                 found.add(node.module.split(".")[0])
-            elif node.level == 1 or node.module == package:  # from . import precisions
+            elif node.level == 1 or node.module == package:  # from . import precision_table
                 found |= {a.name for a in node.names}
             elif node.module and node.module.startswith(f"{package}."):
                 found.add(node.module.split(".")[1])
@@ -72,7 +72,7 @@ def test_import_parser_sees_function_level_and_relative_imports(tmp_path):
 
 def test_no_import_cycle_among_package_modules():
     graph = import_graph()
-    assert "runner" in graph["trt_runner"] and "trt_runner" in graph["runtimes"]  # a function-level import, read
+    assert "runner_contract" in graph["trt_runner"] and "trt_runner" in graph["runtimes"]  # function-level, read
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
@@ -97,10 +97,103 @@ def test_no_function_over_60_lines(module):
     assert long_functions(PACKAGE / f"{module}.py") == []
 
 
-def test_precision_tables_live_in_precisions_only():
-    """No module besides precisions.py spells a precision -> fact table (the nine old tables are gone)."""
+def test_precision_tables_live_in_precision_table_only():
+    """No module besides precision_table.py spells a precision -> fact table (the nine old tables are gone)."""
     old = ("TOLERANCES", "_RANK", "SPEED_ORDER", "TRT_PRECISION_MODE", "LEGACY_FLAGS", "PRECISION_CHOICES")
     for path in PACKAGE.glob("*.py"):
         tree = ast.parse(path.read_text())
         names = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-        assert not names & {*old, "PRECISIONS"} or path.stem == "precisions", (path.name, names & {*old, "PRECISIONS"})
+        assert not names & {*old, "PRECISIONS"} or path.stem == "precision_table", (
+            path.name,
+            names & {*old, "PRECISIONS"},
+        )
+
+
+# ---------------------------------------------------------------- shared facts have one home (contract.py)
+
+HEAVY_LIBRARIES = {"torch", "onnx", "onnxruntime", "onnxconverter_common", "tensorrt", "PIL"}
+
+
+def top_level_imports(tree: ast.Module):
+    """Imports that run when the module is imported (module body, also inside if/try), not inside functions."""
+    for node in tree.body:
+        for sub in ast.walk(node) if isinstance(node, ast.If | ast.Try) else (node,):
+            if isinstance(sub, ast.Import | ast.ImportFrom):
+                yield sub
+
+
+def heavy_modules(sources: dict[str, str]) -> set[str]:
+    """Modules whose import loads torch, onnx, ONNX Runtime, TensorRT or PIL, directly or through another module."""
+    trees = {m: ast.parse(src) for m, src in sources.items()}
+    libs, deps = {}, {}
+    for m, tree in trees.items():
+        libs[m], deps[m] = set(), set()
+        for node in top_level_imports(tree):
+            if isinstance(node, ast.Import):
+                libs[m] |= {a.name.split(".")[0] for a in node.names}
+            elif node.level == 1:
+                deps[m] |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif node.module:
+                libs[m].add(node.module.split(".")[0])
+    heavy = {m for m in trees if libs[m] & HEAVY_LIBRARIES}
+    while True:
+        more = {m for m in trees if m not in heavy and deps[m] & heavy}
+        if not more:
+            return heavy
+        heavy |= more
+
+
+def constant_only_imports(sources: dict[str, str]) -> list[str]:
+    """``from .X import A, B`` at module level where every name is an UPPER_CASE constant and X is heavy: the
+    module pulls a stage up for a constant (contract.py, which imports nothing heavy, is where such facts live)."""
+    heavy = heavy_modules(sources)
+    found = []
+    for m, src in sources.items():
+        for node in top_level_imports(ast.parse(src)):
+            names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            if names and node.level == 1 and node.module in heavy and all(n.isupper() for n in names):
+                found.append(f"{m} imports {node.module} for {', '.join(names)}")
+    return found
+
+
+def metadata_key_literals(sources: dict[str, str]) -> list[str]:
+    """``"mixnet.*"`` string constants outside contract.py (docstrings aside): a metadata key typed a second time."""
+    found = []
+    for m, src in sources.items():
+        tree = ast.parse(src)
+        docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) and id(node) not in docs else None
+            if m != "contract" and isinstance(text, str) and text.startswith("mixnet."):
+                found.append(f"{m}.py:{node.lineno} {text!r}")
+    return found
+
+
+def package_sources() -> dict[str, str]:
+    return {p.stem: p.read_text() for p in PACKAGE.glob("*.py")}
+
+
+def test_checks_catch_planted_violations():
+    planted = {
+        "contract": "X = 1\n",
+        "stage": "import torch\nLIMIT = 3\n",
+        "middle": "from .stage import LIMIT\n",  # a stage pulled up for a constant (and middle is heavy through it)
+        "user": "from .middle import helper\nfrom .contract import X\nKEY = 'mixnet.variant'\n",
+    }
+    assert heavy_modules(planted) == {"stage", "middle", "user"}
+    assert constant_only_imports(planted) == ["middle imports stage for LIMIT"]
+    assert metadata_key_literals(planted) == ["user.py:3 'mixnet.variant'"]
+
+
+def test_no_module_imports_a_stage_for_a_constant():
+    assert constant_only_imports(package_sources()) == []
+
+
+def test_metadata_keys_are_spelled_in_contract_only():
+    assert metadata_key_literals(package_sources()) == []
+
+
+def test_contract_and_config_stay_light():
+    """contract.py and the option declarations load no stage: --help and the checks run before torch is imported."""
+    heavy = heavy_modules(package_sources())
+    assert not heavy & {"contract", "config", "precision_table", "metrics", "gpu_stack", "runner_contract"}, heavy

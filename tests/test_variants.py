@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from model_facts import count_multi_group
 from safetensors.torch import save_file
 from timm_oracle import load_oracle
 
@@ -20,7 +21,7 @@ from mixnet_deploy.cli import export_main
 from mixnet_deploy.errors import InputError
 from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.fold import fold_bn
-from mixnet_deploy.lowering import count_multi_group, lower
+from mixnet_deploy.lowering import lower
 from mixnet_deploy.model import MixNet, build_model, init_random, same_pads
 from mixnet_deploy.onnx_export import op_counts, read_metadata
 from mixnet_deploy.parity import ParityConfig, run_parity

@@ -18,8 +18,8 @@ import traceback
 
 PRELOAD = ("torch", "onnx", "onnxruntime", "safetensors.torch", "PIL.Image", "mixnet_deploy.cli",
            "mixnet_deploy.pipeline", "mixnet_deploy.parity", "mixnet_deploy.bench", "mixnet_deploy.runtimes",
-           "mixnet_deploy.presets", "mixnet_deploy.data", "mixnet_deploy.precision", "mixnet_deploy.engine_build",
-           "mixnet_deploy.triton", "mixnet_deploy.report")  # fmt: skip
+           "mixnet_deploy.presets", "mixnet_deploy.data", "mixnet_deploy.precision_onnx", "mixnet_deploy.engine_build",
+           "mixnet_deploy.triton", "mixnet_deploy.bench_output")  # fmt: skip
 
 
 def preload() -> None:

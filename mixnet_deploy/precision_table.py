@@ -4,7 +4,7 @@ A row says what a precision is called in file names, how close it must stay to i
 (parity), what a TensorRT network built from its ONNX must carry, which flags select it where
 TensorRT has no strong typing (8.6 / 9, trtexec's legacy flags), whether DLA runs it, what ONNX
 Runtime's TensorRT execution provider (and Triton's onnxruntime backend) calls it, and how it ranks
-for speed. Adding a precision is one row here plus its tests (and its ONNX maker in precision.py).
+for speed. Adding a precision is one row here plus its tests (and its ONNX maker in precision_onnx.py).
 
 No stage keeps a copy: they look rows up through :func:`row` at call time, so the tests that
 replace a row (``monkeypatch.setattr(precisions, "PRECISIONS", ...)``) reach every stage.
@@ -43,6 +43,9 @@ class Precision:
     trt_precision_mode: str  # ONNX Runtime TensorRT EP / Triton onnxruntime backend `precision_mode`
     speed_rank: int  # 0 = fastest: what Triton's "auto" picks, and a layer's lowest precision in an engine
     inspector_words: tuple[str, ...]  # lower-case words of TensorRT's engine inspector "Format/Datatype"
+    option: str | None  # the ExportConfig field whose flag asks for it; None: always written (the reference)
+    float32_free: bool  # the file may hold no float32 compute tensor besides the I/O casts (qdq.facts_problems)
+    quantized: bool  # INT8 Q/DQ: opset >= 19 with float16 scales (qdq.facts_problems), calibrated
 
 
 PRECISIONS: Mapping[str, Precision] = MappingProxyType(
@@ -50,6 +53,7 @@ PRECISIONS: Mapping[str, Precision] = MappingProxyType(
         "fp32": Precision(
             name="fp32", file_tag="", trt_tensor_type=None, builder_flag=None, trtexec_legacy_flag="", dla=False,
             trt_precision_mode="FP32", speed_rank=2, inspector_words=("fp32", "float"),
+            option=None, float32_free=False, quantized=False,
             # float32 graph vs float32 PyTorch: only summation order differs.
             tolerance=Tolerance(max_abs=1e-3, min_cosine=0.99999, min_mean_cosine=0.99999, min_top1=None,
                                 min_top5_overlap=None),
@@ -57,6 +61,7 @@ PRECISIONS: Mapping[str, Precision] = MappingProxyType(
         "fp16": Precision(
             name="fp16", file_tag=".fp16", trt_tensor_type="HALF", builder_flag="fp16", trtexec_legacy_flag="--fp16",
             dla=True, trt_precision_mode="FP16", speed_rank=1, inspector_words=("fp16", "half"),
+            option="fp16", float32_free=True, quantized=False,
             # float16 weights and activations vs the FP32 graph (ORT CPU, held-out inputs). No max_abs: it scales
             # with the logits (random-weight oracles reach |logit| ~ 100); measured worst cosine 0.99999+
             # (docs/precision.md).
@@ -67,6 +72,7 @@ PRECISIONS: Mapping[str, Precision] = MappingProxyType(
             name="int8", file_tag=".int8", trt_tensor_type="INT8", builder_flag="int8",
             trtexec_legacy_flag="--fp16 --int8",  # Q/DQ over an FP16 graph: weakly typed builds need both
             dla=True, trt_precision_mode="INT8", speed_rank=0, inspector_words=("int8",),
+            option="int8", float32_free=True, quantized=True,
             # int8 QDQ vs the FP32 graph on held-out images; the bar: mean cosine >= 0.99, top-5 overlap >= 0.7.
             tolerance=Tolerance(max_abs=None, min_cosine=0.98, min_mean_cosine=0.99, min_top1=None,
                                 min_top5_overlap=0.7),

@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 
 from .atomic import write_text
-from .contract import META_PRECISION
+from .contract import CALIB_METHODS, DEFAULT_CALIB_METHOD, META_PRECISION
 from .environment import stopwatch
 from .errors import InputError
 from .onnx_export import read_metadata, set_metadata
@@ -46,9 +46,6 @@ log = logging.getLogger("mixnet_deploy")
 
 FP16_KEEP_FP32_OPS: tuple[str, ...] = ()  # measured: no op needs float32 (docs/precision.md)
 FP16_MAX = 65504.0
-CALIB_METHODS = ("entropy", "percentile", "minmax")
-DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
-DEFAULT_CALIB_COUNT = 64
 INT8_OP_TYPES = ("Conv",)  # the classifier Gemm stays float: measured (docs/precision.md)
 CALIB_OP_TYPES = ("Conv", "Add")  # ranges of conv inputs and of the residual Adds' skip inputs (qdq.py)
 CACHE_FORMAT = 1
@@ -128,14 +125,6 @@ class Int8Recipe:
             opts.update(percentile=self.percentile, num_bins=self.histogram_bins)
         return opts
 
-    def quantizer_options(self) -> dict:
-        return {
-            "ActivationSymmetric": True,  # zero point 0: what TensorRT's explicit quantization accepts
-            "WeightSymmetric": True,
-            "QuantizeBias": False,  # biases stay float; TensorRT quantizes them itself
-            "AddQDQPairToWeight": False,  # weights stored as int8 initializers + DequantizeLinear
-            "DedicatedQDQPair": False,
-        }
 
 
 @dataclass
@@ -269,48 +258,6 @@ def calibrate(
     return Calibration(path, key_fields["key"], False, seconds, len(image_ids), recipe.method, source)
 
 
-def quantize_int8(fp32_onnx: bytes, calibration: Calibration, recipe: Int8Recipe) -> onnx.ModelProto:
-    """QDQ INT8 model over the FP32 graph (ORT's quantize_static): the pre-issue-13 file, for comparison only."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    with tempfile.TemporaryDirectory(prefix="mixnet-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32_onnx)  # a path, not the proto: quantize_static moves a proto's weights to external data
-        with _quiet_ort_logging(), contextlib.redirect_stdout(io.StringIO()):
-            quantize_static(
-                str(src),
-                str(dst),
-                calibration_data_reader=None,
-                calibration_cache_path=str(calibration.cache),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(recipe.op_types),
-                per_channel=recipe.per_channel,
-                reduce_range=False,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=recipe.ort_method(),
-                extra_options=recipe.quantizer_options(),
-            )
-        model = onnx.load(str(dst))
-    fp32 = onnx.load_from_string(fp32_onnx)
-    model.producer_name, model.producer_version = fp32.producer_name, fp32.producer_version
-    set_metadata(model, read_metadata(fp32))
-    del model.graph.value_info[:]  # shape-inference leftovers of the quantizer; not part of the contract
-    return with_precision(model, "int8")
-
-
-@contextlib.contextmanager
-def _quiet_ort_logging():
-    """quantize_static warns about pre-processing via the root logger; keep our stderr readable."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def int8_problems(
     model: onnx.ModelProto, op_types: Sequence[str] = INT8_OP_TYPES, unquantized: Collection[str] = ()
 ) -> list[str]:
@@ -368,17 +315,3 @@ def _through_identity(name: str, producers: dict) -> str:
 
 def _transposed_b(node: onnx.NodeProto) -> bool:
     return bool(next((a.i for a in node.attribute if a.name == "transB"), 0))
-
-
-def weight_dtypes(model: onnx.ModelProto, op_type: str = "Conv") -> set[str]:
-    """Element types of the weights feeding ``op_type`` nodes (through a DequantizeLinear or a Cast)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    found = set()
-    for node in (n for n in model.graph.node if n.op_type == op_type):
-        name = node.input[1]
-        while name not in inits and name in producers:
-            name = producers[name].input[0]
-        if name in inits:
-            found.add(onnx.TensorProto.DataType.Name(inits[name].data_type))
-    return found

@@ -35,6 +35,9 @@ lazily and calls ``engine_runner(path, **opts)``, which returns such an object (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import numpy as np
 
 from .contract import INPUT_NAME, META_VARIANT, OUTPUT_NAME
@@ -50,7 +53,7 @@ class Runner:
     input_shape: tuple[int | None, ...] = (None, 3, None, None)
     precision: str | None = None
     max_batch: int | None = None
-    metadata: dict[str, str] = {}
+    metadata: Mapping[str, str] = MappingProxyType({})  # read-only default; runners set their own
 
     def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
