@@ -296,6 +296,8 @@ def run_benchmark(
         timer = "device" if getattr(runner, "time_batch", None) is not None and _is_gpu(runner) else "wall"
         results.append(CaseResult(runner.describe(), stats, timer, warnings))
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in RUNNER_FIELDS}
+    if cfg.iters is not None:
+        config["duration_s"] = None  # ignored: exactly `iters` calls were timed
     return BenchResult(env if env is not None else environment(), config, results)
 
 

@@ -26,8 +26,17 @@ from .batching import BatchProfile, parse_batch_profile
 from .errors import InputError
 from .lowering import MDCONV_CHOICES
 from .onnx_export import MIN_OPSET
-from .option_fields import ENGINE, MODEL, PRECISION, TRITON, Option, choice_metavar, nonempty_path, option
-from .option_fields import positive_int as positive_int  # re-exported: the CLI's type of a count
+from .option_fields import (
+    ENGINE,
+    MODEL,
+    PRECISION,
+    TRITON,
+    Option,
+    choice_metavar,
+    nonempty_path,
+    option,
+    positive_int,
+)
 from .precision import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD
 from .sensitivity import parse_exclude
 from .triton import KINDS as TRITON_KINDS
