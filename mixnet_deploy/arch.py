@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_IMG_SIZE = 224  # input height = width wherever nothing else says (timm trains and evaluates MixNets at it)
 BN_EPS_TORCH = 1e-5
 BN_EPS_TF = 1e-3
 PADDINGS = ("pytorch", "same")  # "pytorch": k // 2 on both sides; "same": TensorFlow SAME (timm pad_type='same')

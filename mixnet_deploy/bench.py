@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,47 +21,19 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from .arch import DEFAULT_IMG_SIZE, VARIANTS
 from .batching import MAX_BATCH
 from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE
 from .environment import environment
 from .errors import InputError
+from .option_fields import MEASUREMENT, MODEL, RUNTIME, choice_metavar, option, positional, positive_int
 from .runner_contract import Runner
-from .runtimes import random_inputs
+from .runtimes import RUNTIMES, random_inputs
 
 log = logging.getLogger("mixnet_deploy")
 
 UNSTABLE_CV = 0.10  # coefficient of variation above which a run is reported as unstable
 PERCENTILES = (50, 90, 95, 99)
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    batches: tuple[int, ...] = (1,)
-    warmup_s: float = 1.0
-    duration_s: float | None = 3.0  # per case; ignored when iters is set
-    iters: int | None = None  # exact number of timed calls per case
-    rounds: int = 1  # interleaved slices per case (see the module docstring)
-    img_size: int | None = None  # when the model does not say (PyTorch from a variant name)
-    seed: int = 0
-    min_iters: int = 3  # even a call longer than the duration is timed this often
-
-    def __post_init__(self):
-        check_bench_config(self)
-
-
-def check_bench_config(cfg: BenchConfig) -> None:
-    if not cfg.batches or any(not isinstance(b, int) or not 0 < b <= MAX_BATCH for b in cfg.batches):
-        shown = ",".join(map(str, cfg.batches))
-        raise InputError(f"expected positive integers up to {MAX_BATCH}", field="batch", value=shown)
-    if not (cfg.warmup_s >= 0 and math.isfinite(cfg.warmup_s)):
-        raise InputError("expected a number of seconds >= 0", field="warmup_s", value=cfg.warmup_s)
-    if cfg.iters is None:
-        if cfg.duration_s is None or not (cfg.duration_s > 0 and math.isfinite(cfg.duration_s)):
-            raise InputError("expected a number of seconds > 0", field="duration_s", value=cfg.duration_s)
-    elif not isinstance(cfg.iters, int) or cfg.iters <= 0:
-        raise InputError("expected a positive integer", field="iters", value=cfg.iters)
-    if not isinstance(cfg.rounds, int) or cfg.rounds <= 0:
-        raise InputError("expected a positive integer", field="rounds", value=cfg.rounds)
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -75,6 +48,84 @@ def parse_batches(text: str) -> tuple[int, ...]:
     if len(set(batches)) != len(batches):
         raise InputError("expected each batch size once", field="batch", value=text, problem="lists a size twice")
     return batches
+
+
+def parse_runtimes(text: str) -> tuple[str, ...]:
+    """``"torch,ort-cpu"`` -> ``("torch", "ort-cpu")``; every name checked (installed, known)."""
+    from .runtimes import check_runtime
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        expected = f"expected auto or a comma-separated list of {', '.join(RUNTIMES)}"
+        raise InputError(expected, field="runtime", value=text)
+    for name in names:
+        if name != "auto":
+            check_runtime(name)
+    return names
+
+
+RUNNER_FIELDS = ("models", "runtimes", "threads", "cuda_graph")  # how run_model_benchmark makes its runners
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...] = positional(  # run_model_benchmark's; run_benchmark is given runners
+        f".onnx, .engine/.plan, checkpoint file, or a variant {choice_metavar(VARIANTS)}", "MODEL", (), group=MODEL
+    )
+    runtimes: tuple[str, ...] = option(
+        ("auto",),
+        "comma-separated (default {default}: by file type)",
+        flag="--runtime",
+        metavar=choice_metavar(("auto", *RUNTIMES)) + "[,...]",
+        parse=parse_runtimes,
+        group=RUNTIME,
+    )
+    batches: tuple[int, ...] = option(
+        (1, 8, 32), "comma-separated batch sizes (default {default})", flag="--batch", parse=parse_batches,
+        group=MEASUREMENT,
+    )  # fmt: skip
+    warmup_s: float = option(1.0, "warm-up seconds per case (default {default})", type=float, group=MEASUREMENT)
+    duration_s: float | None = option(  # per case; ignored when iters is set
+        3.0, "timed seconds per case (default {default})", type=float, group=MEASUREMENT, exclusive="duration"
+    )
+    iters: int | None = option(  # exact number of timed calls per case
+        None, "exact number of timed calls per case", type=positive_int, group=MEASUREMENT, exclusive="duration"
+    )
+    rounds: int = option(  # interleaved slices per case (see the module docstring)
+        1, "interleave the cases in N rounds (default {default})", type=positive_int, metavar="N", group=MEASUREMENT
+    )
+    threads: int = option(
+        0, "intra-op threads (default {default}: the runtime's default)", type=int, group=RUNTIME
+    )
+    img_size: int | None = option(  # when the model does not say (PyTorch from a variant name)
+        None, f"input size when the model does not fix it (default {DEFAULT_IMG_SIZE})", type=positive_int,
+        group=MODEL,
+    )  # fmt: skip
+    cuda_graph: bool = option(False, "TensorRT engines: replay a CUDA graph per batch size", group=RUNTIME)
+    seed: int = 0
+    min_iters: int = 3  # even a call longer than the duration is timed this often
+
+    def __post_init__(self):
+        check_bench_config(self)
+
+
+def check_bench_config(cfg: BenchConfig) -> None:
+    cpus = os.cpu_count() or 1
+    if not isinstance(cfg.threads, int) or not 0 <= cfg.threads <= 4 * cpus:  # 100000 threads: minutes to create
+        expected = f"expected 0 (default) or 1..{4 * cpus} (4x the {cpus} CPUs here)"
+        raise InputError(expected, field="threads", value=cfg.threads)
+    if not cfg.batches or any(not isinstance(b, int) or not 0 < b <= MAX_BATCH for b in cfg.batches):
+        shown = ",".join(map(str, cfg.batches))
+        raise InputError(f"expected positive integers up to {MAX_BATCH}", field="batch", value=shown)
+    if not (cfg.warmup_s >= 0 and math.isfinite(cfg.warmup_s)):
+        raise InputError("expected a number of seconds >= 0", field="warmup_s", value=cfg.warmup_s)
+    if cfg.iters is None:
+        if cfg.duration_s is None or not (cfg.duration_s > 0 and math.isfinite(cfg.duration_s)):
+            raise InputError("expected a number of seconds > 0", field="duration_s", value=cfg.duration_s)
+    elif not isinstance(cfg.iters, int) or cfg.iters <= 0:
+        raise InputError("expected a positive integer", field="iters", value=cfg.iters)
+    if not isinstance(cfg.rounds, int) or cfg.rounds <= 0:
+        raise InputError("expected a positive integer", field="rounds", value=cfg.rounds)
 
 
 # ---------------------------------------------------------------- statistics
@@ -164,12 +215,12 @@ def measure(
 
 
 def bench_input(runner: Runner, batch: int, img_size: int | None = None, seed: int = 0) -> np.ndarray:
-    """Seeded float32 input of the runner's shape (H, W from the model, else ``img_size``, else 224)."""
+    """Seeded float32 input of the runner's shape (H, W from the model, else ``img_size``, else the default)."""
     shape = tuple(runner.input_shape)
     if len(shape) != 4:
         raise InputError(f"{runner.name}: input shape {shape}: expected [batch, 3, H, W]")
     size_meta = runner.metadata.get(META_INPUT_SIZE)
-    fallback = img_size or (int(size_meta) if size_meta else 224)
+    fallback = img_size or (int(size_meta) if size_meta else DEFAULT_IMG_SIZE)
     h = shape[2] or fallback
     w = shape[3] or fallback
     if img_size and (h, w) != (img_size, img_size):
@@ -244,7 +295,9 @@ def run_benchmark(
             log.warning("%s batch %d: %s", runner.name, batch, warnings[-1])
         timer = "device" if getattr(runner, "time_batch", None) is not None and _is_gpu(runner) else "wall"
         results.append(CaseResult(runner.describe(), stats, timer, warnings))
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in RUNNER_FIELDS}
+    if cfg.iters is not None:
+        config["duration_s"] = None  # ignored: exactly `iters` calls were timed
     return BenchResult(env if env is not None else environment(), config, results)
 
 
@@ -261,31 +314,10 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="benchmark", unit="case", file=sys.stderr, leave=False)
 
 
-def parse_runtimes(text: str) -> tuple[str, ...]:
-    """``"torch,ort-cpu"`` -> ``("torch", "ort-cpu")``; every name checked (installed, known)."""
-    from .runtimes import RUNTIMES, check_runtime
+def run_model_benchmark(cfg: BenchConfig, progress: bool = True) -> BenchResult:
+    """Every model of ``cfg`` under every runtime (runners made by :func:`~mixnet_deploy.runtimes.make_runner`).
 
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    if not names:
-        expected = f"expected auto or a comma-separated list of {', '.join(RUNTIMES)}"
-        raise InputError(expected, field="runtime", value=text)
-    for name in names:
-        if name != "auto":
-            check_runtime(name)
-    return names
-
-
-def run_model_benchmark(
-    models: Sequence[str],
-    runtimes: Sequence[str] = ("auto",),
-    cfg: BenchConfig = BenchConfig(),
-    threads: int = 0,
-    progress: bool = True,
-    cuda_graph: bool = False,
-) -> BenchResult:
-    """Every model under every runtime (runners made by :func:`~mixnet_deploy.runtimes.make_runner`).
-
-    ``cuda_graph``: TensorRT engines replay a CUDA graph per batch size (other runtimes ignore it).
+    ``cfg.cuda_graph``: TensorRT engines replay a CUDA graph per batch size (other runtimes ignore it).
     """
     from .batching import BatchProfile
     from .runtimes import make_runner
@@ -294,15 +326,15 @@ def run_model_benchmark(
     profile = BatchProfile(ordered[0], ordered[len(ordered) // 2], ordered[-1])  # ort-trt's TensorRT profile
     runners: list[Runner] = []
     try:
-        for model in models:
+        for model in cfg.models:
             is_engine = str(model).lower().endswith(ENGINE_SUFFIXES)
-            opts = {"cuda_graph": True} if cuda_graph and is_engine else {}
-            for runtime in runtimes:
+            opts = {"cuda_graph": True} if cfg.cuda_graph and is_engine else {}
+            for runtime in cfg.runtimes:
                 runners.append(
-                    make_runner(model, runtime, threads=threads, img_size=cfg.img_size, batch=profile, **opts)
+                    make_runner(model, runtime, threads=cfg.threads, img_size=cfg.img_size, batch=profile, **opts)
                 )
         result = run_benchmark(runners, cfg, progress)
-        result.config["threads"] = threads
+        result.config["threads"] = cfg.threads
         return result
     finally:
         for runner in runners:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
-from .config import ExportConfig, add_export_options, flag_of, given_values, nonempty_path, positive_int
+from . import option_fields
+from .arch import VARIANT_CHOICES
+from .config import ExportConfig, add_export_options, given_values
 from .contract import onnx_stem
 from .errors import EnvironmentFailure, InputError, VerificationError
+from .option_fields import RUN
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,7 +36,9 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], main: Callable) -> int:
+def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], main: Callable, config: type) -> int:
+    """Parse, run ``main(args)``, and turn every failure into one line and an exit code; an InputError's
+    field is named as the flag ``config`` (the command's config class) declares for it."""
     parser = build()
     args = parser.parse_args(argv)
     verbose = getattr(args, "verbose", False)
@@ -46,7 +51,8 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
     except (InputError, VerificationError, EnvironmentFailure) as exc:
         if verbose:
             traceback.print_exc()
-        message = exc.render(flag_of) if isinstance(exc, InputError) else str(exc)  # fields named as flags
+        flag = partial(option_fields.flag_of, config=config)
+        message = exc.render(flag) if isinstance(exc, InputError) else str(exc)  # fields named as flags
         print(f"{prog}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the machine refused a write that did not go through atomic.py: still exit 3
@@ -87,15 +93,19 @@ def build_export_parser() -> Parser:
     """The options are generated from ExportConfig's fields (config.py); --preset and --verbose are CLI-only."""
     p = Parser(
         prog="mixnet-export",
-        description="Fold, export and verify MixNet (s, m, l, xl, xxl, tf_s, tf_m, tf_l) as ONNX (and, where "
+        description=f"Fold, export and verify MixNet ({VARIANT_CHOICES}) as ONNX (and, where "
         "available, TensorRT engines).",
     )
-    add_export_options(p)
-    p.add_argument(
+    run = add_export_options(p)[RUN]
+    run.add_argument(
         "--preset", type=Path, metavar="FILE", help="TOML preset of these options (export/*.toml); flags override it"
     )
-    p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
+    add_verbose(run)
     return p
+
+
+def add_verbose(group) -> None:
+    group.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
 
 
 def export_config(args: argparse.Namespace) -> ExportConfig:
@@ -148,69 +158,42 @@ def _export(args) -> int:
 
 
 def export_main(argv: Sequence[str] | None = None) -> int:
-    return run_cli("mixnet-export", argv, build_export_parser, _export)
+    return run_cli("mixnet-export", argv, build_export_parser, _export, ExportConfig)
 
 
 # ---------------------------------------------------------------- mixnet-parity
 
 
 def build_parity_parser() -> Parser:
+    """The options are generated from ParityConfig's fields (parity.py); the output files are CLI-only."""
+    from .parity import ParityConfig
+
     p = Parser(
         prog="mixnet-parity",
         description="Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
         "on the same inputs; the tolerance comes from each candidate's precision metadata. "
         "Exit 0: all pass, 1: any fails, 2: bad input, 3: environment failure (disk, permissions), 130: interrupted.",
     )
-    p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help=".onnx, .engine or .plan file")
-    p.add_argument("--variant", help="s, m, l, xl, xxl, tf_s, tf_m or tf_l; default: the candidates' metadata")
-    p.add_argument(
-        "--weights",
-        help="the checkpoint the candidates were exported from (or 'timm'); default: the seeded random "
-        "weights mixnet-export uses without --weights",
-    )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--images", metavar="DIR", help="folder of images (preprocessed as the metadata says)")
-    src.add_argument("--random", type=positive_int, metavar="N", help="N seeded random inputs (default 16)")
-    p.add_argument("--img-size", type=positive_int, help="input size; default: the candidates'")
-    p.add_argument("--runtime", default="auto", help="auto (by file type), ort-cpu, ort-cuda, ort-trt, tensorrt")
-    p.add_argument("--batch", type=positive_int, default=8, help="inputs per call (default 8)")
-    p.add_argument(
-        "--labels",
-        metavar="folder|CSV",
-        help="accuracy against ground truth over every image: 'folder' (--images has ImageNet synset subfolders, "
-        "n01440764/...) or a CSV of image,class (class index 0-999 or synset)",
-    )
-    p.add_argument("--max-top1-drop", type=float, metavar="POINTS", help="fail a candidate losing more top-1 points")
-    p.add_argument(
-        "--predictions", type=nonempty_path, metavar="FILE", help="write top-5 per image and model (JSON Lines)"
-    )
-    p.add_argument("--json", type=Path, metavar="FILE", help="write the full results as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
+    run = option_fields.add_options(p, ParityConfig)[RUN]
+    run.add_argument("--json", type=Path, metavar="FILE", help="write the full results as JSON")
+    add_quiet_verbose(run)
     return p
+
+
+def add_quiet_verbose(group) -> None:
+    group.add_argument("--quiet", action="store_true", help="no progress output")
+    add_verbose(group)
 
 
 def _parity(args) -> int:
     from .atomic import write_json
     from .bench_output import check_output_path
-    from .parity import DEFAULT_RANDOM_N, ParityConfig, parity_table, run_parity
+    from .parity import ParityConfig, parity_table, run_parity
 
-    for path, name in ((args.json, "json"), (args.predictions, "predictions")):
+    for path, name in ((args.json, "json"), (getattr(args, "predictions", None), "predictions")):
         if path:
             check_output_path(path, name)
-    cfg = ParityConfig(
-        candidates=tuple(args.candidates),
-        variant=args.variant,
-        weights=args.weights,
-        images=args.images,
-        random_n=args.random or DEFAULT_RANDOM_N,
-        img_size=args.img_size,
-        runtime=args.runtime,
-        batch=args.batch,
-        labels=args.labels,
-        predictions=args.predictions,
-        max_top1_drop=args.max_top1_drop,
-    )
+    cfg = ParityConfig(**option_fields.given_values(args, ParityConfig))
     report = run_parity(cfg, progress=not args.quiet)
     print(f"reference: {report.reference['name']}, weights {report.reference['weights']}; inputs: {report.inputs}")
     for result in report.results:
@@ -223,72 +206,38 @@ def _parity(args) -> int:
 
 
 def parity_main(argv: Sequence[str] | None = None) -> int:
-    return run_cli("mixnet-parity", argv, build_parity_parser, _parity)
+    from .parity import ParityConfig
+
+    return run_cli("mixnet-parity", argv, build_parity_parser, _parity, ParityConfig)
 
 
 # ---------------------------------------------------------------- mixnet-bench
 
 
 def build_bench_parser() -> Parser:
+    """The options are generated from BenchConfig's fields (bench.py); the output files are CLI-only."""
+    from .bench import BenchConfig
+
     p = Parser(
         prog="mixnet-bench",
         description="Latency percentiles and throughput of models per runtime and batch size, with the environment.",
     )
-    p.add_argument(
-        "models",
-        nargs="+",
-        metavar="MODEL",
-        help=".onnx, .engine/.plan, checkpoint file, or a variant (s, m, l, xl, ...)",
-    )
-    p.add_argument(
-        "--runtime",
-        default="auto",
-        help="comma-separated: auto (by file type), torch, ort-cpu, ort-cuda, ort-trt, tensorrt (default auto)",
-    )
-    p.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
-    p.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per case (default 1)")
-    dur = p.add_mutually_exclusive_group()
-    dur.add_argument("--duration-s", type=float, default=3.0, help="timed seconds per case (default 3)")
-    dur.add_argument("--iters", type=positive_int, help="exact number of timed calls per case")
-    p.add_argument("--rounds", type=positive_int, default=1, help="interleave the cases in N rounds (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default 0: the runtime's default)")
-    p.add_argument("--img-size", type=positive_int, help="input size when the model does not fix it (default 224)")
-    p.add_argument("--cuda-graph", action="store_true", help="TensorRT engines: replay a CUDA graph per batch size")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write results + environment as JSON")
-    p.add_argument("--markdown", type=Path, metavar="FILE", help="write a Markdown table")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write a PNG plot (needs matplotlib)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--verbose", action="store_true", help="debug logging and tracebacks")
+    run = option_fields.add_options(p, BenchConfig)[RUN]
+    run.add_argument("--json", type=Path, metavar="FILE", help="write results + environment as JSON")
+    run.add_argument("--markdown", type=Path, metavar="FILE", help="write a Markdown table")
+    run.add_argument("--plot", type=Path, metavar="FILE.png", help="write a PNG plot (needs matplotlib)")
+    add_quiet_verbose(run)
     return p
 
 
 def _bench(args) -> int:
-    from .bench import BenchConfig, parse_batches, parse_runtimes, run_model_benchmark
+    from .bench import BenchConfig, run_model_benchmark
     from .bench_output import check_output_path, text_table, write_markdown, write_plot, write_result_json
 
     for name in ("json", "markdown", "plot"):
         if getattr(args, name):
             check_output_path(getattr(args, name), name)
-    cpus = os.cpu_count() or 1
-    if not 0 <= args.threads <= 4 * cpus:  # 100000 threads: ONNX Runtime spends minutes creating them
-        expected = f"expected 0 (default) or 1..{4 * cpus} (4x the {cpus} CPUs here)"
-        raise InputError(expected, field="threads", value=args.threads)
-    cfg = BenchConfig(
-        batches=parse_batches(args.batch),
-        warmup_s=args.warmup_s,
-        duration_s=None if args.iters else args.duration_s,
-        iters=args.iters,
-        rounds=args.rounds,
-        img_size=args.img_size,
-    )
-    result = run_model_benchmark(
-        args.models,
-        parse_runtimes(args.runtime),
-        cfg,
-        threads=args.threads,
-        progress=not args.quiet,
-        cuda_graph=args.cuda_graph,
-    )
+    result = run_model_benchmark(BenchConfig(**option_fields.given_values(args, BenchConfig)), progress=not args.quiet)
     print(text_table(result))
     if args.json:
         write_result_json(result, args.json)
@@ -300,7 +249,9 @@ def _bench(args) -> int:
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
-    return run_cli("mixnet-bench", argv, build_bench_parser, _bench)
+    from .bench import BenchConfig
+
+    return run_cli("mixnet-bench", argv, build_bench_parser, _bench, BenchConfig)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,42 @@
 """ExportConfig: every export option declared once, on its dataclass field, and checked before any work.
 
-Each field carries its :class:`Option` in ``dataclasses.field(metadata=...)``: flag, help, metavar,
-choices, the argparse type and, for a value given as text (``--batch 1:8:32``), its parser. Everything
-else is derived from the fields: the ``mixnet-export`` parser (:func:`add_export_options`), the preset
-keys (presets.py), the flag an error names (:func:`flag_of`), the choices check. Adding an option is
-one field here (plus whatever reads it).
+Each field carries its :class:`~mixnet_deploy.option_fields.Option` (option_fields.py: help, flag,
+metavar, choices, group, the argparse type and, for a value given as text (``--batch 1:8:32``), its
+parser). Everything else is derived from the fields: the ``mixnet-export`` parser (as for
+``mixnet-parity`` and ``mixnet-bench`` from their configs), the preset keys (presets.py), the flag an
+error names (:func:`flag_of`), the choices check. Adding an option is one field here (plus whatever
+reads it).
 
 The config is built as defaults <- preset <- given flags: the generated parser leaves a flag that was
-not given out of the namespace (``default=argparse.SUPPRESS``), so the namespace is exactly the given
-flags (:func:`given_values`).
+not given out of the namespace, so the namespace is exactly the given flags (:func:`given_values`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import precision_table
+from . import option_fields, precision_table
+from .arch import DEFAULT_IMG_SIZE, VARIANTS
 from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
 from .contract import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, MDCONV_CHOICES, MIN_OPSET
 from .errors import InputError
+from .option_fields import (
+    ENGINE,
+    MODEL,
+    PRECISION,
+    TRITON,
+    Option,
+    choice_metavar,
+    nonempty_path,
+    option,
+    positive_int,
+)
+from .sensitivity import parse_exclude
 from .triton import KINDS as TRITON_KINDS
 
 MAX_IMG_SIZE = 2048
@@ -32,104 +44,101 @@ MAX_OPSET = 21
 ENGINE_MODES = ("auto", "require", "skip")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return value
-
-
-def nonempty_path(text: str) -> Path:
-    """A path option: '' would silently become '.', the current directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
-    return Path(text)
-
-
-@dataclass(frozen=True)
-class Option:
-    """How a config field is given: flag (default ``--`` + the field with dashes), help and argparse details."""
-
-    help: str
-    flag: str | None = None
-    metavar: str | None = None
-    type: Callable[[str], object] | None = None  # argparse type: text -> value (argparse reports its errors)
-    parse: Callable[[str], object] | None = None  # text -> value raising InputError (flag text, preset string)
-    choices: tuple[str, ...] = ()  # checked by check_config (so the message says what was expected)
-
-
-def option(default, help: str, **kwargs):
-    return field(default=default, metadata={"option": Option(help, **kwargs)})
-
-
 @dataclass(frozen=True)
 class ExportConfig:
     variant: str | None = option(
         None,
-        "s, m, l, xl, xxl, tf_s, tf_m, tf_l (also timm's mixnet_xl, tf_mixnet_s, ...); default: the checkpoint's "
-        "when its shapes or a reliable hint name one variant (tf_* and s/m/l look alike: exit 2), else s",
+        "the MixNet (also timm's names: mixnet_xl, tf_mixnet_s, ...); default: the checkpoint's when its shapes or "
+        "a reliable hint name one variant (tf_* and s/m/l look alike: exit 2), else s",
+        metavar=choice_metavar(VARIANTS),  # shown, not checked as a list: timm's names are accepted too
+        group=MODEL,
     )
     weights: str | None = option(
         None,
         "checkpoint (.pth/.pt/.safetensors; timm or mixnet-deploy layout), or 'timm' for timm's pretrained "
         "file from the local Hugging Face cache; default: seeded random weights (with a warning)",
+        group=MODEL,
     )
-    img_size: int = option(224, "input height = width, a multiple of 32 (default 224)", type=int)
-    out_dir: Path = option(Path("artifacts"), "output folder (default ./artifacts)", flag="--out", type=nonempty_path)
-    opset: int = option(MIN_OPSET, f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {MIN_OPSET})", type=int)
+    img_size: int = option(
+        DEFAULT_IMG_SIZE, "input height = width, a multiple of 32 (default {default})", type=int, group=MODEL
+    )
+    out_dir: Path = option(Path("artifacts"), "output folder (default {default})", flag="--out", type=nonempty_path)
+    opset: int = option(MIN_OPSET, f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {{default}})", type=int, group=MODEL)
     mdconv: str = option(
         "split",
-        "MixConv lowering: split (default: Split -> Conv per kernel -> Concat) or merged (one depthwise "
-        "conv, kernels zero-padded to the largest, and grouped 1x1 convs; exact, faster on ONNX Runtime CPU)",
+        "MixConv lowering (default {default}): split: Split -> Conv per kernel -> Concat; merged: one depthwise "
+        "conv, kernels zero-padded to the largest, and grouped 1x1 convs (exact, faster on ONNX Runtime CPU)",
         choices=MDCONV_CHOICES,
+        group=MODEL,
     )
-    fp16: bool = option(False, "also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)")
-    int8: bool = option(False, "also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib")
+    fp16: bool = option(False, "also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)", group=PRECISION)
+    int8: bool = option(False, "also write DIR/mixnet_<v>.int8.onnx (QDQ); needs --calib", group=PRECISION)
     calib: str | None = option(
-        None, "INT8 calibration images (folder, recursive; 'synthetic': smoke test)", metavar="DIR|synthetic"
+        None,
+        "INT8 calibration images (folder, recursive; 'synthetic': smoke test)",
+        metavar="DIR|synthetic",
+        group=PRECISION,
     )
     calib_method: str = option(
-        DEFAULT_CALIB_METHOD,
-        f"INT8 calibration: entropy, percentile or minmax (default {DEFAULT_CALIB_METHOD})",
-        choices=CALIB_METHODS,
+        DEFAULT_CALIB_METHOD, "INT8 calibration method (default {default})", choices=CALIB_METHODS, group=PRECISION
     )
     calib_count: int = option(
         DEFAULT_CALIB_COUNT,
-        f"calibration images used (default {DEFAULT_CALIB_COUNT}); up to 16 more are held out for verification",
+        "calibration images used (default {default}); up to 16 more are held out for verification",
         type=positive_int,
         metavar="N",
+        group=PRECISION,
     )
-    int8_exclude: str | None = option(
-        None,
+    int8_exclude: tuple[str, ...] = option(
+        (),
         "Conv layers kept in FP16 in the INT8 file: auto (the most sensitive on the held-out images, until the INT8 "
         "tolerance passes, at most a fifth of the convs) or names as printed by auto, comma-separated",
         metavar="auto|NAME[,NAME...]",
+        parse=parse_exclude,  # parsed once, here at the edge: the config holds the names
+        group=PRECISION,
     )
-    engine: str = option("auto", "TensorRT engine build: auto (default), require, skip", choices=ENGINE_MODES)
+    engine: str = option(
+        "auto", "TensorRT engine build (default {default})", choices=ENGINE_MODES, group=ENGINE
+    )
     batch: BatchProfile = option(
-        BatchProfile(), "batch profile MIN:OPT:MAX for engines and Triton (default 1:8:32)", parse=parse_batch_profile
+        BatchProfile(),
+        "batch profile MIN:OPT:MAX for engines and Triton (default {default})",
+        parse=parse_batch_profile,
+        group=ENGINE,
     )
     workspace_mib: int | None = option(
-        None, "TensorRT workspace limit (default: TRT's)", flag="--workspace", type=positive_int, metavar="MiB"
+        None,
+        "TensorRT workspace limit (default: TRT's)",
+        flag="--workspace",
+        type=positive_int,
+        metavar="MiB",
+        group=ENGINE,
     )
-    timing_cache: Path | None = option(None, "TensorRT timing cache, loaded and saved", type=Path, metavar="FILE")
-    dla_core: int | None = option(None, "Jetson DLA core with GPU fallback (static --batch)", type=int, metavar="N")
-    hardware_compat: bool = option(False, "engines for any Ampere or newer GPU")
-    version_compat: bool = option(False, "engines loadable by newer TensorRT (same major)")
-    trtexec: bool = option(False, "write DIR/<model>.trtexec.sh: the trtexec build/bench commands")
-    triton_repo: Path | None = option(None, "also write a Triton model repository", type=nonempty_path, metavar="REPO")
-    model_name: str | None = option(None, "Triton model name (default mixnet_<variant>)")
-    model_version: int = option(1, "Triton model version folder (default 1)", type=int)
+    timing_cache: Path | None = option(
+        None, "TensorRT timing cache, loaded and saved", type=Path, metavar="FILE", group=ENGINE
+    )
+    dla_core: int | None = option(
+        None, "Jetson DLA core with GPU fallback (static --batch)", type=int, metavar="N", group=ENGINE
+    )
+    hardware_compat: bool = option(False, "engines for any Ampere or newer GPU", group=ENGINE)
+    version_compat: bool = option(False, "engines loadable by newer TensorRT (same major)", group=ENGINE)
+    trtexec: bool = option(False, "write DIR/<model>.trtexec.sh: the trtexec build/bench commands", group=ENGINE)
+    triton_repo: Path | None = option(
+        None, "also write a Triton model repository", type=nonempty_path, metavar="REPO", group=TRITON
+    )
+    model_name: str | None = option(None, "Triton model name (default mixnet_<variant>)", group=TRITON)
+    model_version: int = option(1, "Triton model version folder (default {default})", type=int, group=TRITON)
     triton_kind: str = option(
-        "gpu", "Triton instance kind: gpu (default) or cpu (cpu serves the ONNX file)", choices=TRITON_KINDS
+        "gpu",
+        "Triton instance kind (default {default}; cpu serves the ONNX file)",
+        choices=TRITON_KINDS,
+        group=TRITON,
     )
     triton_precision: str = option(
         "auto",
-        "precision put into the Triton repo: auto (default: the fastest written, int8 > fp16 > fp32), "
-        "fp32, fp16 or int8",
+        "precision put into the Triton repo (default {default}: the fastest written, int8 > fp16 > fp32)",
+        metavar=choice_metavar(("auto", *precision_table.names())),  # checked by triton.check_options
+        group=TRITON,
     )
     wait: bool = option(
         True,
@@ -156,13 +165,12 @@ class ExportConfig:
 
 def options() -> dict[str, Option]:
     """ExportConfig field name -> its Option, in declaration order."""
-    return {f.name: f.metadata["option"] for f in dataclasses.fields(ExportConfig)}
+    return option_fields.options(ExportConfig)
 
 
 def flag_of(name: str) -> str:
-    """The command-line flag of a field: declared, else ``--`` + the name with dashes (parity, bench options)."""
-    declared = options().get(name)
-    return (declared and declared.flag) or "--" + name.replace("_", "-")
+    """The ``mixnet-export`` flag of a field: declared, else ``--`` + the name with dashes."""
+    return option_fields.flag_of(name, ExportConfig)
 
 
 def export_flags() -> dict[str, str]:
@@ -170,34 +178,14 @@ def export_flags() -> dict[str, str]:
     return {name: flag_of(name) for name in options()}
 
 
-def add_export_options(parser: argparse.ArgumentParser) -> None:
-    """One argparse option per ExportConfig field; a flag not given stays out of the namespace."""
-    for f in dataclasses.fields(ExportConfig):
-        opt: Option = f.metadata["option"]
-        flag = flag_of(f.name)
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": opt.help}
-        if f.default is False:
-            kwargs["action"] = "store_true"
-        elif f.default is True:  # --wait / --no-wait
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["metavar"] = opt.metavar or flag.lstrip("-").replace("-", "_").upper()
-            if opt.type is not None:
-                kwargs["type"] = opt.type
-        parser.add_argument(flag, **kwargs)
+def add_export_options(parser: argparse.ArgumentParser) -> dict:
+    """One argparse option per ExportConfig field (option_fields.add_options); returns the groups by title."""
+    return option_fields.add_options(parser, ExportConfig)
 
 
 def given_values(namespace: argparse.Namespace | Mapping[str, object]) -> dict[str, object]:
-    """The fields given as flags, as field values (text parsed by the field's ``parse``)."""
-    given = vars(namespace) if isinstance(namespace, argparse.Namespace) else dict(namespace)
-    declared = options()
-    values = {}
-    for name, value in given.items():
-        if name not in declared:
-            continue  # a CLI-only option (--preset, --verbose)
-        parse = declared[name].parse
-        values[name] = parse(value) if parse is not None and isinstance(value, str) else value
-    return values
+    """The ExportConfig fields given as flags, as field values."""
+    return option_fields.given_values(namespace, ExportConfig)
 
 
 # ---------------------------------------------------------------- checks before any work
@@ -212,8 +200,9 @@ def check_img_size(size: int) -> int:
 def check_choices(cfg: ExportConfig) -> None:
     for name, opt in options().items():
         value = getattr(cfg, name)
-        if opt.choices and value not in opt.choices:
-            raise InputError(f"expected one of {', '.join(opt.choices)}", field=name, value=value)
+        choices = option_fields.choices_of(opt)
+        if choices and value not in choices:
+            raise InputError(f"expected one of {', '.join(choices)}", field=name, value=value)
 
 
 def check_config(cfg: ExportConfig) -> ExportConfig:
@@ -257,7 +246,6 @@ def check_engine_config(cfg: ExportConfig) -> None:
 def check_precision_config(cfg: ExportConfig) -> None:
     """--fp16/--int8/--calib*: InputError before any work (a missing or empty --calib folder too)."""
     from .data import SYNTHETIC, find_images
-    from .sensitivity import parse_exclude
 
     calib = flag_of("calib")
     if cfg.int8 and cfg.calib is None:
@@ -271,11 +259,9 @@ def check_precision_config(cfg: ExportConfig) -> None:
         raise InputError(f"expected {int8} with it", field="calib", value=cfg.calib, problem=f"given without {int8}")
     if not isinstance(cfg.calib_count, int) or cfg.calib_count < 1:
         raise InputError("expected a positive integer", field="calib_count", value=cfg.calib_count)
-    if parse_exclude(cfg.int8_exclude) and not cfg.int8:
-        int8 = flag_of("int8")
-        raise InputError(
-            f"expected {int8} with it", field="int8_exclude", value=cfg.int8_exclude, problem=f"given without {int8}"
-        )
+    if cfg.int8_exclude and not cfg.int8:
+        int8, shown = flag_of("int8"), ",".join(cfg.int8_exclude)
+        raise InputError(f"expected {int8} with it", field="int8_exclude", value=shown, problem=f"given without {int8}")
     if cfg.int8 and cfg.calib != SYNTHETIC:
         find_images(cfg.calib, field="calib")
 

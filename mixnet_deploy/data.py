@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arch import DEFAULT_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from .contract import META_CROP_PCT, META_INPUT_SIZE, META_INTERPOLATION, META_MEAN, META_STD
 from .errors import InputError
 
@@ -41,11 +42,11 @@ SYNTHETIC_SEED = 20240611
 class Preprocess:
     """timm's eval transform for one model: resize shorter side, center crop, normalize."""
 
-    size: int = 224
+    size: int = DEFAULT_IMG_SIZE
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self):
         if self.interpolation not in RESAMPLE:

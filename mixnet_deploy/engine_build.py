@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, precision_table
+from .arch import DEFAULT_IMG_SIZE
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
 from .contract import INPUT_NAME, MANIFEST_SUFFIX
@@ -69,7 +70,7 @@ class EngineOptions:
     """How engines are built; one set per run, shared by every precision."""
 
     batch: BatchProfile = BatchProfile()
-    img_size: int = 224
+    img_size: int = DEFAULT_IMG_SIZE
     workspace_mib: int | None = None  # None: TensorRT's default (all device memory)
     timing_cache: Path | None = None  # loaded when present, saved after every build
     dla_core: int | None = None  # Jetson Orin: DLA core with GPU fallback; needs a static batch

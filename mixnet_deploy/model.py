@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch import BN_EPS_TORCH, BlockSpec, VariantSpec, get_variant, split_channels
+from .arch import BN_EPS_TORCH, DEFAULT_IMG_SIZE, BlockSpec, VariantSpec, get_variant, split_channels
 
 
 def make_act(name: str) -> nn.Module:
@@ -289,7 +289,7 @@ def init_random(model: MixNet, seed: int = 0) -> MixNet:
         bn.momentum = None  # cumulative average over the calibration batches
     model.train()
     for _ in range(2):
-        model(torch.randn(4, 3, 224, 224, generator=gen))
+        model(torch.randn(4, 3, DEFAULT_IMG_SIZE, DEFAULT_IMG_SIZE, generator=gen))
     model.eval()
     for bn in bns:
         bn.momentum = 0.1

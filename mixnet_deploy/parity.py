@@ -17,10 +17,11 @@ import numpy as np
 
 from . import precision_table
 from .accuracy import Accuracy, AccuracyDrop
-from .arch import VARIANT_CHOICES, get_variant, normalize_variant
+from .arch import DEFAULT_IMG_SIZE, VARIANT_CHOICES, VARIANTS, get_variant, normalize_variant
 from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE, META_VARIANT, META_WEIGHTS_SHA256, MODEL_SUFFIXES
 from .errors import InputError
 from .metrics import Metrics, compare, failures, required_tolerance, tightest_passing
+from .option_fields import INPUTS, MODEL, RUNTIME, choice_metavar, nonempty_path, option, positional, positive_int
 from .precision_table import Tolerance
 
 if TYPE_CHECKING:
@@ -84,21 +85,56 @@ def run_batched(runner: Runner, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([runner.run(x[i : i + step]) for i in range(0, len(x), step)])
 
 
+def candidate_runtimes() -> tuple[str, ...]:
+    """What ``--runtime`` takes: auto (by file type) or a runtime that runs an exported file."""
+    from .runtimes import RUNTIMES
+
+    return ("auto", *(r for r in RUNTIMES if r != "torch"))
+
+
 @dataclass(frozen=True)
 class ParityConfig:
-    candidates: tuple[str, ...]
-    variant: str | None = None  # None: from the candidates' metadata
-    weights: str | None = None  # None: the seeded random init mixnet-export uses without --weights
-    images: str | None = None  # folder of images; else seeded random inputs
-    random_n: int = DEFAULT_RANDOM_N
+    candidates: tuple[str, ...] = positional(".onnx, .engine or .plan file", "CANDIDATE", group=MODEL)
+    variant: str | None = option(
+        None, "default: the candidates' metadata", metavar=choice_metavar(VARIANTS), group=MODEL
+    )
+    weights: str | None = option(
+        None,
+        "the checkpoint the candidates were exported from (or 'timm'); default: the seeded random weights "
+        "mixnet-export uses without --weights",
+        group=MODEL,
+    )
+    images: str | None = option(
+        None, "folder of images (preprocessed as the metadata says)", metavar="DIR", group=INPUTS, exclusive="source"
+    )
+    random_n: int = option(
+        DEFAULT_RANDOM_N,
+        "N seeded random inputs (default {default})",
+        flag="--random",
+        type=positive_int,
+        metavar="N",
+        group=INPUTS,
+        exclusive="source",
+    )
     max_images: int = MAX_IMAGES  # with images: the first ones in sorted order
-    img_size: int | None = None  # None: from the candidates
-    runtime: str = "auto"  # runtime for every candidate (auto: by file type)
-    batch: int = 8
+    img_size: int | None = option(None, "input size; default: the candidates'", type=positive_int, group=MODEL)
+    runtime: str = option("auto", "runtime of every candidate (default {default}: by file type)",
+                          choices=candidate_runtimes, group=RUNTIME)  # fmt: skip
+    batch: int = option(8, "inputs per call (default {default})", type=positive_int, group=RUNTIME)
     seed: int = PARITY_SEED
-    labels: str | None = None  # "folder" (synset subfolders of images) or an image,class CSV
-    predictions: str | None = None  # JSON Lines file: top-5 per image and model
-    max_top1_drop: float | None = None  # points of top-1 accuracy a candidate may lose (needs labels)
+    labels: str | None = option(
+        None,
+        "accuracy against ground truth over every image: 'folder' (--images has ImageNet synset subfolders, "
+        "n01440764/...) or a CSV of image,class (class index 0-999 or synset)",
+        metavar="folder|CSV",
+        group=INPUTS,
+    )
+    predictions: str | None = option(
+        None, "write top-5 per image and model (JSON Lines)", type=nonempty_path, metavar="FILE"
+    )
+    max_top1_drop: float | None = option(
+        None, "fail a candidate losing more top-1 points", type=float, metavar="POINTS", group=INPUTS
+    )
 
     @property
     def every_image(self) -> bool:
@@ -165,7 +201,7 @@ def _variant_and_size(runners: list, variant_given: str | None, size_given: int 
     meta_size = {r.name: r.metadata.get(META_INPUT_SIZE) for r in runners}
     fixed = _agreed(static, "the input size", "img_size")
     size = fixed or _agreed(meta_size, "the input size", "img_size")
-    img_size = size_given or int(size or 224)
+    img_size = size_given or int(size or DEFAULT_IMG_SIZE)
     if fixed is not None and int(fixed) != img_size:
         raise InputError(f"the candidates take {fixed}x{fixed} inputs only", field="img_size", value=size_given)
     return variant, img_size

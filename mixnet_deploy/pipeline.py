@@ -246,10 +246,10 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     from .data import CalibrationReader
     from .precision_onnx import Int8Recipe, calibrate, int8_problems, load_cache
     from .qdq import Int8Builder, Placement, amax_of
-    from .sensitivity import as_report, int8_with_exclusion, parse_exclude, table_text
+    from .sensitivity import as_report, int8_with_exclusion, table_text
 
     data = proto.SerializeToString()
-    recipe = Int8Recipe(method=cfg.calib_method, exclude=parse_exclude(cfg.int8_exclude))
+    recipe = Int8Recipe(method=cfg.calib_method, exclude=cfg.int8_exclude)
     calib = calibrate(
         data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, Path(cfg.out_dir), name,
         sets.source,

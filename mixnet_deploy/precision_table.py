@@ -7,7 +7,7 @@ Runtime's TensorRT execution provider (and Triton's onnxruntime backend) calls i
 for speed. Adding a precision is one row here plus its tests (and its ONNX maker in precision_onnx.py).
 
 No stage keeps a copy: they look rows up through :func:`row` at call time, so the tests that
-replace a row (``monkeypatch.setattr(precisions, "PRECISIONS", ...)``) reach every stage.
+replace a row (``monkeypatch.setattr(precision_table, "PRECISIONS", ...)``) reach every stage.
 """
 
 from __future__ import annotations

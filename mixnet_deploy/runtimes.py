@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import precision_table
+from .arch import DEFAULT_IMG_SIZE
 from .batching import BatchProfile
 from .contract import (
     ENGINE_SUFFIXES,
@@ -292,7 +293,7 @@ def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
         raise InputError(f"{path}: cannot read it as ONNX ({str(exc).strip()[:200]}): expected an ONNX model") from None
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     meta = read_metadata(model)
-    img_size = int(meta.get(META_INPUT_SIZE) or (dims[-1] if len(dims) == 4 and dims[-1] else 224))
+    img_size = int(meta.get(META_INPUT_SIZE) or (dims[-1] if len(dims) == 4 and dims[-1] else DEFAULT_IMG_SIZE))
     try:
         ort_trt_cache_dir(path).mkdir(exist_ok=True)
         cache = True
@@ -373,7 +374,7 @@ def _torch_from_onnx_metadata(path: Path, img_size: int | None):
     if variant is None:
         raise InputError(f"{path}: no mixnet.variant metadata: expected an ONNX file written by mixnet-export")
     model = build_model(variant, int(meta.get(META_NUM_CLASSES, 1000)))
-    return model, int(img_size or meta.get(META_INPUT_SIZE, 224)), meta
+    return model, int(img_size or meta.get(META_INPUT_SIZE, DEFAULT_IMG_SIZE)), meta
 
 
 def make_runner(
@@ -415,7 +416,7 @@ def make_runner(
         raise InputError("expected auto or torch for it", field="runtime", value=runtime, problem=problem)
     model = _torch_model(text) if suffix in CHECKPOINT_SUFFIXES else _variant_model(text)
     _set_torch_threads(threads)
-    return TorchRunner(model, name=f"{model.spec.model_name} [torch]", img_size=img_size or 224, **opts)
+    return TorchRunner(model, name=f"{model.spec.model_name} [torch]", img_size=img_size or DEFAULT_IMG_SIZE, **opts)
 
 
 def _engine_runner(text: str, runtime: str, **opts) -> Runner:

@@ -124,7 +124,7 @@ def test_unstable_run_warns(monkeypatch, caplog):
         def time_batch(self, x, iters):
             return [1.0 if i % 2 else 3.0 for i in range(iters)]
 
-    res = run_benchmark([Jittery(0)], BenchConfig(warmup_s=0, iters=20), progress=False, env={})
+    res = run_benchmark([Jittery(0)], BenchConfig(batches=(1,), warmup_s=0, iters=20), progress=False, env={})
     (case,) = res.results
     assert case.stats.unstable and "coefficient of variation" in case.warnings[0]
 
@@ -268,6 +268,8 @@ def test_ort_gpu_providers_bench(s_onnx):
     from mixnet_deploy.runtimes import available_runtimes
 
     gpu = [r for r in ("ort-cuda", "ort-trt") if r in available_runtimes()]
-    res = bench.run_model_benchmark([str(s_onnx)], gpu, BenchConfig(batches=(1, 8), warmup_s=1, duration_s=1))
+    res = bench.run_model_benchmark(
+        BenchConfig(models=(str(s_onnx),), runtimes=tuple(gpu), batches=(1, 8), warmup_s=1, duration_s=1)
+    )
     assert all(c.stats.p50_ms > 0 for c in res.results)
     assert {c.model["runtime"] for c in res.results} == set(gpu)

@@ -86,10 +86,10 @@ def test_engine_and_manifest_per_precision(built, precision):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_parity_with_onnxruntime(built, precision):
-    """Engine vs the FP32 ONNX in ONNX Runtime (CPU), within the precision's row of precisions.PRECISIONS."""
+    """Engine vs the FP32 ONNX in ONNX Runtime (CPU), within the precision's row of precision_table.PRECISIONS."""
     path = _engine(built, precision)
     if precision not in tolerances():
-        pytest.skip(f"no {precision} row in precisions.PRECISIONS in this checkout")
+        pytest.skip(f"no {precision} row in precision_table.PRECISIONS in this checkout")
     x = np.random.default_rng(0).standard_normal((8, 3, 224, 224), dtype=np.float32)
     x = np.concatenate([built["timm"]["input"], x])
     reference = _ort(built["out"] / NAMES["fp32"], x)

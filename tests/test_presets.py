@@ -163,7 +163,8 @@ def _sample(tp):
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
         return _sample(args[0])
-    return {bool: True, int: 1, float: 0.5, str: "x", Path: "some/path", BatchProfile: "1:2:4"}[tp]
+    samples = {bool: True, int: 1, float: 0.5, str: "x", Path: "some/path", BatchProfile: "1:2:4"}
+    return {**samples, tuple[str, ...]: "x"}[tp]  # a tuple of names: int8_exclude, given as text
 
 
 def test_every_config_field_is_a_preset_key_and_a_flag():

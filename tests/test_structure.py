@@ -4,6 +4,7 @@ functions count: they run too), no function over 60 lines, precision facts in on
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,67 @@ def test_contract_and_config_stay_light():
     """contract.py and the option declarations load no stage: --help and the checks run before torch is imported."""
     heavy = heavy_modules(package_sources())
     assert not heavy & {"contract", "config", "precision_table", "metrics", "gpu_stack", "runner_contract"}, heavy
+
+
+# ---------------------------------------------------------------- parsers: generated from configs, defaults once
+
+GENERATOR = "option_fields"  # the one module that turns config fields into argparse arguments
+CLI_ONLY = {"help", "preset", "verbose", "quiet", "json", "markdown", "plot"}  # options no config holds (no default)
+
+
+def hand_typed_parser_values(source: str, filename: str = "<src>") -> list[str]:
+    """``add_argument(..., default=...)`` / ``choices=`` and ``set_defaults(...)`` calls: a default or a choice list
+    typed into a parser instead of declared on a config field."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr == "set_defaults":
+            found.append(f"{filename}:{node.lineno} set_defaults")
+        elif node.func.attr == "add_argument":
+            found += [f"{filename}:{node.lineno} {k.arg}=" for k in node.keywords if k.arg in ("default", "choices")]
+    return found
+
+
+def test_hand_typed_default_finder_catches_a_planted_one():
+    planted = (
+        "def build(p):\n    p.add_argument('--batch', type=int, default=8)\n"
+        "    g = p.add_argument_group('x')\n    g.add_argument('--runtime', choices=('a', 'b'))\n"
+        "    p.set_defaults(quiet=True)\n    p.add_argument('--json', metavar='FILE')\n"
+    )
+    assert hand_typed_parser_values(planted) == ["<src>:2 default=", "<src>:4 choices=", "<src>:5 set_defaults"]
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m != GENERATOR])
+def test_no_parser_default_or_choice_typed_outside_the_generator(module):
+    path = PACKAGE / f"{module}.py"
+    assert hand_typed_parser_values(path.read_text(), path.name) == []
+
+
+def test_every_entry_point_parser_comes_from_its_config():
+    """Each console script's parser: every config field with an Option is an argument, whose default (argparse
+    SUPPRESS) stays out of the namespace, so the config's own default applies; the rest are CLI-only flags."""
+    import argparse
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    from mixnet_deploy import cli, option_fields
+    from mixnet_deploy.bench import BenchConfig
+    from mixnet_deploy.config import ExportConfig
+    from mixnet_deploy.parity import ParityConfig
+
+    scripts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    built = {"export_main": (cli.build_export_parser, ExportConfig), "parity_main": (cli.build_parity_parser,
+             ParityConfig), "bench_main": (cli.build_bench_parser, BenchConfig)}  # fmt: skip
+    assert {target.split(":")[1] for target in scripts.values()} == set(built)
+    for build, config in built.values():
+        actions = {a.dest: a for a in build()._actions}
+        fields = set(option_fields.options(config))
+        assert fields and fields <= set(actions), (config.__name__, fields - set(actions))
+        assert set(actions) - fields <= CLI_ONLY, (config.__name__, set(actions) - fields - CLI_ONLY)
+        for name in fields:
+            assert actions[name].default is argparse.SUPPRESS, (config.__name__, name)
+        for name in set(actions) - fields - {"help"}:
+            assert actions[name].default in (None, False), (config.__name__, name, actions[name].default)
