@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import resource
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Temporary files in ``folder`` whose writer is gone (killed with SIGKILL, power loss): never renamed."""
+    """Temporary files (and folders) in ``folder`` whose writer is gone (SIGKILL, power loss): never renamed."""
     found = []
     for path in Path(folder).glob(f".*{TMP_MARKER}*"):
         pid = path.name.rsplit(TMP_MARKER, 1)[1]
@@ -121,11 +122,15 @@ def stale_temps(folder: str | os.PathLike) -> list[Path]:
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete :func:`stale_temps`; a live process's temporary files (a concurrent run) are left alone."""
+    """Delete :func:`stale_temps` (files, and the stage folders of export_set.py); a live process's temporary
+    files (a concurrent run) are left alone."""
     removed = []
     for path in stale_temps(folder):
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path)
     return removed
 

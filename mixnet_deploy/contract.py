@@ -40,6 +40,7 @@ ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIXES = (".engine", ".plan")  # engine files: what make_runner, parity, bench and Triton take
 MANIFEST_SUFFIX = ".json"  # appended to an engine's name: mixnet_s.fp16.engine.json
 REPORT_SUFFIX = ".report.json"  # DIR/<model>.report.json
+FAILED_SUFFIX = ".failed.json"  # DIR/<model>.failed.json: the report of a run that failed verification
 MODEL_SUFFIXES = (ONNX_SUFFIX, *ENGINE_SUFFIXES)  # what parity and bench accept as a model file
 
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import precision_table
-from .atomic import remove_stale_temps, write_bytes
+from .atomic import remove_stale_temps, write_bytes, write_json
 from .config import ExportConfig, check_config, triton_options, written_precisions
-from .contract import ENGINE_SUFFIXES
 from .engine_build import EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import VerificationError
-from .export_reports import adopt_legacy_report, report_name, write_index, write_report
+from .export_reports import report_name
+from .export_set import failed_name, planned_names, relocate, staged, survey
 from .fold import fold_bn
 from .lowering import lower
 from .metrics import compare, failures
@@ -64,6 +64,8 @@ class ExportReport:
     calibration: dict = field(default_factory=dict)  # INT8 calibration: images, method, cache, seconds
     int8_exclusion: dict = field(default_factory=dict)  # --int8-exclude: layers kept FP16, sensitivity table
     versions: dict[str, str] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # the files this run wrote into the output folder
+    previous_run: dict = field(default_factory=dict)  # export_set.Survey.outcome: replaced, removed, left alone
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -155,40 +157,56 @@ def run_export(cfg: ExportConfig) -> ExportReport:
 
 
 def export_locked(cfg: ExportConfig) -> ExportReport:
+    """The export into a stage folder (export_set.py), swapped in only when every stage succeeded: a bad input
+    found late, a failed verification, Ctrl-C or a kill leave the previous export of the model as it was."""
     out_dir = Path(cfg.out_dir)
+    for folder in (out_dir, cfg.triton_repo):  # left by a run killed with SIGKILL (nothing can clean up then)
+        for path in remove_stale_temps(folder) if folder is not None else ():
+            log.info("removed %s (a temporary file of a killed run)", path)
     elapsed = stopwatch()
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
     name = model.spec.model_name
-    parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else []}
+    engines = cfg.engine != "skip"
+    previous = survey(out_dir, name, planned_names(name, written_precisions(cfg), engines, cfg.trtexec))
+    with staged(out_dir, name) as stage:
+        work = replace(cfg, out_dir=stage.path)  # every stage writes into the stage folder
+        parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else [], "artifacts": [],
+                 "timings_s": {"load": load_s}}  # fmt: skip
+        try:
+            run_stages(work, model, info, parts, stage, reuse_from=out_dir)
+        except VerificationError as exc:  # nothing swapped in; M.failed.json says why
+            parts["notes"] = [*parts["notes"], f"verification failed: {exc}"]
+            failed = _assemble(cfg, model.spec, info, parts, stage)
+            path = write_json(out_dir / failed_name(name), failed.as_dict())
+            raise VerificationError(f"{exc}; the folder's export of {name} is unchanged, this run's report: "
+                                    f"{path}") from exc  # fmt: skip
+        parts["timings_s"]["total"] = elapsed()
+        report = _assemble(cfg, model.spec, info, parts, stage, previous)
+        write_json(stage.path / report_name(name), report.as_dict())
+        stage.commit(previous)
+    return report
+
+
+def run_stages(cfg: ExportConfig, model, info, parts: dict, stage, reuse_from: Path) -> None:
+    """FP32, FP16 / INT8, engines, Triton (staged) into ``cfg.out_dir`` (the stage folder), collected in
+    ``parts``; VerificationError when an artifact fails its check (its file is not kept)."""
     fp32, timings = export_fp32(cfg, model, info)
-    parts |= {"artifacts": [fp32.artifact], "timings_s": {"load": load_s, **timings}}
-    clear_previous_run(out_dir, name)  # the folder never mixes two runs' report, models, engines
-    write_index(out_dir)  # without this model until its run is done
+    _merge(parts, [fp32.artifact], timings, ())
     if fp32.failures:
-        _write_report(cfg, model.spec, info, parts)
         path = Path(fp32.artifact.path)
         raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(fp32.failures)}")
-    try:
-        write_bytes(fp32.artifact.path, fp32.blob)
-        stage = run_precision_stage(cfg, name, fp32.model, fp32.blob)
-        _merge(parts, stage.artifacts, stage.timings, stage.notes, calibration=stage.calibration,
-               int8_exclusion=stage.int8_exclusion)  # fmt: skip
-        if stage.refused:
-            raise VerificationError("; ".join(stage.refused) + " (file not kept)")
-        engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
-        _merge(parts, (), timings, notes, engines=engines)
-        if cfg.triton_repo is not None:
-            triton, notes, timings = run_triton_stage(cfg, model.spec.name, parts["artifacts"], engines)
-            _merge(parts, (), timings, notes, triton=triton)
-        parts["timings_s"]["total"] = elapsed()
-        return _write_report(cfg, model.spec, info, parts)
-    except VerificationError as exc:  # the failing artifact kept no file; <model>.report.json says why
-        parts["notes"] = [*parts["notes"], f"verification failed: {exc}"]
-        _write_report(cfg, model.spec, info, parts)
-        raise
-    except BaseException:  # bad input found late (unreadable calibration images), Ctrl-C, kill, a crash
-        clear_previous_run(out_dir, name)  # this run's files too: no half-finished set is left
-        raise
+    write_bytes(fp32.artifact.path, fp32.blob)
+    name = model.spec.model_name
+    precisions = run_precision_stage(cfg, name, fp32.model, fp32.blob, reuse_from)
+    _merge(parts, precisions.artifacts, precisions.timings, precisions.notes, calibration=precisions.calibration,
+           int8_exclusion=precisions.int8_exclusion)  # fmt: skip
+    if precisions.refused:
+        raise VerificationError("; ".join(precisions.refused) + " (file not kept)")
+    engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
+    _merge(parts, (), timings, notes, engines=engines)
+    if cfg.triton_repo is not None:
+        triton, notes, timings = run_triton_stage(cfg, model.spec.name, parts["artifacts"], engines, stage)
+        _merge(parts, (), timings, notes, triton=triton)
 
 
 def _merge(parts: dict, artifacts, timings: dict, notes, **more) -> None:
@@ -199,14 +217,18 @@ def _merge(parts: dict, artifacts, timings: dict, notes, **more) -> None:
     parts.update(more)
 
 
-def _write_report(cfg: ExportConfig, spec, info, parts: dict) -> ExportReport:
-    """The ExportReport of the run, assembled from the stages' values and written as DIR/<model>.report.json
-    (with the folder's index, DIR/report.json)."""
+def _assemble(cfg: ExportConfig, spec, info, parts: dict, stage, previous=None) -> ExportReport:
+    """The ExportReport of the run from the stages' values, its paths moved from the stage folder to
+    ``cfg.out_dir``; with ``previous`` (the folder's Survey: a run that succeeded), the files it wrote and
+    what swapping them in replaces, removes and leaves alone."""
     report = ExportReport(
         variant=spec.name, img_size=cfg.img_size, weights=asdict(info), mdconv=cfg.mdconv, versions=versions(),
         **parts,
     )  # fmt: skip
-    write_report(Path(cfg.out_dir), report.as_dict())
+    report = relocate(report, str(stage.path), str(cfg.out_dir))
+    if previous is not None:
+        report.files = [*stage.written(), report_name(spec.model_name)]
+        report.previous_run = previous.outcome(report.files)
     return report
 
 
@@ -240,9 +262,11 @@ class Int8Made:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndarray, x: np.ndarray) -> Int8Made:
-    """Calibrate (or reuse the cache), then Q/DQ on the FP16 graph (qdq.py) with the layers --int8-exclude keeps
-    in FP16 (sensitivity.py; auto searches on the held-out ``x`` against the FP32 ``reference``)."""
+def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndarray, x: np.ndarray,
+              reuse_from: Path | None = None) -> Int8Made:  # fmt: skip
+    """Calibrate (or reuse the cache in ``reuse_from``, default the output folder), then Q/DQ on the FP16 graph
+    (qdq.py) with the layers --int8-exclude keeps in FP16 (sensitivity.py; auto searches on the held-out ``x``
+    against the FP32 ``reference``)."""
     from .data import CalibrationReader
     from .precision_onnx import Int8Recipe, calibrate, int8_problems, load_cache
     from .qdq import Int8Builder, Placement, amax_of
@@ -252,7 +276,7 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     recipe = Int8Recipe(method=cfg.calib_method, exclude=cfg.int8_exclude)
     calib = calibrate(
         data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, Path(cfg.out_dir), name,
-        sets.source,
+        sets.source, reuse_from=reuse_from,
     )  # fmt: skip
     how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
     notes = [f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"]
@@ -273,9 +297,11 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     return Int8Made(model, calibration, tuple(notes), as_report(exclusion), "", timings)
 
 
-def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> PrecisionStage:
+def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, reuse_from: Path | None = None
+                        ) -> PrecisionStage:  # fmt: skip
     """FP16 / INT8 ONNX of model ``name`` from the verified FP32 graph, each verified in ONNX Runtime (CPU)
-    against the FP32 file on held-out inputs; a precision beyond its tolerance keeps no file (``refused``)."""
+    against the FP32 file on held-out inputs; a precision beyond its tolerance keeps no file (``refused``).
+    ``reuse_from``: the folder whose calibration cache is reused (default ``cfg.out_dir``)."""
     if not (cfg.fp16 or cfg.int8):
         return PrecisionStage()
     from .data import Preprocess, calibration_sets
@@ -293,7 +319,7 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
         x = verification_inputs(cfg.img_size)
     reference = run_ort(ort_session(data), x)
 
-    int8 = make_int8(cfg, name, proto, sets, pre, reference, x) if cfg.int8 else None
+    int8 = make_int8(cfg, name, proto, sets, pre, reference, x, reuse_from) if cfg.int8 else None
     if int8 is not None:
         timings |= int8.timings
         notes += int8.notes
@@ -309,7 +335,6 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes) -> Pre
         artifacts.append(made.artifact)
         timings |= made.timings
         if made.failures:
-            _remove(path)
             refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
         else:
             write_bytes(path, made.blob)
@@ -359,34 +384,13 @@ def run_engine_stage(cfg: ExportConfig, artifacts: list[Artifact]) -> tuple[list
 
 
 def run_triton_stage(
-    cfg: ExportConfig, variant: str, artifacts: list[Artifact], engines: list[EngineResult]
+    cfg: ExportConfig, variant: str, artifacts: list[Artifact], engines: list[EngineResult], stage
 ) -> tuple[dict, list[str], dict]:
-    """Triton model repository from the files this run wrote: (what <model>.report.json records, notes, timings)."""
-    from .triton import build_repository
+    """Triton model repository from the files this run wrote, staged: its version folder is renamed into place
+    when ``stage`` (export_set.Stage) commits. Returns (what <model>.report.json records, notes, timings)."""
+    from .triton import stage_repository
 
-    triton, seconds = timed(lambda: build_repository(artifacts, engines, triton_options(cfg), variant))
+    (triton, version), seconds = timed(lambda: stage_repository(artifacts, engines, triton_options(cfg), variant))
+    stage.pending.append(version)
     notes = [warning(n) for n in triton["notes"]] + [triton["summary"]]
     return triton, notes, {"triton": seconds}
-
-
-def clear_previous_run(out_dir: Path, model_name: str) -> None:
-    """Remove the model's report and artifacts (``<name>.report.json``, ``<name>.onnx``, ``<name>.<precision>.onnx``,
-    engines and their manifests, ``<name>.trtexec.sh``) from ``out_dir``, so that what a run leaves comes from that
-    run alone. Other models' files and reports stay; calibration caches stay (they are keyed by content)."""
-    out_dir = Path(out_dir)
-    adopt_legacy_report(out_dir)  # an earlier version's report.json describes its model, not the folder
-    engines = [f"{model_name}.*{suffix}" for suffix in ENGINE_SUFFIXES]
-    patterns = (f"{model_name}.onnx", f"{model_name}.*.onnx", *engines, *(f"{p}.json" for p in engines),
-                f"{model_name}.trtexec.sh", report_name(model_name))  # fmt: skip
-    for pattern in patterns:
-        for path in out_dir.glob(pattern):
-            _remove(path)
-    for path in remove_stale_temps(out_dir):  # left by a run killed with SIGKILL (nothing can clean up then)
-        log.info("removed %s (a temporary file of a killed run)", path.name)
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass

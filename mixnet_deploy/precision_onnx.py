@@ -241,12 +241,15 @@ def calibrate(
     model_name: str,
     source: str,
     progress=None,
+    reuse_from: Path | None = None,
 ) -> Calibration:
-    """Find the cache for these inputs or calibrate and write it; ``batches`` is only called on a miss."""
+    """Find the cache for these inputs (in ``reuse_from``, default ``out_dir``) or calibrate and write it into
+    ``out_dir``; ``batches`` is only called on a miss."""
     key_fields = calibration_key(fp32_onnx, image_ids, recipe)
+    found = cache_path(reuse_from if reuse_from is not None else out_dir, model_name, key_fields["key"])
+    if load_cache(found, key_fields["key"]) is not None:
+        return Calibration(found, key_fields["key"], True, 0.0, len(image_ids), recipe.method, source)
     path = cache_path(out_dir, model_name, key_fields["key"])
-    if load_cache(path, key_fields["key"]) is not None:
-        return Calibration(path, key_fields["key"], True, 0.0, len(image_ids), recipe.method, source)
     elapsed = stopwatch()
     with tempfile.TemporaryDirectory(prefix="mixnet-calib-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"

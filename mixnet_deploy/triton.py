@@ -4,8 +4,9 @@ Data flow: the files a run wrote (its artifacts: precision ONNX; its engines: :c
 + :class:`TritonOptions` -> :func:`choose_source` (which file, which precision) ->
 :func:`model_config` (a :class:`TritonModel`: I/O read from the ONNX, batching from the profile,
 preprocessing from the ONNX metadata) -> :func:`render_config` (``config.pbtxt`` text in the
-``inference.ModelConfig`` text format) -> :func:`write_repository` (atomic: the version folder is
-assembled under a temporary name and renamed; ``config.pbtxt`` is written last, atomically).
+``inference.ModelConfig`` text format) -> :func:`stage_version` (the version folder and the config are
+assembled under temporary names; :meth:`StagedVersion.commit` renames them into place when the export
+has succeeded, so a failed run leaves the repository as it was).
 
 Choices (documented in docs/triton.md):
 
@@ -15,6 +16,10 @@ Choices (documented in docs/triton.md):
 - File: on ``gpu``, a TensorRT engine built in this run (``model.plan``, platform ``tensorrt_plan``) when
   there is one of the chosen precision, else that precision's ONNX file (``model.onnx``, platform
   ``onnxruntime_onnx``) with ONNX Runtime's TensorRT execution accelerator set to that precision.
+- Version: ``config.pbtxt`` pins ``version_policy: { specific: { versions: [N] } }`` to the version this
+  run wrote (``--model-version N``). Triton's default policy (latest, 1) would serve the highest version
+  folder, so with ``REPO/mixnet_s/2/`` present a run writing version 1 would leave version 2 served. Other
+  version folders stay on disk (a rollback is a re-export with the older number); the report lists them.
 - Precision: ``--triton-precision auto`` (default) takes the fastest precision the run wrote
   (int8 > fp16 > fp32); an explicit precision that the run did not write is an InputError.
 
@@ -24,6 +29,7 @@ parse every generated config with Triton's own ``model_config_pb2.ModelConfig``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -98,6 +104,7 @@ class TritonModel:
     accelerator: dict[str, str] = field(default_factory=dict)  # ORT TensorRT EP parameters ({} = none)
     dla_core: int | None = None  # plan on DLA: instance_group secondary device
     parameters: dict[str, str] = field(default_factory=dict)
+    version: int = 1  # the one version served (version_policy specific), whatever else the model folder holds
 
     @property
     def filename(self) -> str:
@@ -280,6 +287,7 @@ def model_config(source: Source, opts: TritonOptions, variant: str) -> TritonMod
         accelerator=accelerator,
         dla_core=opts.dla_core if source.is_engine else None,
         parameters=preprocessing_parameters(metadata, profile),
+        version=opts.version,
     )
 
 
@@ -309,6 +317,7 @@ def render_config(m: TritonModel) -> str:
         f"name: {_quote(m.name)}",
         f"platform: {_quote(m.platform)}",
         f"max_batch_size: {m.max_batch_size}",
+        f"version_policy: {{ specific: {{ versions: [ {m.version} ] }} }}",
         "input [\n" + ",\n".join(_tensor(t) for t in m.inputs) + "\n]",
         "output [\n" + ",\n".join(_tensor(t) for t in m.outputs) + "\n]",
         "dynamic_batching {",
@@ -351,16 +360,47 @@ def schema_check(text: str) -> bool:
 # ---------------------------------------------------------------- files
 
 
-def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source, version: int) -> Path:
-    """Write ``repo/<model>/<version>/<model file>`` and ``repo/<model>/config.pbtxt``; returns the model dir.
+def versions_in(model_dir: str | os.PathLike) -> list[int]:
+    """The version folders of a model folder (numeric names, as Triton reads them), ascending."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdecimal())
 
-    The version folder is assembled under a hidden temporary name beside it and renamed into place
-    (replacing an older folder of the same version), so a polling Triton never sees half a model.
-    Other versions in the model folder are kept; ``config.pbtxt`` is replaced (atomically), last.
-    """
+
+@dataclass
+class StagedVersion:
+    """A version folder and its ``config.pbtxt``, assembled under temporary names beside the model folder;
+    :meth:`commit` renames them into place (replacing an older folder of the same version), :meth:`discard`
+    removes them. Until ``commit`` the repository is as it was."""
+
+    model_dir: Path
+    version: int
+    tmp: Path  # REPO/.<model>.<version>.tmp-<pid>: the version folder
+    config: Path  # REPO/.<model>.config.pbtxt.tmp-<pid>
+
+    def commit(self) -> None:
+        final = self.model_dir / str(self.version)
+        old = self.model_dir.parent / f".{self.model_dir.name}.{self.version}.old{TMP_MARKER}{os.getpid()}"
+        with environment_errors(final, "write"):
+            self.model_dir.mkdir(exist_ok=True)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(self.tmp, final)
+            os.replace(self.config, self.model_dir / "config.pbtxt")
+        shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.config.unlink()
+
+
+def stage_version(repo: str | os.PathLike, model: TritonModel, source: Source, version: int) -> StagedVersion:
+    """Copy the served file (and an engine's manifest) into a temporary version folder in ``repo`` and write the
+    config beside it (:class:`StagedVersion`); a full disk or a read-only repository: EnvironmentFailure (exit 3)
+    naming the version folder, after removing what was copied."""
     model_dir = Path(repo) / model.name
-    with environment_errors(model_dir, "create directory"):
-        model_dir.mkdir(parents=True, exist_ok=True)
     final = model_dir / str(version)
     if final.exists() and not final.is_dir():
         raise InputError(f"{final} is a file: expected a version directory", field="triton_repo")
@@ -369,39 +409,34 @@ def write_repository(repo: str | os.PathLike, model: TritonModel, source: Source
     if source.is_engine and manifest.is_file():
         files.append((manifest, "engine_manifest.json"))
     tag = f"{TMP_MARKER}{os.getpid()}"
-    tmp, old = model_dir / f".{version}{tag}", model_dir / f".{version}.old{tag}"
-    moved = False
-    # A full disk or a read-only repository: EnvironmentFailure (exit 3) naming the version folder, raised after
-    # the cleanup below (so the free space it reports is what this run leaves).
+    staged = StagedVersion(model_dir, version, Path(repo) / f".{model.name}.{version}{tag}",
+                           Path(repo) / f".{model.name}.config.pbtxt{tag}")  # fmt: skip
     with environment_errors(final, "write", needed=sum(src.stat().st_size for src, _ in files)):
         try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            shutil.rmtree(staged.tmp, ignore_errors=True)
+            staged.tmp.mkdir()
             for src, name in files:
-                shutil.copyfile(src, tmp / name)
-            if final.exists():
-                os.replace(final, old)
-                moved = True
-            os.replace(tmp, final)
+                shutil.copyfile(src, staged.tmp / name)
+            write_text(staged.config, render_config(model))
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if moved and not final.exists():
-                os.replace(old, final)
+            staged.discard()
             raise
-    shutil.rmtree(old, ignore_errors=True)
-    write_text(model_dir / "config.pbtxt", render_config(model))
-    return model_dir
+    return staged
 
 
-def build_repository(artifacts: Iterable, engines: Iterable[EngineResult], opts: TritonOptions, variant: str) -> dict:
-    """The Triton stage of ``run_export``: choose, configure, write. Returns what goes into <model>.report.json."""
+def stage_repository(
+    artifacts: Iterable, engines: Iterable[EngineResult], opts: TritonOptions, variant: str
+) -> tuple[dict, StagedVersion]:
+    """The Triton stage of ``run_export``: choose, configure, stage (nothing in the repository changes until the
+    caller commits the :class:`StagedVersion`). Returns what goes into <model>.report.json, and the staged version."""
     check_options(opts)
     engines = list(engines)
     source = choose_source(collect_sources(artifacts, engines), opts.kind, opts.precision)
     model = model_config(source, opts, variant)
     text = render_config(model)
     checked = schema_check(text)
-    model_dir = write_repository(opts.repo, model, source, opts.version)
+    staged = stage_version(opts.repo, model, source, opts.version)
+    model_dir = staged.model_dir
     notes = []
     if source.is_engine and opts.batch.min != 1:
         notes.append(
@@ -410,7 +445,14 @@ def build_repository(artifacts: Iterable, engines: Iterable[EngineResult], opts:
         )
     if opts.kind == "gpu" and not source.is_engine and engines:
         notes.append(f"triton: no {source.precision} engine was built in this run; serving the ONNX file")
-    return {
+    versions = sorted({*versions_in(model_dir), opts.version})
+    others = [v for v in versions if v != opts.version]
+    if others:
+        notes.append(
+            f"triton: {model_dir} also holds version(s) {', '.join(map(str, others))}, kept on disk and not "
+            f"served: config.pbtxt pins version_policy to {opts.version} (--model-version)"
+        )
+    info = {
         "model_dir": str(model_dir),
         "config": str(model_dir / "config.pbtxt"),
         "model_file": str(model_dir / str(opts.version) / model.filename),
@@ -420,8 +462,19 @@ def build_repository(artifacts: Iterable, engines: Iterable[EngineResult], opts:
         "kind": model.kind,
         "max_batch_size": model.max_batch_size,
         "version": opts.version,
+        "versions": versions,  # the version folders the model folder holds after this run
+        "served_versions": [opts.version],  # version_policy: specific
         "schema_checked": checked,
         "notes": notes,
         "summary": f"triton: {model_dir} ({model.platform}, {model.precision}, KIND_{model.kind.upper()}, "
-        f"max_batch_size {model.max_batch_size})",
+        f"max_batch_size {model.max_batch_size}, version {opts.version} served)",
     }
+    return info, staged
+
+
+def build_repository(artifacts: Iterable, engines: Iterable[EngineResult], opts: TritonOptions, variant: str) -> dict:
+    """:func:`stage_repository`, committed at once: writes ``repo/<model>/<version>/<model file>`` and
+    ``repo/<model>/config.pbtxt``. Other versions in the model folder stay on disk, not served."""
+    info, staged = stage_repository(artifacts, engines, opts, variant)
+    staged.commit()
+    return info
