@@ -128,6 +128,14 @@ def check_bench_config(cfg: BenchConfig) -> None:
         raise InputError("expected a positive integer", field="rounds", value=cfg.rounds)
 
 
+def check_outputs(cfg: BenchConfig, **outputs) -> None:
+    """The caller's output files (the CLI's ``json``, ``markdown``, ``plot``) apart from the models, before any
+    work (output_paths.py)."""
+    from .output_paths import check_apart, with_manifests
+
+    check_apart(outputs, {"models": with_manifests(cfg.models)}, BenchConfig)
+
+
 # ---------------------------------------------------------------- statistics
 
 

@@ -113,9 +113,11 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
     given = given_values(args)
     cfg = ExportConfig(**given)
     if getattr(args, "preset", None) is not None:
+        from .output_paths import check_apart
         from .presets import apply_preset, load_preset
 
         cfg = apply_preset(cfg, load_preset(args.preset), set(given), str(args.preset))
+        check_apart({"out_dir": cfg.out_dir, "triton_repo": cfg.triton_repo}, {"preset": args.preset}, ExportConfig)
     return cfg
 
 
@@ -144,6 +146,9 @@ def print_export_summary(report) -> None:
     for note in report.notes:
         if not note.startswith("WARNING"):
             print(note)
+    for what, names in report.previous_run.items():  # export_set.Survey.outcome
+        if names:
+            print(f"{what.replace('_', ' ')}: {', '.join(names)}")
     first = Path(report.artifacts[0].path)
     report_path = first.parent / report_name(onnx_stem(first.name))
     print(f"report: {report_path} (folder index: {first.parent / INDEX_NAME})  ({report.timings_s['total']:.1f} s)")
@@ -188,12 +193,13 @@ def add_quiet_verbose(group) -> None:
 def _parity(args) -> int:
     from .atomic import write_json
     from .bench_output import check_output_path
-    from .parity import ParityConfig, parity_table, run_parity
+    from .parity import ParityConfig, check_outputs, parity_table, run_parity
 
     for path, name in ((args.json, "json"), (getattr(args, "predictions", None), "predictions")):
         if path:
             check_output_path(path, name)
     cfg = ParityConfig(**option_fields.given_values(args, ParityConfig))
+    check_outputs(cfg, json=args.json)
     report = run_parity(cfg, progress=not args.quiet)
     print(f"reference: {report.reference['name']}, weights {report.reference['weights']}; inputs: {report.inputs}")
     for result in report.results:
@@ -231,13 +237,15 @@ def build_bench_parser() -> Parser:
 
 
 def _bench(args) -> int:
-    from .bench import BenchConfig, run_model_benchmark
+    from .bench import BenchConfig, check_outputs, run_model_benchmark
     from .bench_output import check_output_path, text_table, write_markdown, write_plot, write_result_json
 
     for name in ("json", "markdown", "plot"):
         if getattr(args, name):
             check_output_path(getattr(args, name), name)
-    result = run_model_benchmark(BenchConfig(**option_fields.given_values(args, BenchConfig)), progress=not args.quiet)
+    cfg = BenchConfig(**option_fields.given_values(args, BenchConfig))
+    check_outputs(cfg, **{name: getattr(args, name) for name in ("json", "markdown", "plot")})
+    result = run_model_benchmark(cfg, progress=not args.quiet)
     print(text_table(result))
     if args.json:
         write_result_json(result, args.json)

@@ -36,6 +36,7 @@ from .option_fields import (
     option,
     positive_int,
 )
+from .output_paths import check_apart
 from .sensitivity import parse_exclude
 from .triton import KINDS as TRITON_KINDS
 
@@ -214,6 +215,8 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
             normalize_variant(cfg.variant)
         except ValueError as exc:  # "unknown variant 'xs': expected one of ..."
             raise InputError(str(exc), field="variant") from None
+    check_apart({"out_dir": cfg.out_dir, "triton_repo": cfg.triton_repo, "timing_cache": cfg.timing_cache},
+                {"weights": cfg.weights, "calib": cfg.calib}, ExportConfig)  # fmt: skip
     check_img_size(cfg.img_size)
     if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= MAX_OPSET:
         raise InputError(f"expected an integer from {MIN_OPSET} to {MAX_OPSET}", field="opset", value=cfg.opset)

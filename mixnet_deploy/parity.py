@@ -281,6 +281,16 @@ def _weights_notes(runner: Runner, info) -> list[str]:
     ]
 
 
+def check_outputs(cfg: ParityConfig, **outputs) -> None:
+    """``--predictions`` and the caller's output files (the CLI's ``json``) apart from every input, before any work
+    (output_paths.py)."""
+    from .output_paths import check_apart, with_manifests
+
+    inputs = {"candidates": with_manifests(cfg.candidates), "weights": cfg.weights, "images": cfg.images,
+              "labels": cfg.labels}  # fmt: skip
+    check_apart({"predictions": cfg.predictions, **outputs}, inputs, ParityConfig)
+
+
 def check_accuracy_options(cfg: ParityConfig) -> LabelledImages | None:
     """The images and their labels, read and checked before any work (None: random inputs).
 

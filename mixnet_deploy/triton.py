@@ -414,7 +414,7 @@ def stage_version(repo: str | os.PathLike, model: TritonModel, source: Source, v
     with environment_errors(final, "write", needed=sum(src.stat().st_size for src, _ in files)):
         try:
             shutil.rmtree(staged.tmp, ignore_errors=True)
-            staged.tmp.mkdir()
+            staged.tmp.mkdir(parents=True)
             for src, name in files:
                 shutil.copyfile(src, staged.tmp / name)
             write_text(staged.config, render_config(model))

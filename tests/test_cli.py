@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -31,12 +32,13 @@ def test_verification_failure_exits_1_and_keeps_no_model(tmp_path, monkeypatch, 
     )
     table = {**precision_table.PRECISIONS, "fp32": replace(precision_table.PRECISIONS["fp32"], tolerance=impossible)}
     monkeypatch.setattr(precision_table, "PRECISIONS", MappingProxyType(table))
-    (tmp_path / "mixnet_s.onnx").write_bytes(b"stale from an earlier run")
     rc = export_main(["--variant", "s", "--out", str(tmp_path), "--engine", "skip"])
     assert rc == 1
-    assert "disagrees" in capsys.readouterr().err
-    assert not (tmp_path / "mixnet_s.onnx").exists()
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    err = capsys.readouterr().err
+    assert "disagrees" in err and f"this run's report: {tmp_path / 'mixnet_s.failed.json'}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixnet_s.failed.json"]  # no model, no temporary file
+    failed = json.loads((tmp_path / "mixnet_s.failed.json").read_text())
+    assert failed["artifacts"][0]["metrics"]["max_abs"] > 0 and failed["files"] == []
 
 
 def test_summary_prints_engines_from_engine_results(capsys):
@@ -53,7 +55,8 @@ def test_summary_prints_engines_from_engine_results(capsys):
     engine = EngineResult(precision="fp32", onnx=onnx.path, path="out/mixnet_s.engine", manifest="m", bytes=3_500_000,
                           seconds=41.0, check={})  # fmt: skip
     report = SimpleNamespace(variant="s", img_size=224, weights={"source": "random"}, mdconv="split",
-                             artifacts=[onnx], engines=[engine], notes=[], timings_s={"total": 1.0})  # fmt: skip
+                             artifacts=[onnx], engines=[engine], notes=[], timings_s={"total": 1.0},
+                             previous_run={})  # fmt: skip
     print_export_summary(report)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("engine"))
     assert line.split()[1:3] == ["mixnet_s.engine", "3.50"] and "built in 41.0 s" in line

@@ -138,8 +138,8 @@ def test_fp16_beyond_tolerance_keeps_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(precision_onnx, "to_fp16", damaged)
     with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx vs FP32.*not kept"):
         run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
-    assert (tmp_path / "mixnet_s.onnx").is_file() and not (tmp_path / "mixnet_s.fp16.onnx").exists()
-    saved = read_report(tmp_path)
+    assert not (tmp_path / "mixnet_s.onnx").exists() and not (tmp_path / "mixnet_s.fp16.onnx").exists()  # no swap
+    saved = json.loads((tmp_path / "mixnet_s.failed.json").read_text())
     assert saved["artifacts"][1]["precision"] == "fp16" and saved["artifacts"][1]["metrics"]["min_cosine"] < 0.9995
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 

@@ -1,5 +1,6 @@
 """INT8 over FP16 (qdq.py) and the sensitivity search behind --int8-exclude (sensitivity.py)."""
 
+import json
 import subprocess
 import sys
 
@@ -12,7 +13,6 @@ from mixnet_deploy import precision_onnx, qdq, sensitivity
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
-from mixnet_deploy.export_reports import read_report
 from mixnet_deploy.metrics import compare
 from mixnet_deploy.pipeline import run_export
 from mixnet_deploy.precision_table import row
@@ -121,7 +121,7 @@ def test_fp16_with_float32_ops_fails_the_run_and_is_in_report(tmp_path, monkeypa
     monkeypatch.setattr(precision_onnx, "to_fp16", lambda proto, *a: real(proto, ("GlobalAveragePool",)))
     with pytest.raises(VerificationError, match="mixnet_s.fp16.onnx.*float32 compute tensors.*not kept"):
         run_export(ExportConfig(img_size=64, out_dir=tmp_path, engine="skip", fp16=True))
-    saved = read_report(tmp_path)
+    saved = json.loads((tmp_path / "mixnet_s.failed.json").read_text())
     assert saved["artifacts"][1]["structure"]["float32_tensors"] == 2 * 14  # 13 SE pools + the head pool, + Casts
     assert not (tmp_path / "mixnet_s.fp16.onnx").exists()
 
@@ -234,7 +234,7 @@ def test_outliers_sink_int8_and_auto_exclusion_fixes_them(outlier_case, tmp_path
     assert report.artifacts[-1].metrics["mean_cosine"] >= 0.99
     with pytest.raises(VerificationError, match="mean cosine"):
         _export(outlier_case, tmp_path / "none", "planted")
-    failed = read_report(tmp_path / "none")["artifacts"][-1]["metrics"]
+    failed = json.loads((tmp_path / "none" / "mixnet_s.failed.json").read_text())["artifacts"][-1]["metrics"]
     assert failed["mean_cosine"] < 0.99
 
     report = _export(outlier_case, tmp_path / "auto", "planted", "auto")
@@ -262,6 +262,6 @@ def test_auto_over_the_cap_exits_1_naming_layers(outlier_case, tmp_path, monkeyp
     monkeypatch.setattr(sensitivity, "MAX_EXCLUDE_FRACTION", 0.0)  # cap 0: the two layers are over it
     with pytest.raises(VerificationError, match=r"it would need these \d+: .*blocks\.1/conv_pwl"):
         _export(outlier_case, tmp_path, "planted", "auto")
-    saved = read_report(tmp_path)
+    saved = json.loads((tmp_path / "mixnet_s.failed.json").read_text())
     assert not saved["int8_exclusion"]["passed"] and saved["int8_exclusion"]["cap"] == 0
     assert not (tmp_path / "mixnet_s.int8.onnx").exists()
