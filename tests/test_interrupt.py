@@ -1,13 +1,17 @@
-"""Interrupted and repeated exports (issue 8): nothing half-written, nothing stale, one run per folder.
+"""Interrupted, failed and repeated exports (issues 8 and 20): nothing half-written, nothing stale, nothing lost.
 
-The invariant checked after every run, interrupted or not: the output folder holds no temporary file
-(``atomic.TMP_MARKER``), and either no model file and no mixnet_s.report.json, or a mixnet_s.report.json
-whose artifacts are exactly the model files present, each carrying the report's weights SHA-256 in its
-metadata; the folder's index (report.json) lists the model exactly when its report exists.
+A run writes its whole set into a hidden stage folder and swaps it in only when it has succeeded
+(mixnet_deploy/export_set.py). The re-run matrix runs into a folder holding a good export and files
+mixnet-export did not write, and checks after success, a late bad input, a failed verification, SIGINT,
+SIGTERM and SIGKILL that every file the run does not own is byte-identical (and, for every run that did
+not succeed, every file at all). The invariant of a successful run: the output folder holds no temporary
+file (``atomic.TMP_MARKER``), and a mixnet_s.report.json whose artifacts are exactly the model files present,
+each carrying the report's weights SHA-256 in its metadata; the folder's index (report.json) lists the model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,13 +19,17 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 import onnx
 import pytest
 
+from mixnet_deploy import precision_table
 from mixnet_deploy.atomic import TMP_MARKER
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.folder_lock import LOCK_NAME
 from mixnet_deploy.model import build_model
 from mixnet_deploy.weights import save_checkpoint
 
@@ -37,6 +45,7 @@ def slow_replace(src, dst):
     _replace(src, dst)
 os.replace = slow_replace
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.folder_lock import LOCK_NAME
 raise SystemExit(export_main(sys.argv[1:]))
 """
 
@@ -87,11 +96,12 @@ def model_sha(path: Path) -> str:
     return meta["mixnet.weights_sha256"]
 
 
-def assert_one_run_or_nothing(out: Path) -> dict | None:
-    """The folder invariant (see the module docstring); returns the report when there is one."""
+def assert_one_run_or_nothing(out: Path, foreign: tuple[str, ...] = ()) -> dict | None:
+    """The folder invariant (see the module docstring), but for the ``foreign`` files (not mixnet-export's);
+    returns the report when there is one."""
     temps = [p.name for p in out.iterdir() if TMP_MARKER in p.name]
     assert not temps, f"temporary files left: {temps}"
-    models = sorted(p.name for p in out.iterdir() if p.name.endswith(MODEL_SUFFIXES))
+    models = sorted(p.name for p in out.iterdir() if p.name.endswith(MODEL_SUFFIXES) and p.name not in foreign)
     report_path = out / "mixnet_s.report.json"
     index = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {"models": []}
     assert [m["model"] for m in index["models"]] == (["mixnet_s"] if report_path.exists() else []), index
@@ -126,7 +136,7 @@ def _size(path: Path) -> int:
 def wait_for_temp(proc: subprocess.Popen, out: Path, target: str, timeout_s: float = 240) -> Path:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = [p for p in out.glob(f".{target}{TMP_MARKER}*")] if out.is_dir() else []
+        found = list(out.glob(f".*/.{target}{TMP_MARKER}*")) if out.is_dir() else []  # in the stage folder
         # Created is not yet written: wait for bytes, so the signal lands while the file sits mid-rename.
         if found and _size(found[0]) > 0:
             return found[0]
@@ -138,33 +148,6 @@ def wait_for_temp(proc: subprocess.Popen, out: Path, target: str, timeout_s: flo
     pytest.fail(f"no temporary {target} within {timeout_s} s")
 
 
-@pytest.mark.parametrize(
-    "sig,target,extra",
-    [
-        (signal.SIGINT, "mixnet_s.onnx", ()),
-        (signal.SIGTERM, "mixnet_s.onnx", ()),
-        (signal.SIGINT, "mixnet_s.fp16.onnx", ("--fp16",)),  # after the FP32 file was kept: it goes too
-    ],
-    ids=["sigint-fp32", "sigterm-fp32", "sigint-fp16"],
-)
-def test_interrupted_export_leaves_no_partial_or_stale_artifact(tmp_path, checkpoints, first_run, sig, target, extra):
-    out = tmp_path / "out"
-    copy_run(first_run, out)  # an earlier complete run: none of it may survive beside a half-finished second run
-
-    proc = start_slow_export(export_args(checkpoints[1], out, *extra), target)
-    temp = wait_for_temp(proc, out, target)
-    assert temp.stat().st_size > 0
-    proc.send_signal(sig)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("the export did not stop within 60 s of the signal")
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
-    assert assert_one_run_or_nothing(out) is None  # the first run was replaced, the second did not finish
-
-
 def test_rerun_replaces_every_artifact_consistently(tmp_path, checkpoints, first_run):
     out = tmp_path / "out"
     first = copy_run(first_run, out)
@@ -174,32 +157,113 @@ def test_rerun_replaces_every_artifact_consistently(tmp_path, checkpoints, first
     assert second["weights"]["sha256"] != first["weights"]["sha256"]
     assert [Path(a["path"]).name for a in second["artifacts"]] == ["mixnet_s.onnx"]
     assert model_sha(out / "mixnet_s.onnx") == second["weights"]["sha256"]
+    assert second["previous_run"] == {"replaced": ["mixnet_s.onnx", "mixnet_s.report.json"],
+                                      "removed": ["mixnet_s.fp16.onnx"], "left_alone": []}  # fmt: skip
 
 
-def test_failed_rerun_keeps_no_half_set(tmp_path, checkpoints, first_run):
-    """A late bad input (calibration folder whose only image is corrupt) after FP32 was written: exit 2, no model."""
-    out, calib = tmp_path / "out", tmp_path / "calib"
-    calib.mkdir()
-    (calib / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    copy_run(first_run, out)
-    assert export_main(export_args(checkpoints[1], out, "--int8", "--calib", str(calib))) == 2
-    assert assert_one_run_or_nothing(out) is None
+# ---------------------------------------------------------------- the re-run matrix (issue 20)
+
+FOREIGN = {  # files named like the model's that mixnet-export did not write, and a file of the user's
+    "out/mixnet_s.timm.onnx": b"an ONNX file timm exported",
+    "out/mixnet_s.trtexec-built.engine": b"an engine trtexec built by hand",
+    "out/notes.txt": b"the user's notes",
+    "repo/mixnet_s/3/model.onnx": b"a version someone else put into the repository",
+}
+TRITON = ("--triton-repo", "{repo}", "--triton-kind", "cpu")
+# exit codes; the folder's files that a run of the case may add (the rest stays byte-identical)
+MATRIX = {"success": 0, "bad-input": 2, "verification": 1, "sigint": 130, "sigterm": 130, "sigkill": -signal.SIGKILL}
 
 
-def test_sigkill_leaves_only_a_temp_file_that_the_next_run_removes(tmp_path, checkpoints, first_run):
-    """kill -9 allows no cleanup: the complete-but-unrenamed temporary file stays, never a file under the final
-    name (which a server would load); the next run into the folder deletes it (its writer is gone)."""
-    out = tmp_path / "out"
-    copy_run(first_run, out)
-    proc = start_slow_export(export_args(checkpoints[1], out), "mixnet_s.onnx")
-    temp = wait_for_temp(proc, out, "mixnet_s.onnx")
-    proc.kill()
-    proc.communicate(timeout=60)
-    assert temp.exists()
-    assert not [p for p in out.iterdir() if p.name.endswith(MODEL_SUFFIXES)]  # the earlier run was cleared first
-    assert export_main(export_args(checkpoints[1], out)) == 0
-    assert not temp.exists()
-    assert assert_one_run_or_nothing(out)["weights"]["sha256"] == model_sha(out / "mixnet_s.onnx")
+def digest(base: Path) -> dict[str, str]:
+    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(base.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def previous_export(tmp_path_factory, checkpoints):
+    """A good export (FP32 + FP16, trtexec script, Triton version 1) beside files mixnet-export did not write."""
+    base = tmp_path_factory.mktemp("previous")
+    args = export_args(checkpoints[0], base / "out", "--fp16", "--trtexec", *triton_args(base))
+    assert export_main(args) == 0
+    for name, data in FOREIGN.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_bytes(data)
+    return base
+
+
+def triton_args(base: Path) -> list[str]:
+    return [a.replace("{repo}", str(base / "repo")) for a in TRITON]
+
+
+def copy_export(src: Path, base: Path) -> None:
+    shutil.copytree(src, base)
+    report = base / "out" / "mixnet_s.report.json"
+    report.write_text(report.read_text().replace(str(src), str(base)))
+
+
+@pytest.mark.parametrize("case", list(MATRIX))
+def test_rerun_matrix_leaves_what_it_does_not_own_byte_identical(tmp_path, checkpoints, previous_export,
+                                                                 monkeypatch, case):  # fmt: skip
+    """A re-run into a folder holding a good export and files we did not write: whatever the run does not own
+    is byte-identical afterwards; a run that does not succeed leaves every file as it was (the previous
+    export, its report, the index, the script, the Triton folder), adding at most its failure report."""
+    base = tmp_path / "base"
+    copy_export(previous_export, base)
+    out, before = base / "out", digest(base)
+    args = export_args(checkpoints[1], out, *triton_args(base))
+    if case == "success":
+        code = export_main(args)
+    elif case == "bad-input":  # found late: after calibration, when the graph's layer names are known
+        code = export_main([*args, "--int8", "--calib", "synthetic", "--int8-exclude", "no_such_conv"])
+    elif case == "verification":  # FP16 beyond an impossible tolerance, after FP32 passed
+        impossible = precision_table.Tolerance(max_abs=0.0, min_cosine=1.1, min_mean_cosine=1.1, min_top1=None,
+                                               min_top5_overlap=None)  # fmt: skip
+        fp16 = replace(precision_table.PRECISIONS["fp16"], tolerance=impossible)
+        monkeypatch.setattr(precision_table, "PRECISIONS", MappingProxyType({**precision_table.PRECISIONS,
+                                                                             "fp16": fp16}))  # fmt: skip
+        code = export_main([*args, "--fp16"])
+    else:  # a signal while the FP16 file sits complete under its temporary name (FP32 is staged already)
+        proc = start_slow_export([*args, "--fp16"], "mixnet_s.fp16.onnx")
+        wait_for_temp(proc, out, "mixnet_s.fp16.onnx")
+        proc.send_signal({"sigint": signal.SIGINT, "sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL}[case])
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the export did not stop within 60 s of the signal")
+        code = proc.returncode
+        assert case == "sigkill" or ("interrupted" in err and "Traceback" not in err), err
+    assert code == MATRIX[case]
+    after = digest(base)
+    for name, data in FOREIGN.items():
+        assert (base / name).read_bytes() == data, f"{name} changed"
+    if case == "success":
+        report = assert_one_run_or_nothing(out, foreign=tuple(Path(k).name for k in FOREIGN))
+        previous = report["previous_run"]
+        assert previous == {
+            "replaced": ["mixnet_s.onnx", "mixnet_s.report.json"],
+            "removed": ["mixnet_s.fp16.onnx", "mixnet_s.trtexec.sh"],
+            "left_alone": ["mixnet_s.timm.onnx", "mixnet_s.trtexec-built.engine"],
+        }
+        owned = {f"out/{n}" for n in previous["replaced"] + previous["removed"]} | {"out/report.json"}
+        owned |= {"repo/mixnet_s/config.pbtxt", "repo/mixnet_s/1/model.onnx"}  # the version this run wrote
+        kept = {k: v for k, v in before.items() if k not in owned}
+        assert {k: after.get(k) for k in kept} == kept
+        assert sorted(set(after) - set(kept)) == ["out/mixnet_s.onnx", "out/mixnet_s.report.json", "out/report.json",
+                                                  "repo/mixnet_s/1/model.onnx", "repo/mixnet_s/config.pbtxt"]
+        assert report["triton"]["versions"] == [1, 3] and report["triton"]["served_versions"] == [1]
+        return
+    assert {k: after.get(k) for k in before} == before, "a run that did not succeed changed the folder"
+    added = sorted(set(after) - set(before))
+    if case == "verification":
+        assert added == ["out/mixnet_s.failed.json"]
+    elif case == "sigkill":  # no cleanup is possible: the stage folder and the lock files stay, hidden, until
+        # the next run (a dead holder's lock file is taken at once: folder_lock.py)
+        assert added and all(TMP_MARKER in k.split("/")[1] or k.endswith(LOCK_NAME) for k in added), added
+        assert export_main(export_args(checkpoints[1], out)) == 0
+        assert not [p for p in base.rglob("*") if TMP_MARKER in p.name]
+    else:
+        assert added == []
 
 
 def test_only_temp_files_of_dead_writers_are_stale(tmp_path):
@@ -211,5 +275,8 @@ def test_only_temp_files_of_dead_writers_are_stale(tmp_path):
     other = tmp_path / "b.onnx"
     for p in (mine, gone, other):
         p.write_bytes(b"x")
-    assert remove_stale_temps(tmp_path) == [gone]
-    assert mine.exists() and other.exists() and not gone.exists()
+    stage = tmp_path / f".b.stage{TMP_MARKER}{int(dead.stdout)}"  # a killed run's stage folder (export_set.py)
+    (stage / "sub").mkdir(parents=True)
+    (stage / "sub" / "b.onnx").write_bytes(b"x")
+    assert remove_stale_temps(tmp_path) == [gone, stage]
+    assert mine.exists() and other.exists() and not gone.exists() and not stage.exists()
