@@ -116,8 +116,8 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
         from .output_paths import check_apart
         from .presets import apply_preset, load_preset
 
-        cfg = apply_preset(cfg, load_preset(args.preset), set(given), str(args.preset))
         check_apart({"out_dir": cfg.out_dir, "triton_repo": cfg.triton_repo}, {"preset": args.preset}, ExportConfig)
+        cfg = apply_preset(cfg, load_preset(args.preset), set(given), str(args.preset))
     return cfg
 
 

@@ -54,6 +54,7 @@ def test_config_parses_as_triton_model_config(exported):
         ("input", model_config_pb2.TYPE_FP32, [3, 224, 224])
     ]
     assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("logits", model_config_pb2.TYPE_FP32, [1000])]
+    assert list(cfg.version_policy.specific.versions) == [1]  # the version this run wrote, whatever else is there
     assert cfg.HasField("dynamic_batching")
     assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 16]
     assert 0 < cfg.dynamic_batching.max_queue_delay_microseconds <= 1000
@@ -175,6 +176,32 @@ def test_rewrite_replaces_version_keeps_others_and_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx"]
     assert (model_dir / "2" / "model.onnx").read_bytes() == b"other version"
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "2", "config.pbtxt"]
+
+
+def test_a_higher_version_on_disk_is_not_served(tmp_path):
+    """repo/mixnet_s/2 present, this run writes 1: Triton's default policy (latest 1) would serve 2; the config
+    pins version 1 (version_policy specific), and the report lists both folders."""
+    fp32 = tiny_onnx(tmp_path / "m.onnx")
+    (tmp_path / "repo" / "mixnet_s" / "2").mkdir(parents=True)
+    (tmp_path / "repo" / "mixnet_s" / "2" / "model.onnx").write_bytes(b"an older run's version 2")
+    info = triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, version=1), "s")
+    cfg = parse(Path(info["config"]))
+    assert cfg.version_policy.WhichOneof("policy_choice") == "specific"
+    assert list(cfg.version_policy.specific.versions) == [1]
+    assert info["versions"] == [1, 2] and info["served_versions"] == [1]
+    assert any("also holds version(s) 2" in n and "not served" in n for n in info["notes"])
+    assert (tmp_path / "repo" / "mixnet_s" / "2" / "model.onnx").read_bytes() == b"an older run's version 2"
+
+
+def test_a_staged_version_changes_nothing_until_committed(tmp_path):
+    fp32 = tiny_onnx(tmp_path / "m.onnx")
+    triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path), "s")
+    repo = tmp_path / "repo"
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    _, staged = triton.stage_repository([art("fp32", str(fp32))], [], opts(tmp_path, version=4), "s")
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".tmp-" not in str(p)} == before
+    staged.discard()
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
 
 
 def test_failed_copy_keeps_the_old_version(tmp_path, monkeypatch):

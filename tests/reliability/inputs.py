@@ -27,6 +27,7 @@ PRESETS = {
     "bad_batch.toml": 'batch = "8:1:2"\n',
     "bad_engine.toml": 'engine = "maybe"\n',
     "table.toml": "[engine]\nmode = 'skip'\n",
+    "ok.toml": 'engine = "skip"\n',  # a valid preset (a path an output must not overwrite)
 }
 
 
@@ -55,6 +56,7 @@ def make_inputs(inputs: Path) -> Path:
     engines(inputs)
     calibration_folders(inputs)
     label_inputs(inputs)
+    output_folders(inputs)
     for name, text in PRESETS.items():
         (inputs / name).write_text(text)
     return inputs
@@ -204,3 +206,15 @@ def label_inputs(inputs: Path) -> None:
     }
     for name, text in csvs.items():
         (inputs / name).write_text(text)
+
+
+def output_folders(inputs: Path) -> None:
+    """Output folders a re-run must leave as they are (issue 20): one holding a mixnet_s.onnx that mixnet-export
+    did not write, one holding a good export (s64.onnx, with our metadata), a Triton repository whose version
+    folder is a file."""
+    (inputs / "out_foreign").mkdir()
+    (inputs / "out_foreign" / "mixnet_s.onnx").write_bytes(b"an ONNX file someone else wrote")
+    (inputs / "out_previous").mkdir()
+    (inputs / "out_previous" / "mixnet_s.onnx").write_bytes((inputs / "s64.onnx").read_bytes())
+    (inputs / "repo_version_file" / "mixnet_s").mkdir(parents=True)
+    (inputs / "repo_version_file" / "mixnet_s" / "1").write_text("a file where version folder 1 would go")

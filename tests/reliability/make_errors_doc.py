@@ -32,14 +32,20 @@ cases `--quiet --iters 2 --warmup-s 0 --batch 1`. Input files (`s.safetensors` =
 `trunc.pth`, `evil_*.pth` = pickles whose unpickling would run `os.system`/`exec`, ...) are made by
 `tests/reliability/inputs.py`. Paths in messages are shortened: `CASE` = the case's folder.
 
-Interrupted and repeated runs (`tests/test_interrupt.py`): every artifact is written under a temporary
-name in its folder and renamed when complete. Ctrl-C or `kill` (SIGTERM) exits 130 and leaves no temporary
-file and no model file; a run that fails after it started writing (e.g. a calibration folder of unreadable
-images) removes what it wrote; a re-run of a model into a folder first removes that model's previous
-report (`<model>.report.json`), ONNX files, engines and manifests, so report, manifest and models always
-come from one run; other models' files and reports stay, and the folder's `report.json` indexes them all.
-`kill -9` allows no cleanup: the complete temporary file stays (never a file under the final name) and the
-next run into the folder deletes it. Calibration caches are kept (keyed by content).
+Interrupted, failed and repeated runs (`tests/test_interrupt.py`, `tests/test_export_set.py`): a run writes its
+whole set (ONNX files, engines and manifests, `<model>.trtexec.sh`, a new calibration cache,
+`<model>.report.json`) into a hidden stage folder `DIR/.<model>.stage.tmp-<pid>`, and a Triton version
+folder and config under temporary names in the repository, and swaps them in only when it has succeeded.
+A bad input found late, a failed verification (exit 1; that run's report is `<model>.failed.json`), Ctrl-C
+or `kill` (SIGTERM, exit 130) leave the previous export byte-identical: models, engines, manifests, its
+report, the folder's `report.json`, the script and the Triton repository. A re-run replaces or removes only
+files the model's report lists, or the model's own file names carrying mixnet-export's ONNX metadata,
+engine manifest, script header or report layout; everything else is left alone (the report's
+`previous_run` names what was replaced, removed and left alone), and a file the run would write whose
+existing namesake it cannot show it wrote is refused before any work (exit 2). `kill -9` allows no
+cleanup: the stage folder stays, hidden, and the next run deletes it. Calibration caches are kept (keyed
+by content). Outputs (`--out`, `--triton-repo`, `--timing-cache`, `--json`, `--predictions`, `--markdown`,
+`--plot`) that are an input, lie inside an input folder or are another output exit 2 naming both paths.
 
 Shared folders and the machine (`tests/test_folders.py`): one run at a time writes an output folder or a
 Triton repository (a lock released when the process ends, even by `kill -9`); a second run waits, saying
