@@ -271,6 +271,8 @@ def relocate(obj, old: str, new: str):
     ``new``: the report of a staged run, its paths moved from the stage folder to the output folder."""
     if isinstance(obj, str):
         return obj.replace(old, new)
+    if isinstance(obj, Path):
+        return Path(str(obj).replace(old, new))
     if isinstance(obj, dict):
         return {k: relocate(v, old, new) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

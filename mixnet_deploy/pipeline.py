@@ -21,7 +21,7 @@ from .atomic import remove_stale_temps, write_bytes, write_json
 from .config import ExportConfig, check_config, triton_options, written_precisions
 from .engine_build import EngineResult
 from .environment import stopwatch, timed, versions
-from .errors import VerificationError
+from .errors import EnvironmentFailure, VerificationError
 from .export_reports import report_name
 from .export_set import failed_name, planned_names, relocate, staged, survey
 from .fold import fold_bn
@@ -180,6 +180,9 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
             path = write_json(out_dir / failed_name(name), failed.as_dict())
             raise VerificationError(f"{exc}; the folder's export of {name} is unchanged, this run's report: "
                                     f"{path}") from exc  # fmt: skip
+        except EnvironmentFailure as exc:  # a full disk: named by the file's final path, not the stage's
+            exc.subject = relocate(exc.subject, str(stage.path), str(cfg.out_dir))
+            raise
         parts["timings_s"]["total"] = elapsed()
         report = _assemble(cfg, model.spec, info, parts, stage, previous)
         write_json(stage.path / report_name(name), report.as_dict())
