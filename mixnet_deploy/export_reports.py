@@ -51,13 +51,6 @@ def described_files(report: dict) -> list[str]:
     return names
 
 
-def write_report(out_dir: str | os.PathLike, report: dict) -> Path:
-    """Write ``<model>.report.json``, then the folder's index. Returns the model's report path."""
-    path = write_json(Path(out_dir) / report_name(model_of(report)), report)
-    write_index(out_dir)
-    return path
-
-
 def is_index(data: object) -> bool:
     return isinstance(data, dict) and data.get("kind") == INDEX_KIND
 

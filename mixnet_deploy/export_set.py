@@ -35,14 +35,14 @@ from pathlib import Path
 from . import precision_table
 from .atomic import TMP_MARKER, environment_errors
 from .contract import FAILED_SUFFIX, MANIFEST_SUFFIX, META_MODEL, ONNX_SUFFIX, REPORT_SUFFIX
+from .engine_build import MANIFEST_SCHEMA, manifest_path_for, sha256_file
 from .errors import InputError
 from .export_reports import INDEX_NAME, adopt_legacy_report, described_files, is_index, write_index
-from .trtexec import SCRIPT_SUFFIX
+from .trtexec import SCRIPT_MARK, SCRIPT_SUFFIX
 
 log = logging.getLogger("mixnet_deploy")
 
 STAGE_TAG = ".stage"
-SCRIPT_MARK = "written by mixnet-deploy"  # trtexec.trtexec_recipe's second line
 
 
 def stage_name(model: str) -> str:
@@ -56,10 +56,7 @@ def failed_name(model: str) -> str:
 
 def own_names(model: str) -> tuple[str, ...]:
     """Every name a run of M may write in DIR, but calibration caches (named by their key)."""
-    onnx = [precision_table.artifact_name(model, p) for p in precision_table.names()]
-    engines = [precision_table.engine_name(name, p) for name, p in zip(onnx, precision_table.names())]
-    return (*onnx, *engines, *(e + MANIFEST_SUFFIX for e in engines), model + SCRIPT_SUFFIX,
-            model + REPORT_SUFFIX, failed_name(model))  # fmt: skip
+    return tuple(planned_names(model, precision_table.names(), engines=True, script=True))
 
 
 # ---------------------------------------------------------------- what is ours
@@ -81,14 +78,12 @@ def _onnx_is_ours(path: Path, model: str) -> bool:
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not ONNX at all: not ours  # noqa: BLE001
+    except Exception:  # onnx raises DecodeError and friends for a file that is not ONNX: not ours
         return False
     return {p.key: p.value for p in proto.metadata_props}.get(META_MODEL) == model
 
 
 def _engine_is_ours(path: Path) -> bool:
-    from .engine_build import MANIFEST_SCHEMA, manifest_path_for, sha256_file
-
     manifest = _json(manifest_path_for(path))
     return (isinstance(manifest, dict) and manifest.get("schema") == MANIFEST_SCHEMA
             and manifest.get("engine_sha256") == sha256_file(path))  # fmt: skip
@@ -96,8 +91,6 @@ def _engine_is_ours(path: Path) -> bool:
 
 def carries_our_mark(path: Path, model: str) -> bool:
     """Whether a file named like one of M's carries what mixnet-export puts into that kind of file."""
-    from .engine_build import MANIFEST_SCHEMA
-
     name = path.name
     if name.endswith(ONNX_SUFFIX):
         return _onnx_is_ours(path, model)

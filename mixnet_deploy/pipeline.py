@@ -1,8 +1,9 @@
 """The export pipeline: checkpoint -> folded model -> verified ONNX artifacts -> <model>.report.json.
 
 ``run_export(ExportConfig)`` is what ``mixnet-export`` calls; every stage is a function of the
-modules named after what they produce. Nothing is written under its final name before it has
-been verified: a failed verification exits 1 and keeps no model file of that precision. One run at a
+modules named after what they produce. The run writes into a stage folder and swaps its whole set in
+only when every stage succeeded (export_set.py): a failed verification exits 1, keeps nothing of the run
+(its report is ``<model>.failed.json``) and leaves the folder's previous export as it was. One run at a
 time writes an output folder (and a Triton repository): folder_lock.py; the folder's ``report.json``
 indexes every model's latest run there (export_reports.py).
 """

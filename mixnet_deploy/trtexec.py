@@ -37,6 +37,7 @@ from .contract import onnx_stem, shape_string
 from .engine_build import EngineOptions, check_engine_options
 
 SCRIPT_SUFFIX = ".trtexec.sh"  # DIR/mixnet_s.trtexec.sh: one per model, as its report
+SCRIPT_MARK = "trtexec recipe written by mixnet-deploy"  # in its header: how a re-run knows the script is ours
 DEFAULT_TIMING_CACHE = "trtexec.timing.cache"
 WARMUP_MS = 500
 DURATION_S = 10
@@ -142,7 +143,7 @@ def trtexec_recipe(
     batches = sorted({opts.batch.min, opts.batch.opt, opts.batch.max})
     out = [
         "#!/usr/bin/env bash",
-        f"# trtexec recipe written by mixnet-deploy {__version__}: build and benchmark the TensorRT engines of",
+        f"# {SCRIPT_MARK} {__version__}: build and benchmark the TensorRT engines of",
         "# this export by hand (Jetson: trtexec ships with JetPack at /usr/src/tensorrt/bin/trtexec).",
         "#",
         f"#   bash {script}   # build, then benchmark every precision",
