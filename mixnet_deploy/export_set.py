@@ -143,10 +143,11 @@ def survey(out_dir: Path, model: str, planned: Iterable[str]) -> Survey:
     listed = listed_by_report(out_dir, model)
     owned, foreign = set(), []
     for path in sorted(out_dir.glob(f"{model}.*")):
-        if not path.is_file() or path.is_symlink() or TMP_MARKER in path.name or ".calib-" in path.name:
-            continue
         name = path.name
-        if name in listed or (name in own_names(model) and carries_our_mark(path, model)):
+        if TMP_MARKER in name or ".calib-" in name:
+            continue
+        regular = path.is_file() and not path.is_symlink()  # we write regular files: a link or a folder is not ours
+        if regular and (name in listed or (name in own_names(model) and carries_our_mark(path, model))):
             owned.add(name)
         else:
             foreign.append(name)

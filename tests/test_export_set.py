@@ -55,6 +55,7 @@ def folder(tmp_path):
     (out / "mixnet_s.trtexec.sh").write_text("#!/usr/bin/env bash\n# trtexec recipe written by mixnet-deploy 0.1\n")
     (out / "mixnet_s.int8.calib-0123456789abcdef.json").write_text("{}")  # caches: never touched
     (out / "mixnet_m.onnx").write_bytes(b"another model's file")
+    (out / "mixnet_s.fp16.onnx").symlink_to(out / "mixnet_s.onnx")  # a link is never ours, even to our file
     return out
 
 
@@ -62,21 +63,21 @@ def test_survey_owns_only_what_it_can_show_it_wrote(folder):
     found = survey(folder, "mixnet_s", planned=["mixnet_s.onnx", "mixnet_s.report.json"])
     assert found.owned == {"mixnet_s.onnx", "mixnet_s.fp16.engine", "mixnet_s.fp16.engine.json",
                            "mixnet_s.fp32.engine.json", "mixnet_s.trtexec.sh"}  # fmt: skip
-    assert found.foreign == ("mixnet_s.fp32.engine", "mixnet_s.int8.onnx", "mixnet_s.timm.onnx")
+    assert found.foreign == ("mixnet_s.fp16.onnx", "mixnet_s.fp32.engine", "mixnet_s.int8.onnx", "mixnet_s.timm.onnx")
     outcome = found.outcome(["mixnet_s.onnx", "mixnet_s.report.json"])
     assert outcome == {
         "replaced": ["mixnet_s.onnx"],
         "removed": ["mixnet_s.fp16.engine", "mixnet_s.fp16.engine.json", "mixnet_s.fp32.engine.json",
                     "mixnet_s.trtexec.sh"],
-        "left_alone": ["mixnet_s.fp32.engine", "mixnet_s.int8.onnx", "mixnet_s.timm.onnx"],
+        "left_alone": ["mixnet_s.fp16.onnx", "mixnet_s.fp32.engine", "mixnet_s.int8.onnx", "mixnet_s.timm.onnx"],
     }  # fmt: skip
 
 
 def test_a_file_the_run_would_write_but_did_not_is_refused(folder):
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     with pytest.raises(InputError) as info:
-        survey(folder, "mixnet_s", planned=["mixnet_s.onnx", "mixnet_s.int8.onnx"])
-    assert info.value.field == "out_dir" and "holds mixnet_s.int8.onnx" in str(info.value)
+        survey(folder, "mixnet_s", planned=["mixnet_s.onnx", "mixnet_s.int8.onnx", "mixnet_s.fp16.onnx"])
+    assert info.value.field == "out_dir" and "holds mixnet_s.fp16.onnx, mixnet_s.int8.onnx" in str(info.value)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 

@@ -29,6 +29,7 @@ import pytest
 from mixnet_deploy import precision_table
 from mixnet_deploy.atomic import TMP_MARKER
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.engine_build import MANIFEST_SCHEMA
 from mixnet_deploy.folder_lock import LOCK_NAME
 from mixnet_deploy.model import build_model
 from mixnet_deploy.weights import save_checkpoint
@@ -45,6 +46,7 @@ def slow_replace(src, dst):
     _replace(src, dst)
 os.replace = slow_replace
 from mixnet_deploy.cli import export_main
+from mixnet_deploy.engine_build import MANIFEST_SCHEMA
 from mixnet_deploy.folder_lock import LOCK_NAME
 raise SystemExit(export_main(sys.argv[1:]))
 """
@@ -181,10 +183,15 @@ def digest(base: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def previous_export(tmp_path_factory, checkpoints):
-    """A good export (FP32 + FP16, trtexec script, Triton version 1) beside files mixnet-export did not write."""
+    """A good export (FP32 + FP16, an engine and its manifest, trtexec script, Triton version 1) beside files
+    mixnet-export did not write."""
     base = tmp_path_factory.mktemp("previous")
     args = export_args(checkpoints[0], base / "out", "--fp16", "--trtexec", *triton_args(base))
     assert export_main(args) == 0
+    engine = base / "out" / "mixnet_s.fp16.engine"  # an engine of ours (no GPU here): our manifest, its SHA-256
+    engine.write_bytes(b"a TensorRT engine mixnet-export built")
+    manifest = {"schema": MANIFEST_SCHEMA, "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest()}
+    (base / "out" / "mixnet_s.fp16.engine.json").write_text(json.dumps(manifest))
     for name, data in FOREIGN.items():
         (base / name).parent.mkdir(parents=True, exist_ok=True)
         (base / name).write_bytes(data)
@@ -242,7 +249,8 @@ def test_rerun_matrix_leaves_what_it_does_not_own_byte_identical(tmp_path, check
         previous = report["previous_run"]
         assert previous == {
             "replaced": ["mixnet_s.onnx", "mixnet_s.report.json"],
-            "removed": ["mixnet_s.fp16.onnx", "mixnet_s.trtexec.sh"],
+            "removed": ["mixnet_s.fp16.engine", "mixnet_s.fp16.engine.json", "mixnet_s.fp16.onnx",
+                        "mixnet_s.trtexec.sh"],
             "left_alone": ["mixnet_s.timm.onnx", "mixnet_s.trtexec-built.engine"],
         }
         owned = {f"out/{n}" for n in previous["replaced"] + previous["removed"]} | {"out/report.json"}
