@@ -262,6 +262,12 @@ def check_precision_config(cfg: ExportConfig) -> None:
     if cfg.int8_exclude and not cfg.int8:
         int8, shown = flag_of("int8"), ",".join(cfg.int8_exclude)
         raise InputError(f"expected {int8} with it", field="int8_exclude", value=shown, problem=f"given without {int8}")
+    if cfg.int8 and cfg.calib == SYNTHETIC and Path(SYNTHETIC).is_dir():
+        raise InputError(
+            f"expected ./{SYNTHETIC} for that folder (the bare word means synthetic colour fields; run elsewhere "
+            "for those)",
+            field="calib", value=cfg.calib, problem=f"is ambiguous: a folder ./{SYNTHETIC} exists here",
+        )  # fmt: skip
     if cfg.int8 and cfg.calib != SYNTHETIC:
         find_images(cfg.calib, field="calib")
 

@@ -205,9 +205,12 @@ def skip_summary(skipped: Mapping[str, str]) -> str:
     return f"{len(skipped)} unreadable file(s) skipped: " + ", ".join(f"{n} {why}" for why, n in counts.items())
 
 
-def read_image_file(path: Path, cap: int = MAX_IMAGE_BYTES) -> tuple[bytes, str]:
+def read_image_file(path: Path, cap: int | None = None) -> tuple[bytes, str]:
     """(the bytes of a regular file of at most ``cap`` bytes, "") or (b"", why not). Never blocks on a FIFO
-    (opened non-blocking, then checked), never reads a device; never raises for bad files."""
+    (opened non-blocking, then checked), never reads a device; never raises for bad files.
+    ``cap``: default ``MAX_IMAGE_BYTES``."""
+    cap = MAX_IMAGE_BYTES if cap is None else cap
+    over = f"over the {cap / 2**20:g} MiB cap" if cap % 2**20 == 0 else f"over the {cap:,}-byte cap"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
@@ -217,7 +220,7 @@ def read_image_file(path: Path, cap: int = MAX_IMAGE_BYTES) -> tuple[bytes, str]
         if problem := mode_problem(st.st_mode):
             return b"", problem.removeprefix("is ")
         if st.st_size > cap:
-            return b"", f"over the {cap / 2**20:g} MiB cap"
+            return b"", over
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(cap + 1)  # a file growing while read is still capped
     except OSError as exc:
@@ -225,7 +228,7 @@ def read_image_file(path: Path, cap: int = MAX_IMAGE_BYTES) -> tuple[bytes, str]
     finally:
         os.close(fd)
     if len(data) > cap:
-        return b"", f"over the {cap / 2**20:g} MiB cap"
+        return b"", over
     return data, ""
 
 
