@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import option_fields, precision_table
-from .arch import DEFAULT_IMG_SIZE, VARIANTS
+from .arch import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, VARIANTS
 from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
 from .contract import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, MDCONV_CHOICES, MIN_OPSET
@@ -39,7 +39,6 @@ from .option_fields import (
 from .sensitivity import parse_exclude
 from .triton import KINDS as TRITON_KINDS
 
-MAX_IMG_SIZE = 2048
 MAX_OPSET = 21
 ENGINE_MODES = ("auto", "require", "skip")
 

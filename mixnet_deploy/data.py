@@ -71,26 +71,36 @@ class Preprocess:
         return math.floor(self.size / self.crop_pct)
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, str]) -> Preprocess:
-        """From an ONNX model's ``mixnet.*`` metadata_props (see onnx_export.build_metadata)."""
-        try:
-            return cls(
-                size=int(meta[META_INPUT_SIZE]),
-                crop_pct=float(meta[META_CROP_PCT]),
-                interpolation=meta[META_INTERPOLATION],
-                mean=tuple(float(v) for v in meta[META_MEAN].split(",")),
-                std=tuple(float(v) for v in meta[META_STD].split(",")),
-            )
-        except (KeyError, ValueError) as exc:
-            raise InputError(
-                f"ONNX metadata lacks valid preprocessing fields ({exc}): expected mixnet.* keys"
-            ) from None
+    def from_metadata(cls, meta: Mapping[str, str], source: str = "the model") -> Preprocess:
+        """From an ONNX model's ``mixnet.*`` metadata_props (see onnx_export.build_metadata); an InputError
+        names ``source`` (the file), the key and its value."""
+        keys = {  # key: (field, parse, expected)
+            META_INPUT_SIZE: ("size", int, "a positive integer"),
+            META_CROP_PCT: ("crop_pct", float, "a number in (0, 1]"),
+            META_INTERPOLATION: ("interpolation", str, f"one of {', '.join(RESAMPLE)}"),
+            META_MEAN: ("mean", _floats, "3 comma-separated finite numbers"),
+            META_STD: ("std", _floats, "3 comma-separated finite numbers > 0"),
+        }
+        values = {}
+        for key, (name, parse, expected) in keys.items():
+            if key not in meta:
+                raise InputError(f"{source}: no {key} metadata: expected {expected} (mixnet-export writes it)")
+            try:
+                values[name] = parse(meta[key])
+                cls(**{name: values[name]})  # this field alone, checked with the others' defaults
+            except (ValueError, InputError):
+                raise InputError(f"{source}: {key} {meta[key]!r}: expected {expected}") from None
+        return cls(**values)
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 ``[N, H, W, 3]`` crops -> float32 ``[N, 3, H, W]`` (ToTensor + Normalize, in float32)."""
         x = np.asarray(crops, dtype=np.float32) / np.float32(255.0)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
 
 
 def resized_size(width: int, height: int, scale: int) -> tuple[int, int]:
