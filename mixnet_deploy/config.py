@@ -114,7 +114,7 @@ class ExportConfig:
         group=ENGINE,
     )
     timing_cache: Path | None = option(
-        None, "TensorRT timing cache, loaded and saved", type=Path, metavar="FILE", group=ENGINE
+        None, "TensorRT timing cache, loaded and saved", type=nonempty_path, metavar="FILE", group=ENGINE
     )
     dla_core: int | None = option(
         None, "Jetson DLA core with GPU fallback (static --batch)", type=int, metavar="N", group=ENGINE
