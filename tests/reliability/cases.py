@@ -291,7 +291,7 @@ CASES: list[Case] = [
     C("bench-batch-text", "bench", [W + "s64.onnx", "--batch", "a,b"], "--batch a,b", "'a,b'"),
     C("bench-batch-empty", "bench", [W + "s64.onnx", "--batch", ""], "--batch ''", "''"),
     C("bench-batch-negative", "bench", [W + "s64.onnx", "--batch=1,-2"], "--batch 1,-2", "1,-2"),
-    C("bench-batch-over-fixed", "bench", [W + "identity.onnx", "--batch", "8"], "batch over a static model's",
+    C("bench-batch-over-fixed", "bench", [W + "static.onnx", "--batch", "8"], "batch over a static model's",
       "8"),
     C("bench-runtime-bad", "bench", [W + "s64.onnx", "--runtime", "cuda"], "unknown runtime", "'cuda'"),
     C("bench-runtime-absent", "bench", [W + "s64.onnx", "--runtime", "ort-trt"], "provider not installed",

@@ -153,6 +153,9 @@ def onnx_files(inputs: Path) -> None:
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 64, 64])
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "identity", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs / "identity.onnx")
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])  # a static batch of 1, no metadata
+    graph = helper.make_graph(_pool("input"), "static", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs / "static.onnx")
 
 
 def engines(inputs: Path) -> None:
