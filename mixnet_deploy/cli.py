@@ -64,8 +64,8 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
         return exc.exit_code
     except OSError as exc:  # the machine refused a write that did not go through atomic.py: still exit 3
         if exc.errno == errno.ENAMETOOLONG:  # a path built from a preset or a folder name: bad input
-            print(f"{prog}: error: {exc.filename!r}: {exc.strerror}: expected names of at most 255 bytes",
-                  file=sys.stderr)  # fmt: skip
+            expected = f"expected names of at most {option_fields.NAME_MAX} bytes"
+            print(f"{prog}: error: {exc.filename!r}: {exc.strerror}: {expected}", file=sys.stderr)
             return InputError.exit_code
         failure = _environment_failure(exc)
         if failure is None:
@@ -89,7 +89,7 @@ def _environment_failure(exc: OSError):
     from .atomic import ENVIRONMENT_ERRNOS, environment_failure
 
     if exc.filename is not None:
-        return environment_failure(exc, "write", exc.filename)
+        return environment_failure(exc, "use", exc.filename)
     if exc.errno not in ENVIRONMENT_ERRNOS:
         return None
     _detach_stdout()

@@ -171,18 +171,15 @@ def _agreed(values: dict[str, str | None], what: str, field: str) -> str | None:
     return found.pop() if found else None
 
 
-def check_random_n(n: int) -> None:
-    if not isinstance(n, int) or not 0 < n <= MAX_RANDOM_N:
-        raise InputError(f"expected a number of inputs from 1 to {MAX_RANDOM_N}", field="random_n", value=n)
-
-
 def check_sizes(cfg: ParityConfig) -> None:
     """Counts and sizes that would take hours or all memory, refused before any work."""
     from .arch import MAX_IMG_SIZE
 
     if cfg.batch <= 0:
         raise InputError("expected a positive integer", field="batch", value=cfg.batch)
-    check_random_n(cfg.random_n)
+    if not isinstance(cfg.random_n, int) or not 0 < cfg.random_n <= MAX_RANDOM_N:
+        expected = f"expected a number of inputs from 1 to {MAX_RANDOM_N}"
+        raise InputError(expected, field="random_n", value=cfg.random_n)
     if cfg.img_size is not None and not 0 < cfg.img_size <= MAX_IMG_SIZE:
         raise InputError(f"expected a size from 1 to {MAX_IMG_SIZE}", field="img_size", value=cfg.img_size)
 
@@ -258,7 +255,7 @@ def check_classes(runners: Sequence[Runner], classes: int, info, found: Labelled
     """Every candidate scores the reference's classes, and every label is one of them (InputError otherwise:
     a shape mismatch would be blamed on the candidate, labels past the classes would score as misses)."""
     from .contract import META_NUM_CLASSES
-    from .labels import FOLDER
+    from .labels import FOLDER, synset_index
 
     source = "random weights" if info.is_random else info.source
     for runner in runners:
@@ -269,7 +266,7 @@ def check_classes(runners: Sequence[Runner], classes: int, info, found: Labelled
                              f"the reference ({source}) {classes}", field="weights", **given)  # fmt: skip
     if found is None or found.labels is None or not len(found.labels):
         return
-    if labels == FOLDER and classes != 1000:
+    if labels == FOLDER and classes != len(synset_index()):
         raise InputError(
             f"expected a CSV of class indices 0-{classes - 1}: synset folders name ImageNet-1k classes (0-999), "
             f"the model has {classes} classes",

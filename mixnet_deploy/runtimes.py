@@ -275,7 +275,7 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # check_io's
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # FLOAT_TYPES
 
 
 def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
