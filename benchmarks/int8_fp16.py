@@ -16,7 +16,6 @@ Weights and images as in benchmarks/precision_accuracy.py (random weights; no tr
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import ort_qdq  # noqa: E402
 from precision_accuracy import centered_cosine, photo_crops, weights_file  # noqa: E402
 
 from mixnet_deploy import precision_onnx, qdq  # noqa: E402
-from mixnet_deploy.atomic import write_json, write_text  # noqa: E402
+from mixnet_deploy.atomic import json_text, write_json, write_text  # noqa: E402
 from mixnet_deploy.data import CalibrationReader, ImageSet, Preprocess  # noqa: E402
 from mixnet_deploy.environment import versions  # noqa: E402
 from mixnet_deploy.fold import fold_bn  # noqa: E402
@@ -182,7 +181,7 @@ def main(argv=None) -> int:
     write_text(args.out.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
     if outlier:
-        print(json.dumps(outlier, indent=1))
+        print(json_text(outlier, indent=1))
     print(f"wrote {args.out}")
     return 0
 

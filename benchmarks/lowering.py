@@ -32,7 +32,6 @@ import argparse
 import datetime
 import hashlib
 import io
-import json
 import logging
 import os
 import sys
@@ -53,7 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # timm_oracle: the oracle weights, with
 from timm_oracle import load_oracle, oracle_input, random_state_dict  # noqa: E402
 
 from mixnet_deploy.arch import get_variant  # noqa: E402
-from mixnet_deploy.atomic import write_json, write_text  # noqa: E402
+from mixnet_deploy.atomic import json_text, write_json, write_text  # noqa: E402
 from mixnet_deploy.contract import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 from mixnet_deploy.fold import fold_bn  # noqa: E402
 from mixnet_deploy.lowering import graph_cost, lower  # noqa: E402
@@ -239,7 +238,7 @@ def markdown(result: dict) -> str:
     for v, vr in result["variants"].items():
         lines.append(f"- {v.upper()}: {vr['timm_graph']['source']} (sha256 {vr['timm_graph'].get('sha256', '-')})")
     if result.get("tensorrt"):
-        lines += ["", "## TensorRT", "", "```", json.dumps(result["tensorrt"], indent=1), "```"]
+        lines += ["", "## TensorRT", "", "```", json_text(result["tensorrt"], indent=1), "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -11,15 +11,14 @@ candidate, predictions written) in images/s. Prints JSON with the load average b
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 from mixnet_deploy import data, parity
+from mixnet_deploy.atomic import json_text
 from mixnet_deploy.labels import labelled_images
 
 
@@ -64,8 +63,7 @@ def main(argv=None) -> int:
         "end_to_end_images_per_s": round(report.results[0].metrics.n / total_s, 2),
         "end_to_end_s_including_model_loading": round(total_s, 1), "loadavg": load,
     }  # fmt: skip
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    print(json_text(result))
     return 0
 
 

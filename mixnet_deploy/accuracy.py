@@ -13,12 +13,13 @@ O(samples x N), and needs no index arrays.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import atomic
 
 TOPK = 5
 BOOTSTRAP_SAMPLES = 10_000
@@ -119,9 +120,7 @@ class PredictionsWriter:
     """
 
     def __init__(self, path: str | os.PathLike):
-        from .atomic import atomic_path
-
-        self._atomic = atomic_path(Path(path))
+        self._atomic = atomic.atomic_path(Path(path))
         self._file = open(self._atomic.__enter__(), "w", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
 
     def write(self, images: list[str], models: list[str], tops: list[np.ndarray], labels: np.ndarray | None):
@@ -130,7 +129,8 @@ class PredictionsWriter:
         for i, image in enumerate(images):
             label = None if labels is None else int(labels[i])
             for model, top in zip(models, tops):
-                lines.append(json.dumps({"image": image, "model": model, "top5": top[i].tolist(), "label": label}))
+                row = {"image": image, "model": model, "top5": top[i].tolist(), "label": label}
+                lines.append(atomic.json_text(row, indent=None))
         self._file.write("\n".join(lines) + "\n")
 
     def __enter__(self) -> PredictionsWriter:

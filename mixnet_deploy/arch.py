@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_IMG_SIZE = 224  # input height = width wherever nothing else says (timm trains and evaluates MixNets at it)
+MAX_IMG_SIZE = 2048  # the largest input height = width any command accepts (a 2048x2048 batch of 32: 1.6 GB)
 BN_EPS_TORCH = 1e-5
 BN_EPS_TF = 1e-3
 PADDINGS = ("pytorch", "same")  # "pytorch": k // 2 on both sides; "same": TensorFlow SAME (timm pad_type='same')

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import resource
 import shutil
@@ -107,8 +108,30 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def write_json(path: str | os.PathLike, obj) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+def finite(obj):
+    """``obj`` with every non-finite float (NaN, Infinity) as None, through dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj, indent: int | None = 2, sort_keys: bool = False, cls: type[json.JSONEncoder] | None = None) -> str:
+    """The package's one JSON encoder: strict JSON (RFC 8259), which every parser reads.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity`` by default, which ``JSON.parse``, ``jq`` and strict
+    parsers reject; here a non-finite float is written as ``null`` (as JavaScript's ``JSON.stringify``
+    does), and ``allow_nan=False`` refuses any that a custom encoder (``cls``) would still produce.
+    """
+    return json.dumps(finite(obj), indent=indent, sort_keys=sort_keys, cls=cls, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike, obj, **kwargs) -> Path:
+    """``obj`` as strict JSON (:func:`json_text`; ``kwargs`` go to it), written atomically."""
+    return write_text(path, json_text(obj, **kwargs) + "\n")
 
 
 def stale_temps(folder: str | os.PathLike) -> list[Path]:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .arch import DEFAULT_IMG_SIZE, VARIANTS
+from .arch import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, VARIANTS
 from .batching import MAX_BATCH
 from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE
 from .environment import environment
@@ -126,6 +126,8 @@ def check_bench_config(cfg: BenchConfig) -> None:
         raise InputError("expected a positive integer", field="iters", value=cfg.iters)
     if not isinstance(cfg.rounds, int) or cfg.rounds <= 0:
         raise InputError("expected a positive integer", field="rounds", value=cfg.rounds)
+    if cfg.img_size is not None and not 0 < cfg.img_size <= MAX_IMG_SIZE:
+        raise InputError(f"expected a size from 1 to {MAX_IMG_SIZE}", field="img_size", value=cfg.img_size)
 
 
 def check_outputs(cfg: BenchConfig, **outputs) -> None:

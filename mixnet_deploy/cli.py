@@ -9,7 +9,9 @@ debug logging.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -47,7 +49,12 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
     )
     previous = signal.signal(signal.SIGTERM, _sigterm)  # so atomic writes clean up on `kill`
     try:
-        return int(main(args) or 0)
+        code = int(main(args) or 0)
+        sys.stdout.flush()  # a closed or full stdout fails here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # `| head -1`: the reader is gone; quiet, as a Unix tool killed by SIGPIPE
+        _detach_stdout()
+        return SIGPIPE_EXIT
     except (InputError, VerificationError, EnvironmentFailure) as exc:
         if verbose:
             traceback.print_exc()
@@ -56,6 +63,10 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
         print(f"{prog}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the machine refused a write that did not go through atomic.py: still exit 3
+        if exc.errno == errno.ENAMETOOLONG:  # a path built from a preset or a folder name: bad input
+            expected = f"expected names of at most {option_fields.NAME_MAX} bytes"
+            print(f"{prog}: error: {exc.filename!r}: {exc.strerror}: {expected}", file=sys.stderr)
+            return InputError.exit_code
         failure = _environment_failure(exc)
         if failure is None:
             return _unexpected(prog, exc, verbose)
@@ -73,9 +84,27 @@ def run_cli(prog: str, argv: Sequence[str] | None, build: Callable[[], Parser], 
 
 
 def _environment_failure(exc: OSError):
-    from .atomic import environment_failure
+    """The failure of a write without a file name: our files go through atomic.py, so it is standard output
+    (``> /dev/full``); stdout is then detached so the interpreter's exit does not fail on it again."""
+    from .atomic import ENVIRONMENT_ERRNOS, environment_failure
 
-    return environment_failure(exc, "use", exc.filename if exc.filename is not None else "a file")
+    if exc.filename is not None:
+        return environment_failure(exc, "use", exc.filename)
+    if exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    _detach_stdout()
+    return EnvironmentFailure("write", "standard output", exc.strerror or os.strerror(exc.errno), errno=exc.errno)
+
+
+SIGPIPE_EXIT = 128 + signal.SIGPIPE  # 141: what a shell reports for a tool that SIGPIPE ended
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so that the buffered rest is dropped silently at exit (Python's advice for
+    SIGPIPE: https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _unexpected(prog: str, exc: Exception, verbose: bool) -> int:

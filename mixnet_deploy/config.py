@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import option_fields, precision_table
-from .arch import DEFAULT_IMG_SIZE, VARIANTS
+from .arch import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, VARIANTS
 from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
 from .contract import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, MDCONV_CHOICES, MIN_OPSET
@@ -40,7 +40,6 @@ from .output_paths import check_apart
 from .sensitivity import parse_exclude
 from .triton import KINDS as TRITON_KINDS
 
-MAX_IMG_SIZE = 2048
 MAX_OPSET = 21
 ENGINE_MODES = ("auto", "require", "skip")
 
@@ -116,7 +115,7 @@ class ExportConfig:
         group=ENGINE,
     )
     timing_cache: Path | None = option(
-        None, "TensorRT timing cache, loaded and saved", type=Path, metavar="FILE", group=ENGINE
+        None, "TensorRT timing cache, loaded and saved", type=nonempty_path, metavar="FILE", group=ENGINE
     )
     dla_core: int | None = option(
         None, "Jetson DLA core with GPU fallback (static --batch)", type=int, metavar="N", group=ENGINE
@@ -265,6 +264,12 @@ def check_precision_config(cfg: ExportConfig) -> None:
     if cfg.int8_exclude and not cfg.int8:
         int8, shown = flag_of("int8"), ",".join(cfg.int8_exclude)
         raise InputError(f"expected {int8} with it", field="int8_exclude", value=shown, problem=f"given without {int8}")
+    if cfg.int8 and cfg.calib == SYNTHETIC and Path(SYNTHETIC).is_dir():
+        raise InputError(
+            f"expected ./{SYNTHETIC} for that folder (the bare word means synthetic colour fields; run elsewhere "
+            "for those)",
+            field="calib", value=cfg.calib, problem=f"is ambiguous: a folder ./{SYNTHETIC} exists here",
+        )  # fmt: skip
     if cfg.int8 and cfg.calib != SYNTHETIC:
         find_images(cfg.calib, field="calib")
 

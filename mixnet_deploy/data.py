@@ -6,9 +6,13 @@ RGB, resize the shorter side to ``floor(size / crop_pct)`` (bicubic), center cro
 to [0, 1], subtract the mean and divide by the std. ``tests/oracles/timm_preprocess.npz`` holds
 timm's own transform output for bundled images; the tests compare with it.
 
-Any file may be garbage: a file that does not decode as an image, is truncated, is a
-decompression bomb or has an absurd aspect ratio is skipped, and counted with its reason; it
-never raises. Decoded crops are kept as uint8 (150 KB per 224x224 image) and normalized per batch.
+Any file may be garbage: a file that is no regular file (a FIFO, a link to ``/dev/zero``: never
+opened for a blocking read), is larger than ``MAX_IMAGE_BYTES``, does not decode as an image, is
+truncated, is a decompression bomb, has an absurd aspect ratio or float / 32-bit integer pixels is
+skipped, and counted with its reason; it never raises. 16-bit greyscale (Pillow's ``I;16`` modes) is
+scaled to 8 bits (Pillow's own ``convert("RGB")`` clips it: an all-white crop). An image that decodes
+to one colour is kept but warned about. Decoded crops are kept as uint8 (150 KB per 224x224 image) and
+normalized per batch.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import numpy as np
 
 from .arch import DEFAULT_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from .contract import META_CROP_PCT, META_INPUT_SIZE, META_INTERPOLATION, META_MEAN, META_STD
-from .errors import InputError
+from .errors import InputError, mode_problem
 
 log = logging.getLogger("mixnet_deploy")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 MAX_ASPECT = 32.0  # wider than 32:1 is not a photo, and its resize could take gigabytes
+MAX_IMAGE_BYTES = 64 * 2**20  # per file: a 100-megapixel JPEG is ~30 MB; larger is no photo for a 224 crop
 RESAMPLE = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST", "lanczos": "LANCZOS"}
 SYNTHETIC_SEED = 20240611
 
@@ -66,26 +71,36 @@ class Preprocess:
         return math.floor(self.size / self.crop_pct)
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, str]) -> Preprocess:
-        """From an ONNX model's ``mixnet.*`` metadata_props (see onnx_export.build_metadata)."""
-        try:
-            return cls(
-                size=int(meta[META_INPUT_SIZE]),
-                crop_pct=float(meta[META_CROP_PCT]),
-                interpolation=meta[META_INTERPOLATION],
-                mean=tuple(float(v) for v in meta[META_MEAN].split(",")),
-                std=tuple(float(v) for v in meta[META_STD].split(",")),
-            )
-        except (KeyError, ValueError) as exc:
-            raise InputError(
-                f"ONNX metadata lacks valid preprocessing fields ({exc}): expected mixnet.* keys"
-            ) from None
+    def from_metadata(cls, meta: Mapping[str, str], source: str = "the model") -> Preprocess:
+        """From an ONNX model's ``mixnet.*`` metadata_props (see onnx_export.build_metadata); an InputError
+        names ``source`` (the file), the key and its value."""
+        keys = {  # key: (field, parse, expected)
+            META_INPUT_SIZE: ("size", int, "a positive integer"),
+            META_CROP_PCT: ("crop_pct", float, "a number in (0, 1]"),
+            META_INTERPOLATION: ("interpolation", str, f"one of {', '.join(RESAMPLE)}"),
+            META_MEAN: ("mean", _floats, "3 comma-separated finite numbers"),
+            META_STD: ("std", _floats, "3 comma-separated finite numbers > 0"),
+        }
+        values = {}
+        for key, (name, parse, expected) in keys.items():
+            if key not in meta:
+                raise InputError(f"{source}: no {key} metadata: expected {expected} (mixnet-export writes it)")
+            try:
+                values[name] = parse(meta[key])
+                cls(**{name: values[name]})  # this field alone, checked with the others' defaults
+            except (ValueError, InputError):
+                raise InputError(f"{source}: {key} {meta[key]!r}: expected {expected}") from None
+        return cls(**values)
 
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 ``[N, H, W, 3]`` crops -> float32 ``[N, 3, H, W]`` (ToTensor + Normalize, in float32)."""
         x = np.asarray(crops, dtype=np.float32) / np.float32(255.0)
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
 
 
 def resized_size(width: int, height: int, scale: int) -> tuple[int, int]:
@@ -95,11 +110,30 @@ def resized_size(width: int, height: int, scale: int) -> tuple[int, int]:
     return int(scale * width / height), scale
 
 
+def pixel_problem(img) -> str:
+    """Why an opened PIL image's pixels cannot become 8-bit RGB faithfully ("" when they can)."""
+    if img.mode == "F":
+        return "float pixels (mode F)"
+    if img.mode == "I" and img.format != "PNG":  # a PNG's mode I is 16-bit greyscale (older Pillow)
+        return "32-bit integer pixels (mode I)"
+    return ""
+
+
+def to_rgb(img):
+    """A PIL image as 8-bit RGB; 16-bit greyscale scaled by 255/65535 (rounded), where ``convert`` would clip."""
+    from PIL import Image
+
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        wide = np.asarray(img).astype(np.int64)
+        img = Image.fromarray(((np.clip(wide, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
 def crop_image(img, pre: Preprocess) -> np.ndarray:
     """A PIL image -> uint8 ``[size, size, 3]``: RGB, resize shorter side, center crop (timm eval)."""
     from PIL import Image
 
-    img = img.convert("RGB")
+    img = to_rgb(img)
     w, h = resized_size(*img.size, pre.scale_size)
     img = img.resize((w, h), getattr(Image.Resampling, RESAMPLE[pre.interpolation]))
     top, left = int(round((h - pre.size) / 2.0)), int(round((w - pre.size) / 2.0))
@@ -122,6 +156,8 @@ def decode(data: bytes, pre: Preprocess) -> tuple[np.ndarray | None, str]:
                     return None, "empty image"
                 if max(w, h) / min(w, h) > MAX_ASPECT:
                     return None, f"aspect ratio over {MAX_ASPECT:g}:1"
+                if why := pixel_problem(img):
+                    return None, why
                 img.load()
                 return crop_image(img, pre), ""
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -162,6 +198,7 @@ class ImageSet:
     crops: np.ndarray  # uint8 [N, size, size, 3]
     ids: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # relative path -> reason
+    constant: list[str] = field(default_factory=list)  # images that decode to one colour (kept, warned about)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -178,14 +215,52 @@ def skip_summary(skipped: Mapping[str, str]) -> str:
     return f"{len(skipped)} unreadable file(s) skipped: " + ", ".join(f"{n} {why}" for why, n in counts.items())
 
 
+def read_image_file(path: Path, cap: int | None = None) -> tuple[bytes, str]:
+    """(the bytes of a regular file of at most ``cap`` bytes, "") or (b"", why not). Never blocks on a FIFO
+    (opened non-blocking, then checked), never reads a device; never raises for bad files.
+    ``cap``: default ``MAX_IMAGE_BYTES``."""
+    cap = MAX_IMAGE_BYTES if cap is None else cap
+    over = f"over the {cap / 2**20:g} MiB cap" if cap % 2**20 == 0 else f"over the {cap:,}-byte cap"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        return b"", f"unreadable ({exc.strerror or type(exc).__name__})"
+    try:
+        st = os.fstat(fd)
+        if problem := mode_problem(st.st_mode):
+            return b"", problem.removeprefix("is ")
+        if st.st_size > cap:
+            return b"", over
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(cap + 1)  # a file growing while read is still capped
+    except OSError as exc:
+        return b"", f"unreadable ({exc.strerror or type(exc).__name__})"
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        return b"", over
+    return data, ""
+
+
 def read_crop(path: Path, pre: Preprocess) -> tuple[np.ndarray | None, str, bytes]:
     """A file -> (uint8 crop, "", its bytes) or (None, why it was skipped, b""). Never raises for bad files."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return None, f"unreadable ({exc.strerror or type(exc).__name__})", b""
+    data, why = read_image_file(Path(path))
+    if why:
+        return None, why, b""
     crop, why = decode(data, pre)
     return crop, why, data
+
+
+def is_constant(crop: np.ndarray) -> bool:
+    """One colour over the whole crop: a blank, or an image whose pixels were lost in decoding."""
+    return bool((crop == crop.reshape(-1, crop.shape[-1])[0]).all())
+
+
+def warn_constant(names: Sequence[str]) -> None:
+    if names:
+        shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+        log.warning("WARNING: %d image(s) decode to a single colour: %s; check their encoding and bit depth",
+                    len(names), shown)  # fmt: skip
 
 
 def iter_crops(
@@ -194,20 +269,26 @@ def iter_crops(
     """Decode files in order, ``batch`` usable ones at a time: (their indices in ``paths``, uint8 crops).
 
     Only one batch of crops is held at a time (streaming over 50,000 ImageNet images); unreadable files
-    are recorded in ``skipped`` (relative path -> reason) and left out.
+    are recorded in ``skipped`` (relative path -> reason) and left out; one-colour images are warned about
+    batch by batch.
     """
-    index, crops = [], []
+    index, crops, constant = [], [], []
     for i, path in enumerate(paths):
+        name = str(path.relative_to(root)) if root else str(path)
         crop, why, _ = read_crop(path, pre)
         if crop is None:
-            skipped[str(path.relative_to(root)) if root else str(path)] = why
+            skipped[name] = why
             continue
         index.append(i)
         crops.append(crop)
+        if is_constant(crop):
+            constant.append(name)
         if len(crops) == batch:
+            warn_constant(constant)
             yield index, np.stack(crops)
-            index, crops = [], []
+            index, crops, constant = [], [], []
     if crops:
+        warn_constant(constant)
         yield index, np.stack(crops)
 
 
@@ -231,8 +312,10 @@ def load_images(
             bar.update(1)
     finally:
         bar.close()
+    constant = [name for (name, _), crop in zip(ids, crops) if is_constant(crop)]
+    warn_constant(constant)
     arr = np.stack(crops) if crops else np.zeros((0, pre.size, pre.size, 3), np.uint8)
-    return ImageSet(arr, ids, skipped)
+    return ImageSet(arr, ids, skipped, constant)
 
 
 def shuffled(paths: Sequence[Path], seed: int = 0) -> list[Path]:

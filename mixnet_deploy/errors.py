@@ -9,6 +9,8 @@ is not an option (a checkpoint) has no field and says it all.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,32 @@ _UNSET = object()
 def show_value(value: object) -> str:
     """How a bad value is quoted in a message: repr, with paths as strings."""
     return repr(str(value)) if isinstance(value, Path) else repr(value)
+
+
+_FILE_KINDS = (("S_ISFIFO", "a FIFO"), ("S_ISCHR", "a character device"), ("S_ISBLK", "a block device"),
+               ("S_ISSOCK", "a socket"))  # fmt: skip
+
+
+def file_problem(path: str | os.PathLike) -> str:
+    """Why ``path`` is not a regular file, in words ("does not exist", "is a directory", "is not a regular file
+    (a FIFO)"); "" for a regular file (links followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    return mode_problem(mode)
+
+
+def mode_problem(mode: int) -> str:
+    """:func:`file_problem` of a file's ``st_mode``."""
+    if stat.S_ISREG(mode):
+        return ""
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = next((what for test, what in _FILE_KINDS if getattr(stat, test)(mode)), "a special file")
+    return f"is not a regular file ({kind})"
 
 
 class InputError(Exception):

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .atomic import environment_errors
+from .atomic import environment_errors, json_text
 from .errors import InputError
 
 log = logging.getLogger("mixnet_deploy")
@@ -75,7 +75,8 @@ class FolderBusy(InputError):
 def _write_holder(fd: int) -> None:
     since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
-    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": since})
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": since}
+    text = json_text(holder, indent=None)
     os.ftruncate(fd, 0)
     os.pwrite(fd, (text + "\n").encode(), 0)
 

@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, file_problem
 
 FOLDER = "folder"  # --labels folder: the class is the synset subfolder of --images
 SYNSETS_FILE = "imagenet_synsets.txt"
@@ -163,8 +163,7 @@ def labelled_images(images: str | os.PathLike, labels: str | None = None) -> Lab
     if labels == FOLDER:
         return LabelledImages(root, paths, folder_labels(root, paths), FOLDER)
     csv_path = Path(labels)
-    if not csv_path.is_file():
-        problem = "is a directory" if csv_path.is_dir() else "does not exist"
+    if problem := file_problem(csv_path):
         raise InputError(f"expected {FOLDER!r} or a CSV file of image,class", field="labels", value=labels,
                          problem=problem)  # fmt: skip
     found, warnings = csv_labels(csv_path, root, paths)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+NAME_MAX = 255  # bytes per path component on Linux file systems (ext4, XFS, Btrfs, tmpfs)
+
+
 def nonempty_path(text: str) -> Path:
-    """A path option: '' would silently become '.', the current directory."""
+    """A path option: '' would silently become '.', the current directory; a component over NAME_MAX bytes
+    would fail only when the run writes there (ENAMETOOLONG)."""
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is empty: expected a path")
+    long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has a component of {len(os.fsencode(long))} bytes: expected at most {NAME_MAX} per name"
+        )
     return Path(text)
 
 

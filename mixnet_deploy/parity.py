@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mixnet_deploy")
 PARITY_SEED = 0  # not the export's verification seed: the harness checks on inputs the export did not see
 DEFAULT_RANDOM_N = 16
+MAX_RANDOM_N = 65536  # generated batch by batch; more random inputs tell nothing new (ImageNet val has 50,000)
 MAX_IMAGES = 256
 
 
@@ -170,14 +171,27 @@ def _agreed(values: dict[str, str | None], what: str, field: str) -> str | None:
     return found.pop() if found else None
 
 
-def random_parity_inputs(img_size: int, n: int = DEFAULT_RANDOM_N, seed: int = PARITY_SEED) -> tuple[np.ndarray, dict]:
-    """``n`` seeded standard-normal inputs."""
-    if n <= 0:
-        raise InputError("expected a positive number of inputs", field="random", value=n)
+def check_sizes(cfg: ParityConfig) -> None:
+    """Counts and sizes that would take hours or all memory, refused before any work."""
+    from .arch import MAX_IMG_SIZE
+
+    if cfg.batch <= 0:
+        raise InputError("expected a positive integer", field="batch", value=cfg.batch)
+    if not isinstance(cfg.random_n, int) or not 0 < cfg.random_n <= MAX_RANDOM_N:
+        expected = f"expected a number of inputs from 1 to {MAX_RANDOM_N}"
+        raise InputError(expected, field="random_n", value=cfg.random_n)
+    if cfg.img_size is not None and not 0 < cfg.img_size <= MAX_IMG_SIZE:
+        raise InputError(f"expected a size from 1 to {MAX_IMG_SIZE}", field="img_size", value=cfg.img_size)
+
+
+def random_batches(img_size: int, n: int, seed: int, batch: int) -> Iterator[Batch]:
+    """``n`` seeded standard-normal inputs, ``batch`` at a time (the values of one ``random_inputs`` call)."""
     from .runtimes import random_inputs
 
-    x = random_inputs((n, 3, img_size, img_size), seed)
-    return x, {"kind": "random", "n": n, "seed": seed, "img_size": img_size}
+    rng = np.random.default_rng(seed)
+    for i in range(0, n, batch):
+        k = min(batch, n - i)
+        yield [f"random:{j}" for j in range(i, i + k)], random_inputs((k, 3, img_size, img_size), rng), None
 
 
 def _variant_and_size(runners: list, variant_given: str | None, size_given: int | None) -> tuple[str, int]:
@@ -215,8 +229,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
 
     if not cfg.candidates:
         raise InputError("no candidate given: expected one or more .onnx / .engine files")
-    if cfg.batch <= 0:
-        raise InputError("expected a positive integer", field="batch", value=cfg.batch)
+    check_sizes(cfg)
     found = check_accuracy_options(cfg)
     runners = []
     try:
@@ -228,6 +241,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
             runners.append(runner)
         variant, img_size = _variant_and_size(runners, cfg.variant, cfg.img_size)
         model, info = load_model(variant, cfg.weights)
+        check_classes(runners, model.spec.num_classes, info, found, cfg.labels)
         reference = TorchRunner(model, name=f"pytorch {model.spec.model_name} (unfolded, float32)", img_size=img_size)
         ref_info = {**reference.describe(), "weights": info.source, "weights_sha256": info.sha256}
         notes = [_weights_notes(r, info) for r in runners]
@@ -235,6 +249,33 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
     finally:
         for runner in runners:
             runner.close()
+
+
+def check_classes(runners: Sequence[Runner], classes: int, info, found: LabelledImages | None, labels: str | None):
+    """Every candidate scores the reference's classes, and every label is one of them (InputError otherwise:
+    a shape mismatch would be blamed on the candidate, labels past the classes would score as misses)."""
+    from .contract import META_NUM_CLASSES
+    from .labels import FOLDER, synset_index
+
+    source = "random weights" if info.is_random else info.source
+    for runner in runners:
+        have = runner.metadata.get(META_NUM_CLASSES)
+        if have is not None and int(have) != classes:
+            given = {"problem": "not given"} if info.is_random else {"value": info.source}
+            raise InputError(f"expected the checkpoint {runner.name} was exported from: it scores {have} classes, "
+                             f"the reference ({source}) {classes}", field="weights", **given)  # fmt: skip
+    if found is None or found.labels is None or not len(found.labels):
+        return
+    if labels == FOLDER and classes != len(synset_index()):
+        raise InputError(
+            f"expected a CSV of class indices 0-{classes - 1}: synset folders name ImageNet-1k classes (0-999), "
+            f"the model has {classes} classes",
+            field="labels", value=labels,
+        )  # fmt: skip
+    top = int(found.labels.max())
+    if top >= classes:
+        raise InputError(f"expected class indices 0-{classes - 1}: the model has {classes} classes",
+                         field="labels", value=labels, problem=f"holds class {top}")  # fmt: skip
 
 
 def parity_table(result: ParityResult, reference_accuracy: dict | None = None) -> str:
@@ -314,22 +355,21 @@ Batch = tuple[list[str], np.ndarray, "np.ndarray | None"]  # image names, float3
 
 
 def input_batches(
-    cfg: ParityConfig, found: LabelledImages | None, img_size: int, metadata: dict[str, str], skipped: dict[str, str]
-) -> tuple[Iterator[Batch], int, dict]:
-    """(batches, how many inputs at most, what they are): random arrays, or images decoded batch by batch.
+    cfg: ParityConfig, found: LabelledImages | None, img_size: int, metadata: dict[str, str], skipped: dict[str, str],
+    source: str = "the candidate",
+) -> tuple[Iterator[Batch], int, dict]:  # fmt: skip
+    """(batches, how many inputs at most, what they are): random arrays, or images decoded batch by batch
+    (preprocessed as ``metadata`` says; ``source``, the file it is of, is named when it is bad).
 
     Images: the first ``max_images`` in sorted order, or every image with labels or predictions.
     Unreadable files are recorded in ``skipped`` as the batches are consumed.
     """
     if found is None:
-        x, inputs = random_parity_inputs(img_size, cfg.random_n, cfg.seed)
-        b = cfg.batch
-        batches = (([f"random:{j}" for j in range(i, i + len(x[i : i + b]))], x[i : i + b], None)
-                   for i in range(0, len(x), b))  # fmt: skip
-        return batches, len(x), inputs
+        inputs = {"kind": "random", "n": cfg.random_n, "seed": cfg.seed, "img_size": img_size}
+        return random_batches(img_size, cfg.random_n, cfg.seed, cfg.batch), cfg.random_n, inputs
     from .data import Preprocess
 
-    pre = replace(Preprocess.from_metadata(metadata), size=img_size) if metadata else Preprocess(size=img_size)
+    pre = replace(Preprocess.from_metadata(metadata, source), size=img_size) if metadata else Preprocess(size=img_size)
     limit = len(found.paths) if cfg.every_image else min(cfg.max_images, len(found.paths))
     inputs = {"kind": "images", "folder": str(found.root), "img_size": img_size, "preprocess": asdict(pre)}
     return _image_batches(found, pre, cfg.batch, limit, skipped), limit, {**inputs, **found.describe()}
@@ -395,7 +435,9 @@ def evaluate(
     from .data import skip_summary
 
     skipped: dict[str, str] = {}
-    batches, total, inputs = input_batches(cfg, found, reference.input_shape[2], runners[0].metadata, skipped)
+    first = runners[0]
+    batches, total, inputs = input_batches(cfg, found, reference.input_shape[2], first.metadata, skipped,
+                                           first.describe().get("path", first.name))  # fmt: skip
     with PredictionsWriter(cfg.predictions) if cfg.predictions else contextlib.nullcontext() as writer:
         seen = stream_models(reference, runners, batches, cfg.batch, total, progress, writer)
         if not seen.n:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .atomic import write_text
+from .atomic import json_text, write_json
 from .contract import CALIB_METHODS, DEFAULT_CALIB_METHOD, META_PRECISION
 from .environment import stopwatch
 from .errors import InputError
@@ -156,13 +156,13 @@ def calibration_key(fp32_onnx: bytes, image_ids: Sequence[tuple[str, str]], reci
     fields = {
         "format": CACHE_FORMAT,
         "fp32_onnx_sha256": sha256_hex(fp32_onnx),
-        "images_sha256": sha256_hex(json.dumps([list(i) for i in image_ids]).encode()),
+        "images_sha256": sha256_hex(json_text([list(i) for i in image_ids], indent=None).encode()),
         "images": len(image_ids),
         "method": recipe.method,
         "recipe": asdict(recipe),
         "onnxruntime": ort_minor_version(),
     }
-    fields["key"] = sha256_hex(json.dumps(fields, sort_keys=True).encode())
+    fields["key"] = sha256_hex(json_text(fields, indent=None, sort_keys=True).encode())
     return fields
 
 
@@ -192,7 +192,7 @@ def save_cache(path: Path, ranges, key_fields: dict) -> Path:
     payload = ranges.to_dict()
     payload["smooth_quant"] = False  # what quantize_static's cache reader checks
     payload["mixnet_deploy"] = key_fields
-    return write_text(path, json.dumps(payload, cls=CalibrationCacheEncoder, indent=1, sort_keys=True) + "\n")
+    return write_json(path, payload, cls=CalibrationCacheEncoder, indent=1, sort_keys=True)
 
 
 class _OneBatch:

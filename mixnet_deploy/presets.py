@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 
 from .config import ExportConfig, check_config, flag_of, options
-from .errors import InputError
+from .errors import InputError, file_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -120,9 +120,8 @@ def load_preset(path: str | os.PathLike) -> dict[str, object]:
     """Read a preset file: {ExportConfig field: value converted to the field's type}."""
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
-        raise InputError("expected a TOML file (see export/README.md)", field="preset", value=source, problem=what)
+    if problem := file_problem(path):
+        raise InputError("expected a TOML file (see export/README.md)", field="preset", value=source, problem=problem)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -40,7 +40,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .contract import INPUT_NAME, META_VARIANT, OUTPUT_NAME
+from .arch import MAX_IMG_SIZE, VARIANT_CHOICES, normalize_variant
+from .contract import INPUT_NAME, META_INPUT_SIZE, META_NUM_CLASSES, META_VARIANT, OUTPUT_NAME
+from .errors import InputError
 
 
 class Runner:
@@ -73,3 +75,53 @@ class Runner:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def checked_metadata(meta: Mapping[str, str], source: str) -> dict[str, str]:
+    """A model file's ``mixnet.*`` metadata, its values checked where present: a variant this toolkit knows, a
+    class count >= 1 and an input size from 1 to MAX_IMG_SIZE (InputError naming ``source``, the key, the value)."""
+    meta = dict(meta)
+    if META_VARIANT in meta:
+        try:
+            normalize_variant(meta[META_VARIANT])
+        except ValueError:
+            expected = f"expected one of {VARIANT_CHOICES}"
+            raise InputError(f"{source}: {META_VARIANT} {meta[META_VARIANT]!r}: {expected}") from None
+    for key, top in ((META_NUM_CLASSES, None), (META_INPUT_SIZE, MAX_IMG_SIZE)):
+        text = meta.get(key)
+        if text is None:
+            continue
+        value = int(text) if text.strip().isdecimal() else 0
+        if not 0 < value <= (top or value):
+            bound = f"1 to {top}" if top else ">= 1"
+            raise InputError(f"{source}: {key} {text!r}: expected an integer {bound}")
+    return meta
+
+
+def shape_text(shape) -> str:
+    """``[N, 3, 224, 224]``: ONNX Runtime's dims, symbolic ones by name (``?`` when unnamed)."""
+    return "[" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + "]"
+
+
+FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
+
+
+def check_io(source: str, inputs, outputs, meta: Mapping[str, str]) -> None:
+    """The runner contract of a model's tensors (ONNX Runtime's NodeArg: ``name``, ``type``, ``shape``): one
+    float input [N, 3, H, W], a float first output [N, classes] with the metadata's class count; InputError."""
+    want_in, want_out = "one float input [N, 3, H, W]", "a float output [N, classes]"
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs)
+        raise InputError(f"{source}: {len(inputs)} inputs ({names}): expected {want_in}")
+    (inp,) = inputs
+    image = len(inp.shape) == 4 and (inp.shape[1] == 3 or not isinstance(inp.shape[1], int))
+    if inp.type not in FLOAT_TYPES or not image:
+        raise InputError(f"{source}: input {inp.name!r} is {inp.type} {shape_text(inp.shape)}: expected {want_in}")
+    out = outputs[0] if outputs else None
+    if out is None or out.type not in FLOAT_TYPES or len(out.shape) != 2:
+        shown = "none" if out is None else f"{out.name!r} is {out.type} {shape_text(out.shape)}"
+        raise InputError(f"{source}: output {shown}: expected {want_out}")
+    classes = meta.get(META_NUM_CLASSES)
+    if classes is not None and isinstance(out.shape[1], int) and out.shape[1] != int(classes):
+        raise InputError(f"{source}: output {out.name!r} is {shape_text(out.shape)} but its {META_NUM_CLASSES} is "
+                         f"{classes}: expected [N, {classes}]")  # fmt: skip

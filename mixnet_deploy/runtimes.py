@@ -38,7 +38,7 @@ from .contract import (
     shape_string,
 )
 from .errors import InputError
-from .runner_contract import Runner
+from .runner_contract import Runner, check_io, checked_metadata
 
 log = logging.getLogger("mixnet_deploy")
 
@@ -174,9 +174,10 @@ def run_ort(session, x: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
-def random_inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+def random_inputs(shape: tuple[int, ...], seed: int | np.random.Generator) -> np.ndarray:
     """Seeded standard-normal float32 inputs (the scale of ImageNet-normalized pixels): the one maker of the
-    export's verification inputs, parity's random inputs and the benchmarks' inputs."""
+    export's verification inputs, parity's random inputs and the benchmarks' inputs. With a Generator,
+    consecutive calls continue one stream: batches of it are the values of one call."""
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
@@ -274,7 +275,7 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # FLOAT_TYPES
 
 
 def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
@@ -340,11 +341,12 @@ class OrtRunner(Runner):
             raise
         self.runtime = runtime
         self.name = f"{self.path.name} [{runtime}]"
+        self.metadata = checked_metadata(self.session.get_modelmeta().custom_metadata_map, str(self.path))
+        check_io(str(self.path), self.session.get_inputs(), self.session.get_outputs(), self.metadata)
         (inp,), outs = self.session.get_inputs(), self.session.get_outputs()
         self.input_name, self.output_name = inp.name, outs[0].name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
-        self.input_dtype = _NP_TYPES.get(inp.type, np.float32)
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.input_dtype = _NP_TYPES[inp.type]
         self.precision = self.metadata.get(META_PRECISION)
         self.providers = self.session.get_providers()
         if self.input_shape and self.input_shape[0] is not None:
@@ -369,7 +371,7 @@ def _torch_from_onnx_metadata(path: Path, img_size: int | None):
     from .model import build_model
     from .onnx_export import read_metadata
 
-    meta = read_metadata(onnx.load(str(path), load_external_data=False))
+    meta = checked_metadata(read_metadata(onnx.load(str(path), load_external_data=False)), str(path))
     variant = meta.get(META_VARIANT)
     if variant is None:
         raise InputError(f"{path}: no mixnet.variant metadata: expected an ONNX file written by mixnet-export")

@@ -263,10 +263,17 @@ def choose_variant(
     """(variant, why) for an own-layout state_dict: the explicit ``variant``, else the only one whose keys
     and shapes fit, else a reliable hint (:func:`variant_hint`). Never a guess between look-alikes:
     a checkpoint that fits several variants without a hint is an InputError naming them."""
-    if variant is not None:
-        return get_variant(variant).name, "given by --variant"
     fits = candidate_variants(state)
     hint = variant_hint(path, meta)
+    if variant is not None:
+        given = get_variant(variant).name
+        if hint is not None and hint[0] != given and {hint[0], given} <= set(fits):  # look-alikes: shapes fit both
+            named = get_variant(hint[0]).model_name
+            raise InputError(
+                f"expected {hint[0]} (or no --variant): {path}'s {hint[1]} names {named}, and its shapes fit both",
+                field="variant", value=variant, problem=f"contradicts the weights ({named})",
+            )  # fmt: skip
+        return given, "given by --variant"
     if not fits:
         looks = guess_variant(state)
         if hint is not None or looks is not None:  # fits none: the keys check then says what does not fit
@@ -298,6 +305,34 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str | None:
         if stem is not None and stem.shape[0] == spec.stem_ch and n_blocks == len(spec.blocks):
             return name
     return None
+
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensors(state: Mapping[str, torch.Tensor], path: str) -> None:
+    """Values a MixNet can hold, before anything is built from them (InputError naming the tensor):
+    floating point tensors (integer ``num_batches_tracked`` aside) that are finite in float32, BN variances
+    >= 0, a classifier of at least one class. Otherwise an int64 or complex tensor would be cast silently
+    (torch drops the imaginary part with a warning) and a negative variance would surface as NaN outputs,
+    blamed on ONNX Runtime."""
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if value.dtype not in FLOAT_DTYPES:
+            names = "/".join(str(d).removeprefix("torch.") for d in FLOAT_DTYPES)
+            raise InputError(f"{path}: {key} is {value.dtype}: expected a floating point tensor ({names})")
+        as_float32 = value.to(torch.float32)
+        if not torch.isfinite(as_float32).all():
+            raise InputError(f"{path}: {key} holds NaN or Inf values (in float32): expected finite weights")
+        if key.endswith("running_var") and (as_float32 < 0).any():
+            raise InputError(
+                f"{path}: {key} holds negative values (min {as_float32.min().item():.3g}): expected BN running "
+                "variances >= 0"
+            )
+    head = state.get("classifier.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] < 1:
+        raise InputError(f"{path}: classifier.weight has shape {tuple(head.shape)}, 0 classes: expected at least 1")
 
 
 def _check_keys(state: Mapping[str, torch.Tensor], model: MixNet, path: str) -> None:
@@ -390,9 +425,7 @@ def load_model(variant: str | None, weights: str | os.PathLike | None = None) ->
     layout = detect_layout(state, path)
     if layout == "timm":
         state = timm_to_own(state)
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise InputError(f"{path}: {bad} holds NaN or Inf values: expected finite weights")
+    check_tensors(state, path)
     name, why = choose_variant(state, meta, path, variant)
     if timm_tag is not None:
         why = f"--weights timm with --variant {variant}: timm/{timm_tag}"

@@ -219,3 +219,83 @@ def test_normalize_matches_definition():
     expected = (np.array([0, 128, 255]) / 255 - np.array(pre.mean)) / np.array(pre.std)
     assert x.shape == (1, 3, 2, 2) and np.allclose(x[0, :, 0, 0], expected, atol=1e-6)
     assert isinstance(ImageSet(crops).skip_summary(), str)
+
+
+# ---------------------------------------------------------------- issue 20: files that hang or lie
+
+
+def test_special_and_oversized_files_are_skipped_and_counted(tmp_path, monkeypatch):
+    """A FIFO (a blocking open would hang), a link to /dev/zero (an endless read) and a file over the byte cap
+    are skipped with their reasons beside the usable images; nothing blocks (a hang fails by pytest's timeout
+    of the whole run, so the FIFO is also opened in a thread with a deadline here)."""
+    import os
+    import threading
+
+    from mixnet_deploy import data
+
+    image = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 120, 200)).save(image, "PNG")
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(image.getvalue())
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "big.png").write_bytes(image.getvalue() + b"\0" * 5000)  # a valid PNG, over a 4 KiB cap
+    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 4096)
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(
+        loaded=load_images(find_images(tmp_path), Preprocess(size=32), root=tmp_path, quiet=True)))  # fmt: skip
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "reading the folder blocked"
+    loaded = result["loaded"]
+    assert sorted(n for n, _ in loaded.ids) == ["a.png", "b.png"]
+    assert loaded.skipped == {"big.png": "over the 4,096-byte cap", "fifo.jpg": "not a regular file (a FIFO)",
+                              "zero.jpg": "not a regular file (a character device)"}  # fmt: skip
+    assert loaded.skip_summary().startswith("3 unreadable file(s) skipped")
+
+
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, "PNG") if mode else Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_16_bit_png_is_scaled_not_clipped():
+    """A 16-bit greyscale PNG (Pillow's I;16) crops as its 8-bit version does (within rounding); Pillow's own
+    convert("RGB") clips it to white."""
+    ramp8 = np.tile(np.arange(0, 256, dtype=np.uint8), (256, 1))
+    ramp16 = ramp8.astype(np.uint16) * 257  # 255 -> 65535: the same picture in 16 bits
+    assert Image.open(io.BytesIO(_png(ramp16))).mode.startswith("I;16")
+    pre = Preprocess(size=64)
+    crop16, why16 = decode(_png(ramp16), pre)
+    crop8, why8 = decode(_png(ramp8), pre)
+    assert why16 == why8 == ""
+    assert np.abs(crop16.astype(int) - crop8.astype(int)).max() <= 1
+    assert crop16.std() > 50  # a ramp, not a blank
+    clipped = np.asarray(Image.open(io.BytesIO(_png(ramp16))).convert("RGB"))
+    assert (clipped[:, 1:] == 255).mean() > 0.99  # what the old path fed calibration: white
+
+
+def test_float_and_32_bit_pixels_are_refused():
+    pre = Preprocess(size=32)
+    for array, mode, why in ((np.full((40, 40), 0.5, np.float32), "F", "float pixels (mode F)"),
+                             (np.full((40, 40), 2**20, np.int32), "I", "32-bit integer pixels (mode I)")):  # fmt: skip
+        buf = io.BytesIO()
+        Image.fromarray(array, mode).save(buf, "TIFF")
+        assert decode(buf.getvalue(), pre) == (None, why)
+
+
+def test_one_colour_images_are_kept_and_warned_about(tmp_path, caplog):
+    from mixnet_deploy.data import iter_crops
+
+    Image.new("RGB", (40, 40), (255, 255, 255)).save(tmp_path / "blank.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    paths = find_images(tmp_path)
+    with caplog.at_level("WARNING", logger="mixnet_deploy"):
+        loaded = load_images(paths, Preprocess(size=32), root=tmp_path, quiet=True)
+    assert len(loaded) == 2 and loaded.constant == ["blank.png"]
+    assert "1 image(s) decode to a single colour: blank.png" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mixnet_deploy"):
+        assert sum(len(i) for i, _ in iter_crops(paths, Preprocess(size=32), 8, {}, tmp_path)) == 2
+    assert "blank.png" in caplog.text

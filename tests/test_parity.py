@@ -207,3 +207,16 @@ def test_torch_runner_from_onnx_metadata(s_onnx):
 def test_ort_cuda_candidate_passes(s_onnx, timm_fixture, capsys):
     rc, out, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], "--runtime", "ort-cuda", "--random", 8)
     assert rc == 0, out + err
+
+
+def test_random_inputs_stream_batch_by_batch_with_the_values_of_one_call():
+    """--random N is generated a batch at a time (memory: one batch, so N can be large); the values are those
+    of one random_inputs call of N, whatever the batch."""
+    from mixnet_deploy.parity import random_batches
+    from mixnet_deploy.runtimes import random_inputs
+
+    whole = random_inputs((11, 3, 8, 8), 5)
+    for batch in (1, 4, 11, 32):
+        parts = list(random_batches(8, 11, 5, batch))
+        assert [len(names) for names, _, _ in parts] == [min(batch, 11 - i) for i in range(0, 11, batch)]
+        assert np.array_equal(np.concatenate([x for _, x, _ in parts]), whole)

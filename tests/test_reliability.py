@@ -59,7 +59,8 @@ def test_bad_input_fails_cleanly(catalogue, case_id):
     models = [p for p in o.case_dir.rglob("*") if p.suffix in MODEL_SUFFIXES or TMP_MARKER in p.name]
     assert not models, f"left behind: {models}\n{detail}"
     # Nothing else either (a Triton repository, a report, a cache): at most the empty --out folder.
-    left = [p for p in o.case_dir.rglob("*") if not (p.is_dir() and not p.is_symlink() and p.name == "out")]
+    kept = {"out", *case.folders}
+    left = [p for p in o.case_dir.rglob("*") if not (p.is_dir() and not p.is_symlink() and p.name in kept)]
     assert not left, f"left behind: {left}\n{detail}"
     assert not payload_markers(o.case_dir), "a pickled payload ran"
 

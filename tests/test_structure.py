@@ -4,6 +4,7 @@ functions count: they run too), no function over 60 lines, precision facts in on
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -262,3 +263,13 @@ def test_every_entry_point_parser_comes_from_its_config():
             assert actions[name].default is argparse.SUPPRESS, (config.__name__, name)
         for name in set(actions) - fields - {"help"}:
             assert actions[name].default in (None, False), (config.__name__, name, actions[name].default)
+
+
+def test_json_is_written_by_the_one_strict_encoder():
+    """json.dump/json.dumps only in atomic.json_text (which writes NaN and Infinity as null): every report,
+    manifest, cache and prediction line parses under a strict parser (issue 20)."""
+    root = PACKAGE.parent
+    found = [f"{p.relative_to(root)}:{n}" for folder in (PACKAGE, root / "benchmarks") for p in folder.glob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"\bjson\.dumps?\(", line) and p.name != "atomic.py"]  # fmt: skip
+    assert not found, found

@@ -32,6 +32,7 @@ class Case:
     needles: tuple[str, ...]  # all must appear in the error line
     code: int = 2
     defaults: bool = True  # add DEFAULTS (presets: no, flags would override the preset's bad value)
+    folders: tuple[str, ...] = ()  # empty folders made in the case's folder (its working directory) first
 
     def argv(self, inputs: Path, case_dir: Path) -> list[str]:
         args = [a.replace("{in}", str(inputs)).replace("{case}", str(case_dir)) for a in self.args]
@@ -44,8 +45,8 @@ class Case:
         return args
 
 
-def C(id, command, args, input, *needles, code=2, defaults=True):  # noqa: N802 - a table row
-    return Case(id, command, tuple(args), input, tuple(needles), code, defaults)
+def C(id, command, args, input, *needles, code=2, defaults=True, folders=()):  # noqa: N802 - a table row
+    return Case(id, command, tuple(args), input, tuple(needles), code, defaults, tuple(folders))
 
 
 W = "{in}/"  # shared input folder prefix
@@ -290,7 +291,7 @@ CASES: list[Case] = [
     C("bench-batch-text", "bench", [W + "s64.onnx", "--batch", "a,b"], "--batch a,b", "'a,b'"),
     C("bench-batch-empty", "bench", [W + "s64.onnx", "--batch", ""], "--batch ''", "''"),
     C("bench-batch-negative", "bench", [W + "s64.onnx", "--batch=1,-2"], "--batch 1,-2", "1,-2"),
-    C("bench-batch-over-fixed", "bench", [W + "identity.onnx", "--batch", "8"], "batch over a static model's",
+    C("bench-batch-over-fixed", "bench", [W + "static.onnx", "--batch", "8"], "batch over a static model's",
       "8"),
     C("bench-runtime-bad", "bench", [W + "s64.onnx", "--runtime", "cuda"], "unknown runtime", "'cuda'"),
     C("bench-runtime-absent", "bench", [W + "s64.onnx", "--runtime", "ort-trt"], "provider not installed",
@@ -355,6 +356,72 @@ CASES: list[Case] = [
       W + "s.safetensors"], "--timing-cache names --weights", "--timing-cache", "is --weights"),
     C("output-export-out-is-preset", "export", ["--preset", W + "ok.toml", "--out", W + "ok.toml"],
       "--out names --preset", "--out", "is --preset", "ok.toml"),
+    # ------------------------------------------------------------------ issue 20: files that hang or lie
+    C("calib-special-files", "export", ["--int8", "--calib", W + "calib_special"],
+      "a FIFO, a link to /dev/zero and a 65 MiB file named as images", "calib_special", "0 readable image(s)",
+      "not a regular file", "over the 64 MiB cap"),
+    C("images-special-files", "parity", [W + "s64.onnx", "--images", W + "calib_special"],
+      "the same folder as --images", "calib_special", "not a regular file", "over the 64 MiB cap"),
+    C("images-deep-pixels", "parity", [W + "s64.onnx", "--images", W + "images_deep"],
+      "float and 32-bit integer pixels (TIFFs named .png)", "images_deep", "float pixels (mode F)",
+      "32-bit integer pixels (mode I)"),
+    C("calib-synthetic-shadowed", "export", ["--int8", "--calib", "synthetic"],
+      "--calib synthetic where a folder ./synthetic exists", "'synthetic'", "./synthetic",
+      folders=("synthetic",)),
+    C("preset-fifo", "export", ["--preset", W + "fifo.toml"], "a FIFO as preset", "fifo.toml",
+      "not a regular file", defaults=False),
+    C("labels-fifo", "parity", [W + "s64.onnx", "--images", W + "labels_ok", "--labels", W + "fifo.csv"],
+      "a FIFO as --labels", "fifo.csv", "not a regular file"),
+    C("weights-negative-var", "export", ["--weights", W + "negvar.safetensors", "--variant", "s"],
+      "a negative BN running_var",
+      "negvar.safetensors", "blocks.2.bn1.running_var", ">= 0"),
+    C("weights-int64", "export", ["--weights", W + "int64.pth", "--variant", "s"],
+      "an int64 conv weight", "int64.pth",
+      "blocks.4.conv_pw.convs.0.weight", "torch.int64", "floating point"),
+    C("weights-complex", "export", ["--weights", W + "complex.pth", "--variant", "s"],
+      "a complex64 conv weight", "complex.pth",
+      "blocks.4.conv_pw.convs.0.weight", "torch.complex64"),
+    C("weights-zero-classes", "export", ["--weights", W + "zero_classes.safetensors", "--variant", "s"],
+      "a classifier of 0 classes",
+      "zero_classes.safetensors", "0 classes", "at least 1"),
+    C("weights-hf-path-other-variant", "export", ["--weights",
+      W + "hf/models--timm--tf_mixnet_s.in1k/snapshots/0123abc/model.safetensors", "--variant", "s"],
+      "--variant s for a Hugging Face cache path of tf_mixnet_s", "--variant 's'", "tf_mixnet_s"),
+    # ------------------------------------------------------------------ issue 20: foreign ONNX, metadata, sizes
+    *[C(f"{cmd}-foreign-{name}", cmd, [W + f"{name}.onnx"], what, f"{name}.onnx", needle)
+      for cmd in ("parity", "bench") for name, what, needle in (
+          ("out10", "[N, 10] output, metadata of 1000 classes", "[N, 10]"),
+          ("argmax", "an ArgMax (int64 [N]) output", "int64"),
+          ("two_inputs", "two inputs", "2 inputs"),
+          ("rank2", "a rank-2 input", "[N, 3, H, W]"),
+          ("uint8", "a uint8 input", "uint8"))],
+    C("bench-meta-variant", "bench", [W + "meta_variant.onnx", "--runtime", "torch"], "mixnet.variant zz",
+      "meta_variant.onnx", "mixnet.variant", "'zz'"),
+    C("bench-meta-classes", "bench", [W + "meta_classes.onnx", "--runtime", "torch"], "mixnet.num_classes many",
+      "meta_classes.onnx", "mixnet.num_classes", "'many'"),
+    C("bench-meta-size", "bench", [W + "meta_size.onnx", "--runtime", "torch"], "mixnet.input_size big",
+      "meta_size.onnx", "mixnet.input_size", "'big'"),
+    C("parity-meta-variant", "parity", [W + "meta_variant.onnx"], "mixnet.variant zz", "meta_variant.onnx",
+      "mixnet.variant", "'zz'"),
+    C("parity-meta-interpolation", "parity", [W + "meta_interp.onnx", "--images", W + "labels_ok"],
+      "mixnet.interpolation sinc", "meta_interp.onnx", "mixnet.interpolation", "'sinc'", "bicubic"),
+    C("parity-classes-no-weights", "parity", [W + "s3_64.onnx"], "a 3-class model without --weights",
+      "s3_64.onnx", "3 classes", "1000", "--weights"),
+    C("parity-labels-over-classes", "parity", [W + "s3_64.onnx", "--weights", W + "s3.safetensors", "--images",
+      W + "labels_ok", "--labels", W + "labels_999.csv"], "a 3-class model, labels up to 999", "labels_999.csv",
+      "999", "3 classes"),
+    C("parity-labels-synsets-few-classes", "parity", [W + "s3_64.onnx", "--weights", W + "s3.safetensors",
+      "--images", W + "labels_ok", "--labels", "folder"], "a 3-class model, ImageNet synset labels", "'folder'",
+      "3 classes"),
+    C("parity-random-huge", "parity", [W + "s64.onnx", "--random", "1000000"], "--random 1000000", "1000000",
+      "1 to 65536"),
+    C("bench-img-size-huge", "bench", ["s", "--img-size", "99999"], "--img-size 99999", "99999", "1 to 2048"),
+    C("export-out-long-name", "export", ["--out", "{case}/" + "o" * 300], "a 300-character folder name",
+      "o" * 300, "255"),
+    C("triton-repo-long-name", "export", ["--triton-repo", "{case}/" + "r" * 300], "a 300-character --triton-repo",
+      "r" * 300, "255"),
+    C("timing-cache-long-name", "export", ["--timing-cache", "{case}/" + "t" * 300 + ".cache"],
+      "a 300-character --timing-cache", "t" * 300, "255"),
 ]
 # fmt: on
 BY_ID = {c.id: c for c in CASES}

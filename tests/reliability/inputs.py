@@ -57,6 +57,9 @@ def make_inputs(inputs: Path) -> Path:
     calibration_folders(inputs)
     label_inputs(inputs)
     output_folders(inputs)
+    odd_files(inputs)
+    odd_checkpoints(inputs, sd)
+    foreign_onnx(inputs)
     for name, text in PRESETS.items():
         (inputs / name).write_text(text)
     return inputs
@@ -142,15 +145,8 @@ def onnx_files(inputs: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from mixnet_deploy.fold import fold_bn
-    from mixnet_deploy.onnx_export import build_metadata, set_metadata, to_onnx
-    from mixnet_deploy.weights import load_model
-
-    model, info = load_model(None, inputs / "s.safetensors")
-    proto = to_onnx(fold_bn(model), 64)
-    set_metadata(proto, build_metadata(model.spec, info, 64, "fp32"))
-    data = proto.SerializeToString()
-    (inputs / "s64.onnx").write_bytes(data)
+    _export(inputs / "s.safetensors", inputs / "s64.onnx")
+    data = (inputs / "s64.onnx").read_bytes()
     (inputs / "trunc.onnx").write_bytes(data[: len(data) // 3])
     (inputs / "empty.onnx").write_bytes(b"")
     (inputs / "garbage.onnx").write_bytes(np.random.default_rng(2).bytes(3000))
@@ -159,6 +155,9 @@ def onnx_files(inputs: Path) -> None:
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 64, 64])
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "identity", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs / "identity.onnx")
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])  # a static batch of 1, no metadata
+    graph = helper.make_graph(_pool("input"), "static", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs / "static.onnx")
 
 
 def engines(inputs: Path) -> None:
@@ -218,3 +217,102 @@ def output_folders(inputs: Path) -> None:
     (inputs / "out_previous" / "mixnet_s.onnx").write_bytes((inputs / "s64.onnx").read_bytes())
     (inputs / "repo_version_file" / "mixnet_s").mkdir(parents=True)
     (inputs / "repo_version_file" / "mixnet_s" / "1").write_text("a file where version folder 1 would go")
+
+
+def odd_files(inputs: Path) -> None:
+    """Files that hang or lie (issue 20): a FIFO, /dev/zero and a 65 MiB file named as images; float and 32-bit
+    integer pixels (TIFFs named .png); a FIFO as preset and as labels file."""
+    from PIL import Image
+
+    special = inputs / "calib_special"
+    special.mkdir()
+    os.mkfifo(special / "fifo.jpg")  # opening it for reading would wait for a writer forever
+    (special / "zero.png").symlink_to("/dev/zero")  # reading it would never end
+    with open(special / "big.jpg", "wb") as f:  # sparse: no disk used; over the per-image byte cap
+        f.truncate(65 * 2**20)
+    deep = inputs / "images_deep"
+    deep.mkdir()
+    Image.fromarray(np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64), "F").save(deep / "f.png", "TIFF")
+    Image.fromarray(np.full((64, 64), 2**20, np.int32), "I").save(deep / "i32.png", "TIFF")
+    os.mkfifo(inputs / "fifo.toml")
+    os.mkfifo(inputs / "fifo.csv")
+    (inputs / "labels_999.csv").write_text("n01440764/a.png,999\nn01443537/b.png,1\n")
+
+
+def odd_checkpoints(inputs: Path, sd: dict) -> None:
+    """Checkpoints that load but lie: a negative BN running_var, int64 and complex64 weights, 0 classes, 3 classes
+    (with its 64x64 export), and timm's mixnet_s layout in a Hugging Face cache folder of tf_mixnet_s."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mixnet_deploy.arch import get_variant
+    from mixnet_deploy.weights import own_to_timm
+
+    negvar = {**sd, "blocks.2.bn1.running_var": -sd["blocks.2.bn1.running_var"].abs() - 1}
+    save_file(negvar, str(inputs / "negvar.safetensors"))
+    key = "blocks.4.conv_pw.convs.0.weight"
+    torch.save({**sd, key: (sd[key] * 100).to(torch.int64)}, inputs / "int64.pth")
+    torch.save({**sd, key: sd[key].to(torch.complex64) * (1 + 1j)}, inputs / "complex.pth")
+    zero = {**sd, "classifier.weight": sd["classifier.weight"][:0], "classifier.bias": sd["classifier.bias"][:0]}
+    save_file(zero, str(inputs / "zero_classes.safetensors"))
+    three = {**sd, "classifier.weight": sd["classifier.weight"][:3], "classifier.bias": sd["classifier.bias"][:3]}
+    save_file(three, str(inputs / "s3.safetensors"), metadata={"variant": "s"})
+    _export(inputs / "s3.safetensors", inputs / "s3_64.onnx")
+    hf = inputs / "hf" / "models--timm--tf_mixnet_s.in1k" / "snapshots" / "0123abc"
+    hf.mkdir(parents=True)
+    save_file(own_to_timm(sd, get_variant("s")), str(hf / "model.safetensors"))
+
+
+def _export(weights: Path, onnx_path: Path) -> None:
+    """A 64x64 FP32 export of ``weights`` with its metadata, as run_export writes it."""
+    from mixnet_deploy.fold import fold_bn
+    from mixnet_deploy.onnx_export import build_metadata, set_metadata, to_onnx
+    from mixnet_deploy.weights import load_model
+
+    model, info = load_model(None, weights)
+    proto = to_onnx(fold_bn(model), 64)
+    onnx_path.write_bytes(set_metadata(proto, build_metadata(model.spec, info, 64, "fp32")).SerializeToString())
+
+
+def foreign_onnx(inputs: Path) -> None:
+    """Small ONNX graphs carrying s64.onnx's mixnet.* metadata that break the runner contract (float32
+    [N, 3, H, W] in, float32 [N, classes] out), and s64.onnx with bad metadata values."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mixnet_deploy.onnx_export import read_metadata, set_metadata
+
+    meta = read_metadata(onnx.load(str(inputs / "s64.onnx")))
+    f32, n = TensorProto.FLOAT, "N"
+    head = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["f"])]  # fmt: skip
+    weight = helper.make_tensor("w", f32, [3, 10], np.ones(30, np.float32))
+    graphs = {
+        "out10": ([*head, helper.make_node("MatMul", ["f", "w"], ["logits"])], [("input", f32, [n, 3, 64, 64])],
+                  ("logits", f32, [n, 10]), [weight]),
+        "argmax": ([*head, helper.make_node("ArgMax", ["f"], ["logits"], axis=1, keepdims=0)],
+                   [("input", f32, [n, 3, 64, 64])], ("logits", TensorProto.INT64, [n]), []),
+        "two_inputs": ([helper.make_node("Add", ["input", "other"], ["sum"]), *_pool("sum")],
+                       [("input", f32, [n, 3, 64, 64]), ("other", f32, [n, 3, 64, 64])], ("logits", f32, [n, 3]), []),
+        "rank2": ([helper.make_node("Identity", ["input"], ["logits"])], [("input", f32, [n, 1000])],
+                  ("logits", f32, [n, 1000]), []),
+        "uint8": ([helper.make_node("Cast", ["input"], ["x"], to=f32), *_pool("x")],
+                  [("input", TensorProto.UINT8, [n, 3, 64, 64])], ("logits", f32, [n, 3]), []),
+    }  # fmt: skip
+    for name, (nodes, ins, out, init) in graphs.items():
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(*i) for i in ins],
+                                  [helper.make_tensor_value_info(*out)], init)  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(set_metadata(model, meta), inputs / f"{name}.onnx")
+    bad_meta = {"meta_variant": ("mixnet.variant", "zz"), "meta_classes": ("mixnet.num_classes", "many"),
+                "meta_size": ("mixnet.input_size", "big"), "meta_interp": ("mixnet.interpolation", "sinc")}  # fmt: skip
+    for name, (key, value) in bad_meta.items():
+        model = onnx.load(str(inputs / "s64.onnx"))
+        onnx.save(set_metadata(model, {**meta, key: value}), inputs / f"{name}.onnx")
+
+
+def _pool(x: str) -> list:
+    """Nodes ``x`` [N, 3, H, W] -> ``logits`` [N, 3] (global average pool, flatten)."""
+    from onnx import helper
+
+    return [helper.make_node("GlobalAveragePool", [x], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["logits"])]

@@ -54,6 +54,12 @@ for whom, or with `--no-wait` exits 2 naming the folder and the holder's process
 the GPU stack exit 3 with one line naming the path (or component), the operation and, for a full disk,
 the bytes needed and free; the run's files are removed as after any failure.
 
+Standard output (`tests/test_cli.py`): a reader that is gone (`mixnet-export ... | head -1`) ends the run
+quietly with exit 141 (128 + SIGPIPE, as a shell reports a tool that SIGPIPE ended; 0 when the output fit the
+pipe before the reader left), no traceback, no temporary file; a full one (`> /dev/full`) exits 3 naming
+standard output. Every JSON file written (reports, manifests, caches, `--json`, `--predictions`) is strict
+JSON: a non-finite number is written as `null`, never `NaN` or `Infinity`.
+
 | case | input | command | message | exit |
 |---|---|---|---|---|
 """

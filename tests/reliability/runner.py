@@ -41,6 +41,8 @@ def run_cases(cases: list[Case], inputs: Path, root: Path, extra: tuple[str, ...
     for case in cases:
         case_dir = dirs[case.id] = root / case.id
         case_dir.mkdir(parents=True, exist_ok=True)
+        for name in case.folders:
+            (case_dir / name).mkdir(exist_ok=True)
         argv = [*case.argv(inputs, case_dir), *extra]
         jobs.append({"id": case.id, "entry": ENTRY[case.command], "argv": argv, "cwd": str(case_dir),
                      "env": case_env(root)})  # fmt: skip
