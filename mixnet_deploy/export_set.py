@@ -216,6 +216,7 @@ class Stage:
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
         self.path = self.out_dir / stage_name(self.model)
+        shutil.rmtree(self.path, ignore_errors=True)  # our process id: left by a dead process that had it
         with environment_errors(self.path, "create directory"):
             self.path.mkdir()
 

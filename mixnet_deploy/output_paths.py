@@ -2,9 +2,10 @@
 
 An output (``--json``, ``--predictions``, ``--markdown``, ``--plot``, ``--out``, ``--triton-repo``,
 ``--timing-cache``) that resolves to an input (the same path after symlinks, or the same file by device and
-inode: a hard link), or lies inside an input folder (``--images``, ``--calib``: read recursively, so what is
-written there would be read back as input at the next run), or is the same path as another output, is
-refused before any work: an InputError (exit 2) naming both paths. An input value that names no existing
+inode: a hard link), or lies inside an input folder where it would mix with the inputs (``--images`` and
+``--calib`` are read recursively for .jpg/.jpeg/.png/.webp files: an output named so would be read back as
+an image at the next run; a ``--json`` report beside the images is not), or is the same path as another
+output, is refused before any work: an InputError (exit 2) naming both paths. An input value that names no existing
 path (``timm``, ``synthetic``, ``folder``, a variant name) is a keyword, not a path, and is skipped.
 """
 
@@ -41,6 +42,13 @@ def _inside(path: Path, folder: Path) -> bool:
     return Path(os.path.realpath(folder)) in Path(os.path.realpath(path)).parents
 
 
+def _read_back(path: Path) -> bool:
+    """Whether an image folder's reader (data.find_images: recursive, by suffix) would take ``path``."""
+    from .data import IMAGE_SUFFIXES
+
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def check_apart(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | Iterable | None],
                 config: type | None = None) -> None:  # fmt: skip
     """Refuse an output that is an input, lies inside an input folder, or is another output (see the module
@@ -56,9 +64,9 @@ def check_apart(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, Pat
         for in_name, source in read:
             if _same(out, source):
                 problem, why = f"is {flag(in_name)} {show_value(source)}", "writing it would overwrite that input"
-            elif source.is_dir() and _inside(out, source):
+            elif source.is_dir() and _inside(out, source) and _read_back(out):
                 problem = f"lies inside {flag(in_name)} {show_value(source)}"
-                why = "writing there would mix an output into that input folder"
+                why = "it would be read back as one of that folder's images"
             else:
                 continue
             raise InputError(f"expected a path apart from the inputs ({why})", field=out_name, value=str(out),

@@ -144,8 +144,9 @@ def test_outputs_that_are_inputs_by_another_name(tmp_path):
         with pytest.raises(InputError, match=r"is --weights '.*w\.safetensors'") as info:
             check_apart({"json": out}, {"weights": str(weights)}, ParityConfig)
         assert info.value.field == "json" and str(out) in str(info.value)
-    with pytest.raises(InputError, match="lies inside --images"):
-        check_apart({"predictions": images / "sub" / "p.jsonl"}, {"images": str(images)}, ParityConfig)
+    with pytest.raises(InputError, match="lies inside --images .*read back as one of that folder's images"):
+        check_apart({"predictions": images / "sub" / "p.PNG"}, {"images": str(images)}, ParityConfig)
+    check_apart({"json": images / "r.json"}, {"images": str(images)}, ParityConfig)  # not an image: no mix
     check_apart({"json": tmp_path / "r.json"}, {"weights": "timm", "images": None}, ParityConfig)  # keywords: skipped
     check_apart({"json": tmp_path / "images.json"}, {"images": str(images)}, ParityConfig)  # beside, not inside
 
@@ -155,7 +156,7 @@ def test_export_checks_outputs_before_any_work(tmp_path):
 
     calib = tmp_path / "calib"
     calib.mkdir()
-    with pytest.raises(InputError, match="lies inside --calib") as info:
-        check_config(ExportConfig(out_dir=calib / "out", int8=True, calib=str(calib)))
+    with pytest.raises(InputError, match="is --calib") as info:
+        check_config(ExportConfig(out_dir=calib / "." / "out" / "..", int8=True, calib=str(calib)))
     assert info.value.field == "out_dir"
-    assert not (calib / "out").exists()  # refused before the folder was made
+    assert list(calib.iterdir()) == []  # refused before the folder was made

@@ -45,7 +45,8 @@ engine manifest, script header or report layout; everything else is left alone (
 existing namesake it cannot show it wrote is refused before any work (exit 2). `kill -9` allows no
 cleanup: the stage folder stays, hidden, and the next run deletes it. Calibration caches are kept (keyed
 by content). Outputs (`--out`, `--triton-repo`, `--timing-cache`, `--json`, `--predictions`, `--markdown`,
-`--plot`) that are an input, lie inside an input folder or are another output exit 2 naming both paths.
+`--plot`) that are an input, are another output, or lie inside `--images`/`--calib` named like an image (they
+would be read back as one) exit 2 naming both paths.
 
 Shared folders and the machine (`tests/test_folders.py`): one run at a time writes an output folder or a
 Triton repository (a lock released when the process ends, even by `kill -9`); a second run waits, saying
