@@ -190,17 +190,19 @@ def test_ort_trt_option_names_exist_in_the_installed_tensorrt_provider():
 
 
 def _tiny_onnx(tmp_path, precision="fp32"):
-    """A 1x1 convolution with the toolkit's tensor names and metadata (input [N, 3, 32, 32])."""
+    """A 1x1 convolution, pooled to 2 "classes", with the toolkit's tensor names and metadata (input
+    [N, 3, 32, 32], output [N, 2]: the runner contract)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["logits"])],
+        [helper.make_node("Conv", ["input", "w"], ["conv"]), helper.make_node("GlobalAveragePool", ["conv"], ["pool"]),
+         helper.make_node("Flatten", ["pool"], ["logits"])],
         "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
         [w],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
