@@ -38,17 +38,18 @@ from .contract import (
     OUTPUT_NAME,
 )
 from .errors import VerificationError
+from .graph_io import expected_io
 from .model import fix_input_size
 from .weights import WeightsInfo
 
 # Operators the graphs of this toolkit use; all are supported by TensorRT's ONNX parser.
 TRT_SAFE_OPS = frozenset(
     {
-        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Flatten", "Gemm",
+        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "Gemm",
         "GlobalAveragePool", "Identity", "MatMul", "Mul", "QuantizeLinear", "ReduceMean", "Relu",
-        "Reshape", "Sigmoid", "Split",
+        "Reshape", "Sigmoid", "Softmax", "Split", "Sub", "TopK", "Transpose",
     }
-)  # fmt: skip
+)  # fmt: skip  # Div, Softmax, Sub, TopK, Transpose: the served ends only (graph_io.py)
 
 
 def build_metadata(
@@ -142,5 +143,6 @@ def check_graph(model: onnx.ModelProto) -> None:
     if opset < MIN_OPSET:
         raise VerificationError(f"graph opset {opset} < {MIN_OPSET}")
     names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
-    if names != ([INPUT_NAME], [OUTPUT_NAME]):
-        raise VerificationError(f"graph inputs/outputs are {names}, expected ([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])")
+    expected = expected_io(read_metadata(model))
+    if names != expected:
+        raise VerificationError(f"graph inputs/outputs are {names}, expected {expected}")

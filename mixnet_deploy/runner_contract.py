@@ -12,7 +12,10 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
 ``input_name`` / ``output_name: str``
     the tensor names (``"input"`` / ``"logits"`` for everything this toolkit writes).
 ``input_shape: tuple[int | None, ...]``
-    ``(None, 3, 224, 224)``: ``None`` for a dynamic dimension.
+    ``(None, 3, 224, 224)``: ``None`` for a dynamic dimension (``(None, 224, 224, 3)`` for uint8-nhwc).
+``input_format: str``
+    ``"float32-nchw"`` or ``"uint8-nhwc"`` (``--input-format``): what ``run`` takes; :func:`model_input`
+    picks it from a batch of pixels and its normalised floats.
 ``precision: str | None``
     ``"fp32"``, ``"fp16"``, ``"int8"`` (from the ONNX metadata ``mixnet.precision`` or the engine
     manifest); ``None`` when unknown.
@@ -21,7 +24,8 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
 ``metadata: dict[str, str]``
     the ``mixnet.*`` metadata of the source ONNX (may be empty).
 ``run(x: np.ndarray) -> np.ndarray``
-    float32 ``[N, 3, H, W]`` in, float32 ``[N, classes]`` out, synchronous (results on the host).
+    float32 ``[N, 3, H, W]`` (or uint8 ``[N, H, W, 3]``) in, float32 ``[N, classes]`` logits out, synchronous
+    (results on the host).
 ``time_batch(x: np.ndarray, iters: int) -> list[float]``  (optional)
     milliseconds per call, measured on the device (CUDA events recorded around each enqueue, then
     synchronized); :mod:`mixnet_deploy.bench` uses it when present and wall-clock time otherwise.
@@ -40,7 +44,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .contract import INPUT_NAME, META_VARIANT, OUTPUT_NAME
+from .contract import FLOAT_INPUT, INPUT_NAME, META_VARIANT, OUTPUT_NAME, PIXEL_INPUT
 
 
 class Runner:
@@ -51,6 +55,7 @@ class Runner:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     input_shape: tuple[int | None, ...] = (None, 3, None, None)
+    input_format: str = FLOAT_INPUT
     precision: str | None = None
     max_batch: int | None = None
     metadata: Mapping[str, str] = MappingProxyType({})  # read-only default; runners set their own
@@ -68,8 +73,19 @@ class Runner:
             "runtime": self.runtime,
             "precision": self.precision,
             "input_shape": list(self.input_shape),
+            "input_format": self.input_format,
             "variant": self.metadata.get(META_VARIANT),
         }
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def model_input(runner: Runner, pixels: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """What ``runner.run`` takes for one batch: the uint8 ``pixels`` [N, H, W, 3] for a uint8-nhwc model, the
+    normalised float32 ``x`` [N, 3, H, W] (the same images, or random inputs) otherwise."""
+    if runner.input_format != PIXEL_INPUT:
+        return x
+    if pixels is None:
+        raise ValueError(f"{runner.name} takes uint8 pixels: the caller has only float inputs")
+    return pixels
