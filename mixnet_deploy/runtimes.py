@@ -360,6 +360,8 @@ class OrtRunner(Runner):
             self.max_batch = self.input_shape[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if self.input_format == PIXEL_INPUT and x.dtype != np.uint8:  # a cast would wrap and truncate silently
+            raise InputError(f"{self.name}: {x.dtype} input: expected uint8 pixels [N, H, W, 3] (a uint8-nhwc model)")
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         out = self.session.run([self.output_name], {self.input_name: x})[0]
         return out.astype(np.float32, copy=False)
