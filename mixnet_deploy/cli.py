@@ -254,5 +254,44 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     return run_cli("mixnet-bench", argv, build_bench_parser, _bench, BenchConfig)
 
 
+# ---------------------------------------------------------------- mixnet-predict
+
+
+def build_predict_parser() -> Parser:
+    """The options are generated from PredictConfig's fields (predict.py); the output file is CLI-only."""
+    from .predict import PredictConfig
+
+    p = Parser(
+        prog="mixnet-predict",
+        description="Classify image files with any exported model (ONNX, TensorRT engine) or checkpoint: the top-N "
+        "class names with probabilities per image, preprocessed as the model's metadata says.",
+    )
+    run = option_fields.add_options(p, PredictConfig)[RUN]
+    run.add_argument("--json", type=Path, metavar="FILE", help="write JSON lines, one object per image")
+    add_quiet_verbose(run)
+    return p
+
+
+def _predict(args) -> int:
+    from .atomic import write_text
+    from .bench_output import check_output_path
+    from .predict import PredictConfig, json_lines, predict, predictions_table
+
+    if args.json:
+        check_output_path(args.json, "json")
+    model, predictions = predict(PredictConfig(**option_fields.given_values(args, PredictConfig)), not args.quiet)
+    print(f"model: {model}")
+    print(predictions_table(predictions))
+    if args.json:
+        write_text(args.json, json_lines(predictions, model))
+    return 0
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    from .predict import PredictConfig
+
+    return run_cli("mixnet-predict", argv, build_predict_parser, _predict, PredictConfig)
+
+
 if __name__ == "__main__":
     sys.exit(export_main())
