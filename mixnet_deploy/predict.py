@@ -91,11 +91,11 @@ def open_model(path: str, runtime: str, batch: int):
     runner = make_runner(path, runtime, batch=BatchProfile(1, batch, batch))
     meta = runner.metadata
     spec = getattr(getattr(runner, "model", None), "spec", None)
-    if meta.get(META_INPUT_SIZE):
-        return runner, Preprocess.from_metadata(meta), int(meta.get(META_NUM_CLASSES) or 0) or None
     if spec is not None:  # a checkpoint on PyTorch: the variant's own preprocessing
         pre = Preprocess(crop_pct=spec.crop_pct, interpolation=spec.interpolation, mean=spec.mean, std=spec.std)
         return runner, pre, spec.num_classes
+    if meta.get(META_INPUT_SIZE):
+        return runner, Preprocess.from_metadata(meta), int(meta.get(META_NUM_CLASSES) or 0) or None
     runner.close()
     raise InputError(f"{path}: no mixnet.* preprocessing metadata (an engine needs its ONNX file beside it): "
                      "expected a model written by mixnet-export")  # fmt: skip

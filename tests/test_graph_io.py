@@ -292,10 +292,19 @@ def test_predict_top5_equals_parity_predictions(exports, timm_fixture, photos_di
         assert names[0][:20] in table
 
 
-def test_predict_on_a_checkpoint_uses_its_variants_preprocessing(timm_fixture, photos_dir, capsys):
+def test_predict_on_a_checkpoint_uses_its_variants_preprocessing(timm_fixture, photos_dir):
+    from mixnet_deploy.arch import get_variant
     from mixnet_deploy.predict import PredictConfig, predict
+    from mixnet_deploy.runtimes import run_torch
+    from mixnet_deploy.weights import load_model
 
-    image = str(photos_dir / "chelsea.png")
-    _, found = predict(PredictConfig(paths=(str(timm_fixture["weights"]), image), top=3))
-    assert len(found) == 1 and len(found[0].classes) == 3
-    assert "cat" in found[0].names[0]  # timm's MixNet-S on scikit-image's cat photo
+    image = photos_dir / "chelsea.png"
+    _, found = predict(PredictConfig(paths=(str(timm_fixture["weights"]), str(image)), top=3))
+    spec = get_variant("s")
+    pre = Preprocess(crop_pct=spec.crop_pct, interpolation=spec.interpolation, mean=spec.mean, std=spec.std)
+    crop = decode(image.read_bytes(), pre)[0]
+    logits = run_torch(load_model(None, timm_fixture["weights"])[0], pre.normalize(crop[None]))
+    probs, classes = graph_io.top_k_numpy(logits, 3)
+    assert len(found) == 1 and list(found[0].classes) == classes[0].tolist()
+    assert np.allclose(found[0].scores, probs[0], atol=1e-6)
+    assert found[0].names == tuple(class_names.imagenet_classes()[c] for c in classes[0])
