@@ -28,7 +28,7 @@ numpy's top-k of its logits.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +48,9 @@ from .contract import (
     PIXEL_INPUT,
     SCORES_NAME,
     input_format_of,
-    input_name,
 )
 from .errors import InputError
+from .onnx_export import read_metadata, set_metadata
 
 PIXEL_MAX_ABS = 1e-4  # FP32: served logits vs the backbone on timm-preprocessed pixels (the issue's bar)
 SCORES_ATOL = 1e-5  # scores vs numpy's softmax of the served logits at the returned classes
@@ -82,12 +82,6 @@ def check_top_k(top_k: int | None, num_classes: int | None = None) -> int:
             f"TensorRT's TopK limit {MAX_TOP_K}")
         raise InputError(f"expected an integer from 1 to {bound} ({why})", field="top_k", value=top_k)
     return top_k
-
-
-def expected_io(metadata: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """The graph's input and output names its ``mixnet.*`` metadata promises."""
-    outputs = [OUTPUT_NAME, SCORES_NAME, CLASSES_NAME] if int(metadata.get(META_TOP_K) or 0) else [OUTPUT_NAME]
-    return [input_name(input_format_of(metadata))], outputs
 
 
 # ---------------------------------------------------------------- graph surgery
@@ -149,8 +143,6 @@ def add_top_k(model: onnx.ModelProto, k: int) -> onnx.ModelProto:
 
 def serve(model: onnx.ModelProto, ends: Ends, mean: Sequence[float], std: Sequence[float]) -> onnx.ModelProto:
     """The backbone with the served ends and their metadata (``mixnet.input_format``, ``mixnet.top_k``, names)."""
-    from .onnx_export import read_metadata, set_metadata
-
     served = add_pixel_input(model, mean, std) if ends.input_format == PIXEL_INPUT else copy.deepcopy(model)
     if ends.top_k:
         served = add_top_k(served, ends.top_k)

@@ -19,6 +19,7 @@ import torch
 from . import __version__
 from .arch import VariantSpec
 from .contract import (
+    CLASSES_NAME,
     INPUT_NAME,
     META_BN_FOLDED,
     META_CROP_PCT,
@@ -31,14 +32,17 @@ from .contract import (
     META_PADDING,
     META_PRECISION,
     META_STD,
+    META_TOP_K,
     META_VARIANT,
     META_WEIGHTS_LAYOUT,
     META_WEIGHTS_SHA256,
     MIN_OPSET,
     OUTPUT_NAME,
+    SCORES_NAME,
+    input_format_of,
+    input_name,
 )
 from .errors import VerificationError
-from .graph_io import expected_io
 from .model import fix_input_size
 from .weights import WeightsInfo
 
@@ -73,6 +77,12 @@ def build_metadata(
         META_WEIGHTS_LAYOUT: weights.layout,
         "mixnet_deploy.version": __version__,
     }
+
+
+def expected_io(metadata: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The graph's input and output names its ``mixnet.*`` metadata promises (--input-format, --top-k)."""
+    outputs = [OUTPUT_NAME, SCORES_NAME, CLASSES_NAME] if int(metadata.get(META_TOP_K) or 0) else [OUTPUT_NAME]
+    return [input_name(input_format_of(metadata))], outputs
 
 
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> onnx.ModelProto:
