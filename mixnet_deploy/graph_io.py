@@ -15,10 +15,11 @@ then adds the ends a client calls, around the unchanged backbone, and checks the
   TensorRT may fuse) and stays exact. It runs in float32 in every precision, so the FP16/INT8 backbone sees
   the input it was verified on (the FP16 file's own input Cast follows it). Input bytes per 224 px image:
   150,528 instead of 602,112.
-* ``--top-k K``: ``Softmax`` over the float32 ``logits`` -> ``TopK`` (K a constant, largest, sorted) ->
-  outputs ``scores`` (float32 ``[batch, K]``) and ``classes`` (``Cast`` to int32 ``[batch, K]``), beside
-  ``logits`` (kept first). TensorRT's parser: K < 3840, ``sorted`` must be 1, and it casts TopK's indices to
-  INT64 itself (onnx-tensorrt ``onnxOpImporters.cpp``, ``docs/operators.md``), hence the int32 Cast.
+* ``--top-k K``: ``TopK`` over the float32 ``logits`` (K a constant, largest, sorted) -> ``classes``
+  (``Cast`` to int32 ``[batch, K]``); ``Softmax`` over the logits, ``GatherElements`` at those classes ->
+  ``scores`` (float32 ``[batch, K]``); both beside ``logits`` (kept first): 4 nodes. TensorRT's parser:
+  K < 3840, ``sorted`` must be 1, and it casts TopK's indices to INT64 itself (onnx-tensorrt
+  ``onnxOpImporters.cpp``, ``docs/operators.md``), hence the int32 Cast.
 
 :func:`check_served` is the verification: the served file on pixels against its own backbone on the same
 pixels normalised the timm way (:meth:`mixnet_deploy.data.Preprocess.normalize`), and its top-k against
@@ -122,16 +123,21 @@ def add_pixel_input(model: onnx.ModelProto, mean: Sequence[float], std: Sequence
 
 
 def add_top_k(model: onnx.ModelProto, k: int) -> onnx.ModelProto:
-    """``logits`` -> Softmax -> TopK(k) -> outputs ``scores`` float32 and ``classes`` int32 (a new model)."""
+    """``logits`` -> TopK(k) -> ``classes`` (int32); Softmax(logits) gathered at them -> ``scores`` (a new model).
+
+    TopK runs on the logits, not on the probabilities: a confident model's softmax underflows to 0.0 for
+    most classes, and TopK among equal zeros would return any of them (measured on seeded MixNet-M)."""
     model = copy.deepcopy(model)
     graph = model.graph
     logits = next(o for o in graph.output if o.name == OUTPUT_NAME)
     batch = logits.type.tensor_type.shape.dim[0].dim_param or "batch"
     k_name = _const(graph, "top_k.k", np.array([k], np.int64))
     graph.node.extend([
-        helper.make_node("Softmax", [OUTPUT_NAME], ["top_k.probabilities"], "top_k/Softmax", axis=-1),
-        helper.make_node("TopK", ["top_k.probabilities", k_name], [SCORES_NAME, "top_k.indices"], "top_k/TopK",
+        helper.make_node("TopK", [OUTPUT_NAME, k_name], ["top_k.logits", "top_k.indices"], "top_k/TopK",
                          axis=-1, largest=1, sorted=1),
+        helper.make_node("Softmax", [OUTPUT_NAME], ["top_k.probabilities"], "top_k/Softmax", axis=-1),
+        helper.make_node("GatherElements", ["top_k.probabilities", "top_k.indices"], [SCORES_NAME],
+                         "top_k/GatherElements", axis=1),
         helper.make_node("Cast", ["top_k.indices"], [CLASSES_NAME], "top_k/Cast", to=TensorProto.INT32),
     ])  # fmt: skip
     graph.output.extend([

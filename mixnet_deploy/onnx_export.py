@@ -49,11 +49,11 @@ from .weights import WeightsInfo
 # Operators the graphs of this toolkit use; all are supported by TensorRT's ONNX parser.
 TRT_SAFE_OPS = frozenset(
     {
-        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "Gemm",
+        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "GatherElements", "Gemm",
         "GlobalAveragePool", "Identity", "MatMul", "Mul", "QuantizeLinear", "ReduceMean", "Relu",
         "Reshape", "Sigmoid", "Softmax", "Split", "Sub", "TopK", "Transpose",
     }
-)  # fmt: skip  # Div, Softmax, Sub, TopK, Transpose: the served ends only (graph_io.py)
+)  # fmt: skip  # Div, GatherElements, Softmax, Sub, TopK, Transpose: the served ends only (graph_io.py)
 
 
 def build_metadata(

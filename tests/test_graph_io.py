@@ -103,6 +103,24 @@ def test_top_k_outputs_are_numpys_top_k_in_every_precision(exports, crops):
         assert np.allclose(scores, want_p, atol=graph_io.SCORES_ATOL)
 
 
+def test_top_k_is_exact_where_softmax_underflows():
+    """Logits 200 apart: every probability but the first is 0.0, yet the classes follow the logits."""
+    model = graph_io.add_top_k(_logits_identity(6), 3)
+    logits = np.array([[0.0, 300.0, 100.0, 50.0, -20.0, 200.0]], np.float32)
+    _, scores, classes = ort_session(model.SerializeToString()).run(None, {"x": logits})
+    assert classes.tolist() == [[1, 5, 2]] and graph_io.top_k_problems(logits, scores, classes) == []
+
+
+def _logits_identity(n: int) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], [OUTPUT_NAME])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n])
+    y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", n])
+    graph = helper.make_graph([node], "logits", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def test_top_k_check_catches_wrong_classes_and_scores():
     logits = np.array([[0.0, 3.0, 1.0, 2.0]], np.float32)
     good_p, good_c = graph_io.top_k_numpy(logits, 2)
@@ -127,16 +145,16 @@ def test_fp16_and_int8_pixel_files_meet_their_tolerance_on_photos(exports, crops
     assert served["fp32"]["checked_on"].endswith(f"photos from {skimage_data()}")
 
 
-def test_graph_adds_five_preprocessing_and_three_top_k_nodes(exports):
+def test_graph_adds_five_preprocessing_and_four_top_k_nodes(exports):
     root, report = exports
     model = onnx.load(str(root / "pixels" / "mixnet_s.onnx"))
     first = [n.op_type for n in model.graph.node[:5]]
     assert first == ["Cast", "Transpose", "Div", "Sub", "Div"]
-    assert [n.op_type for n in model.graph.node[-3:]] == ["Softmax", "TopK", "Cast"]
+    assert [n.op_type for n in model.graph.node[-4:]] == ["TopK", "Softmax", "GatherElements", "Cast"]
     topk = next(n for n in model.graph.node if n.op_type == "TopK")
     k = next(t for t in model.graph.initializer if t.name == topk.input[1])
     assert onnx.numpy_helper.to_array(k).tolist() == [K]  # a constant K: what TensorRT's parser needs
-    assert report.artifacts[0].served["nodes_added"] == 8
+    assert report.artifacts[0].served["nodes_added"] == 9
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["mixnet.input_format"] == "uint8-nhwc" and meta["mixnet.top_k"] == str(K)
     assert meta["mixnet.class_names"].split("\n")[7] == "thing 7"
