@@ -20,7 +20,7 @@ from pathlib import Path
 from . import option_fields
 from .arch import VARIANT_CHOICES
 from .config import ExportConfig, add_export_options, given_values
-from .contract import onnx_stem
+from .contract import PIXEL_INPUT, onnx_stem
 from .errors import EnvironmentFailure, InputError, VerificationError
 from .option_fields import RUN
 
@@ -139,6 +139,12 @@ def print_export_summary(report) -> None:
             f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f} {m['mean_cosine']:>9.6f} {m['top1']:>5.2f} "
             f"{m['top5_overlap']:>5.2f}"
         )
+    served = report.artifacts[0].served
+    if served and (served["input_format"] == PIXEL_INPUT or served["top_k"]):
+        worst = max(a.served.get("max_abs_vs_backbone", 0.0) for a in report.artifacts if a.served)
+        print(f"served: {served['input']['name']} {served['input']['type']} ({served['input']['bytes_per_image']:,} "
+              f"bytes per image) -> {', '.join(served['outputs'])}; {served['nodes_added']} nodes added; max abs "
+              f"{worst:.2g} vs each file's float32-nchw graph on {served['checked_on']}")
     for e in report.engines:  # engine.EngineResult
         print(f"engine    {Path(e.path).name:<28} {e.bytes / 1e6:>6.2f}  built in {e.seconds:.1f} s")
     for note in report.notes:
