@@ -174,14 +174,19 @@ def build_parity_parser() -> Parser:
     """The options are generated from ParityConfig's fields (parity.py); the output files are CLI-only."""
     from .parity import ParityConfig
 
-    p = Parser(
-        prog="mixnet-parity",
-        description="Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
+    description = (
+        "Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
         "on the same inputs; the tolerance comes from each candidate's precision metadata. "
-        "Exit 0: all pass, 1: any fails, 2: bad input, 3: environment failure (disk, permissions), 130: interrupted.",
+        "Exit 0: all pass, 1: any fails, 2: bad input, 3: environment failure (disk, permissions), 130: interrupted."
     )
-    run = option_fields.add_options(p, ParityConfig)[RUN]
-    run.add_argument("--json", type=Path, metavar="FILE", help="write the full results as JSON")
+    return config_parser("mixnet-parity", description, ParityConfig, "write the full results as JSON")
+
+
+def config_parser(prog: str, description: str, config: type, json_help: str) -> Parser:
+    """A command's parser generated from ``config``, plus the CLI-only --json FILE, --quiet and --verbose."""
+    p = Parser(prog=prog, description=description)
+    run = option_fields.add_options(p, config)[RUN]
+    run.add_argument("--json", type=Path, metavar="FILE", help=json_help)
     add_quiet_verbose(run)
     return p
 
@@ -267,15 +272,11 @@ def build_predict_parser() -> Parser:
     """The options are generated from PredictConfig's fields (predict.py); the output file is CLI-only."""
     from .predict import PredictConfig
 
-    p = Parser(
-        prog="mixnet-predict",
-        description="Classify image files with any exported model (ONNX, TensorRT engine) or checkpoint: the top-N "
-        "class names with probabilities per image, preprocessed as the model's metadata says.",
+    description = (
+        "Classify image files with any exported model (ONNX, TensorRT engine) or checkpoint: the top-N "
+        "class names with probabilities per image, preprocessed as the model's metadata says."
     )
-    run = option_fields.add_options(p, PredictConfig)[RUN]
-    run.add_argument("--json", type=Path, metavar="FILE", help="write JSON lines, one object per image")
-    add_quiet_verbose(run)
-    return p
+    return config_parser("mixnet-predict", description, PredictConfig, "write JSON lines, one object per image")
 
 
 def _predict(args) -> int:

@@ -39,9 +39,9 @@ def predict_runtimes() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class PredictConfig:
     paths: tuple[str, ...] = positional(
-        "the model (.onnx, .engine/.plan, or a .pth/.pt/.safetensors checkpoint), then image files or folders "
-        "(JPEG/PNG/WebP, folders searched recursively)",
-        "MODEL IMAGE|DIR",
+        "MODEL IMAGE|DIR [IMAGE|DIR ...]: the model (.onnx, .engine/.plan, or a .pth/.pt/.safetensors "
+        "checkpoint), then image files or folders (JPEG/PNG/WebP, folders searched recursively)",
+        "PATH",
         group=INPUTS,
     )
     top: int = option(DEFAULT_TOP, "classes shown per image (default {default})", type=positive_int, metavar="N",
