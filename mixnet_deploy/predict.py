@@ -110,7 +110,7 @@ def image_list(paths: Sequence[str]) -> list[tuple[str, Path]]:
     for text in paths:
         path = Path(text)
         if path.is_dir():
-            found += [(str(p.relative_to(path)), p) for p in find_images(path, field="images")]
+            found += [(str(p.relative_to(path)), p) for p in find_images(path, field="paths")]
         elif path.is_file():
             found.append((text, path))
         else:
