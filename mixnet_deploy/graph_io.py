@@ -65,6 +65,10 @@ class Ends:
     top_k: int = 0
     class_names: tuple[str, ...] | None = None  # --class-names FILE
 
+    @property
+    def changes_graph(self) -> bool:
+        return self.input_format != FLOAT_INPUT or self.top_k > 0
+
     def metadata(self) -> dict[str, str]:
         meta = {META_INPUT_FORMAT: self.input_format, META_TOP_K: str(self.top_k)}
         if self.class_names is not None:
