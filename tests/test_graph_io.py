@@ -326,3 +326,15 @@ def test_predict_on_a_checkpoint_uses_its_variants_preprocessing(timm_fixture, p
     assert len(found) == 1 and list(found[0].classes) == classes[0].tolist()
     assert np.allclose(found[0].scores, probs[0], atol=1e-6)
     assert found[0].names == tuple(class_names.imagenet_classes()[c] for c in classes[0])
+
+
+def test_merged_lowering_and_fp16_follow_the_pixel_input(tmp_path):
+    """--mdconv merged (seeded tf_s: SAME padding too) with uint8 input: each file checked on pixels at export."""
+    report = run_export(ExportConfig(variant="tf_s", img_size=64, out_dir=tmp_path, engine="skip", mdconv="merged",
+                                     input_format="uint8-nhwc", fp16=True))  # fmt: skip
+    served = {a.precision: a.served for a in report.artifacts}
+    assert served["fp32"]["max_abs_vs_backbone"] == 0.0 and served["fp16"]["input"]["name"] == IMAGE_NAME
+    model = onnx.load(str(tmp_path / "tf_mixnet_s.fp16.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["mixnet.mdconv"] == "merged" and meta["mixnet.input_format"] == "uint8-nhwc"
+    assert [o.name for o in model.graph.output] == [OUTPUT_NAME]  # no --top-k: logits only
