@@ -138,6 +138,8 @@ class TrtEngineRunner(Runner):
 
     # -- helpers
     def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        if self.input_format == PIXEL_INPUT and x.dtype != np.uint8:  # a cast would wrap and truncate silently
+            raise InputError(f"{self.name}: {x.dtype} input: expected uint8 pixels [N, H, W, 3] (a uint8-nhwc model)")
         x = np.ascontiguousarray(x, dtype=self._in_dtype)
         if x.ndim != 4 or not self.min_batch <= x.shape[0] <= self.max_batch:
             raise InputError(
