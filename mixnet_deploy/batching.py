@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .contract import FLOAT_INPUT, input_shape
 from .errors import InputError
 
 MAX_BATCH = 4096
@@ -19,9 +20,9 @@ class BatchProfile:
     def is_static(self) -> bool:
         return self.min == self.opt == self.max
 
-    def shapes(self, img_size: int) -> dict[str, tuple[int, int, int, int]]:
-        """NCHW input shapes for the profile's min, opt and max."""
-        return {k: (getattr(self, k), 3, img_size, img_size) for k in ("min", "opt", "max")}
+    def shapes(self, img_size: int, input_format: str = FLOAT_INPUT) -> dict[str, tuple[int, int, int, int]]:
+        """Input shapes (NCHW, or NHWC for uint8-nhwc) for the profile's min, opt and max."""
+        return {k: input_shape(input_format, getattr(self, k), img_size) for k in ("min", "opt", "max")}
 
     def __str__(self) -> str:
         return f"{self.min}:{self.opt}:{self.max}"

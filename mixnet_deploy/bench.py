@@ -23,7 +23,7 @@ import numpy as np
 
 from .arch import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, VARIANTS
 from .batching import MAX_BATCH
-from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE
+from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE, PIXEL_INPUT
 from .environment import environment
 from .errors import InputError
 from .option_fields import MEASUREMENT, MODEL, RUNTIME, choice_metavar, option, positional, positive_int
@@ -225,10 +225,14 @@ def measure(
 
 
 def bench_input(runner: Runner, batch: int, img_size: int | None = None, seed: int = 0) -> np.ndarray:
-    """Seeded float32 input of the runner's shape (H, W from the model, else ``img_size``, else the default)."""
+    """Seeded input of the runner's shape (H, W from the model, else ``img_size``, else the default): float32
+    [batch, 3, H, W], or uint8 pixels [batch, H, W, 3] for a uint8-nhwc model."""
+    pixels = runner.input_format == PIXEL_INPUT
     shape = tuple(runner.input_shape)
     if len(shape) != 4:
         raise InputError(f"{runner.name}: input shape {shape}: expected [batch, 3, H, W]")
+    if pixels:  # [N, H, W, 3] -> the NCHW positions read below
+        shape = (shape[0], shape[3], shape[1], shape[2])
     size_meta = runner.metadata.get(META_INPUT_SIZE)
     fallback = img_size or (int(size_meta) if size_meta else DEFAULT_IMG_SIZE)
     h = shape[2] or fallback
@@ -239,6 +243,8 @@ def bench_input(runner: Runner, batch: int, img_size: int | None = None, seed: i
         raise InputError(f"{runner.name} has a static batch of {shape[0]}", field="batch", value=batch)
     if runner.max_batch is not None and batch > runner.max_batch:
         raise InputError(f"{runner.name} accepts at most {runner.max_batch}", field="batch", value=batch)
+    if pixels:
+        return np.random.default_rng(seed).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
     return random_inputs((batch, shape[1] or 3, h, w), seed)
 
 

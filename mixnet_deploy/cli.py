@@ -22,7 +22,7 @@ from pathlib import Path
 from . import option_fields
 from .arch import VARIANT_CHOICES
 from .config import ExportConfig, add_export_options, given_values
-from .contract import onnx_stem
+from .contract import PIXEL_INPUT, onnx_stem
 from .errors import EnvironmentFailure, InputError, VerificationError
 from .option_fields import RUN
 
@@ -170,6 +170,12 @@ def print_export_summary(report) -> None:
             f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f} {m['mean_cosine']:>9.6f} {m['top1']:>5.2f} "
             f"{m['top5_overlap']:>5.2f}"
         )
+    served = report.artifacts[0].served
+    if served and (served["input_format"] == PIXEL_INPUT or served["top_k"]):
+        worst = max(a.served.get("max_abs_vs_backbone", 0.0) for a in report.artifacts if a.served)
+        print(f"served: {served['input']['name']} {served['input']['type']} ({served['input']['bytes_per_image']:,} "
+              f"bytes per image) -> {', '.join(served['outputs'])}; {served['nodes_added']} nodes added; max abs "
+              f"{worst:.2g} vs each file's float32-nchw graph on {served['checked_on']}")
     for e in report.engines:  # engine.EngineResult
         print(f"engine    {Path(e.path).name:<28} {e.bytes / 1e6:>6.2f}  built in {e.seconds:.1f} s")
     for note in report.notes:
@@ -202,14 +208,19 @@ def build_parity_parser() -> Parser:
     """The options are generated from ParityConfig's fields (parity.py); the output files are CLI-only."""
     from .parity import ParityConfig
 
-    p = Parser(
-        prog="mixnet-parity",
-        description="Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
+    description = (
+        "Compare exported models (ONNX / TensorRT engines) with the unfolded float32 PyTorch reference "
         "on the same inputs; the tolerance comes from each candidate's precision metadata. "
-        "Exit 0: all pass, 1: any fails, 2: bad input, 3: environment failure (disk, permissions), 130: interrupted.",
+        "Exit 0: all pass, 1: any fails, 2: bad input, 3: environment failure (disk, permissions), 130: interrupted."
     )
-    run = option_fields.add_options(p, ParityConfig)[RUN]
-    run.add_argument("--json", type=Path, metavar="FILE", help="write the full results as JSON")
+    return config_parser("mixnet-parity", description, ParityConfig, "write the full results as JSON")
+
+
+def config_parser(prog: str, description: str, config: type, json_help: str) -> Parser:
+    """A command's parser generated from ``config``, plus the CLI-only --json FILE, --quiet and --verbose."""
+    p = Parser(prog=prog, description=description)
+    run = option_fields.add_options(p, config)[RUN]
+    run.add_argument("--json", type=Path, metavar="FILE", help=json_help)
     add_quiet_verbose(run)
     return p
 
@@ -289,6 +300,41 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     from .bench import BenchConfig
 
     return run_cli("mixnet-bench", argv, build_bench_parser, _bench, BenchConfig)
+
+
+# ---------------------------------------------------------------- mixnet-predict
+
+
+def build_predict_parser() -> Parser:
+    """The options are generated from PredictConfig's fields (predict.py); the output file is CLI-only."""
+    from .predict import PredictConfig
+
+    description = (
+        "Classify image files with any exported model (ONNX, TensorRT engine) or checkpoint: the top-N "
+        "class names with probabilities per image, preprocessed as the model's metadata says."
+    )
+    return config_parser("mixnet-predict", description, PredictConfig, "write JSON lines, one object per image")
+
+
+def _predict(args) -> int:
+    from .atomic import write_text
+    from .bench_output import check_output_path
+    from .predict import PredictConfig, json_lines, predict, predictions_table
+
+    if args.json:
+        check_output_path(args.json, "json")
+    model, predictions = predict(PredictConfig(**option_fields.given_values(args, PredictConfig)), not args.quiet)
+    print(f"model: {model}")
+    print(predictions_table(predictions))
+    if args.json:
+        write_text(args.json, json_lines(predictions, model))
+    return 0
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    from .predict import PredictConfig
+
+    return run_cli("mixnet-predict", argv, build_predict_parser, _predict, PredictConfig)
 
 
 if __name__ == "__main__":

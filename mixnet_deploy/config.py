@@ -23,7 +23,15 @@ from . import option_fields, precision_table
 from .arch import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, VARIANTS
 from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
-from .contract import CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, MDCONV_CHOICES, MIN_OPSET
+from .contract import (
+    CALIB_METHODS,
+    DEFAULT_CALIB_COUNT,
+    DEFAULT_CALIB_METHOD,
+    FLOAT_INPUT,
+    INPUT_FORMATS,
+    MDCONV_CHOICES,
+    MIN_OPSET,
+)
 from .errors import InputError
 from .option_fields import (
     ENGINE,
@@ -69,6 +77,30 @@ class ExportConfig:
         "MixConv lowering (default {default}): split: Split -> Conv per kernel -> Concat; merged: one depthwise "
         "conv, kernels zero-padded to the largest, and grouped 1x1 convs (exact, faster on ONNX Runtime CPU)",
         choices=MDCONV_CHOICES,
+        group=MODEL,
+    )
+    input_format: str = option(
+        FLOAT_INPUT,
+        "graph input (default {default}): float32-nchw: 'input' float32 [N,3,H,W], ImageNet-normalised; "
+        "uint8-nhwc: 'image' uint8 [N,H,W,3] RGB pixels, resized and centre-cropped (cast, layout and "
+        "normalisation inside the graph; 4x fewer input bytes)",
+        choices=INPUT_FORMATS,
+        group=MODEL,
+    )
+    top_k: int | None = option(
+        None,
+        "also output 'scores' (softmax, float32 [N,K]) and 'classes' (int32 [N,K]) beside 'logits', computed in "
+        "the graph; K from 1 to the model's classes",
+        type=int,
+        metavar="K",
+        group=MODEL,
+    )
+    class_names: Path | None = option(
+        None,
+        "class names, one per line, as many as the model's classes (stored in the ONNX metadata and Triton's "
+        "labels.txt); default: ImageNet-1k's for 1000 classes",
+        type=nonempty_path,
+        metavar="FILE",
         group=MODEL,
     )
     fp16: bool = option(False, "also write DIR/mixnet_<v>.fp16.onnx (float16, fp32 I/O)", group=PRECISION)
@@ -157,6 +189,7 @@ class ExportConfig:
             dla_core=self.dla_core,
             hardware_compat=self.hardware_compat,
             version_compat=self.version_compat,
+            input_format=self.input_format,
         )
 
 
@@ -208,6 +241,7 @@ def check_choices(cfg: ExportConfig) -> None:
 def check_config(cfg: ExportConfig) -> ExportConfig:
     """Validate everything that can be validated before any work is done."""
     from .arch import normalize_variant
+    from .graph_io import check_top_k
 
     if cfg.variant is not None:
         try:
@@ -220,6 +254,7 @@ def check_config(cfg: ExportConfig) -> ExportConfig:
     if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= MAX_OPSET:
         raise InputError(f"expected an integer from {MIN_OPSET} to {MAX_OPSET}", field="opset", value=cfg.opset)
     check_choices(cfg)
+    check_top_k(cfg.top_k)  # against the model's classes once it is loaded (pipeline.served_ends)
     check_engine_config(cfg)
     check_precision_config(cfg)
     if cfg.triton_repo is not None:

@@ -7,8 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # ---------------------------------------------------------------- tensor names of every exported graph
-INPUT_NAME = "input"
+INPUT_NAME = "input"  # float32 [batch, 3, H, W], normalised (--input-format float32-nchw)
+IMAGE_NAME = "image"  # uint8 [batch, H, W, 3] RGB pixels (--input-format uint8-nhwc; graph_io.py)
 OUTPUT_NAME = "logits"
+SCORES_NAME = "scores"  # --top-k K: softmax probabilities float32 [batch, K], highest first
+CLASSES_NAME = "classes"  # --top-k K: their class indices int32 [batch, K]
 
 # ---------------------------------------------------------------- ONNX metadata_props keys (onnx_export.build_metadata)
 META_PREFIX = "mixnet."
@@ -26,6 +29,9 @@ META_MDCONV = "mixnet.mdconv"
 META_BN_FOLDED = "mixnet.bn_folded"
 META_WEIGHTS_SHA256 = "mixnet.weights_sha256"
 META_WEIGHTS_LAYOUT = "mixnet.weights_layout"
+META_INPUT_FORMAT = "mixnet.input_format"  # absent: float32-nchw (files written before issue 22)
+META_TOP_K = "mixnet.top_k"  # absent or "0": logits only
+META_CLASS_NAMES = "mixnet.class_names"  # --class-names: one name per line; absent: ImageNet-1k's for 1000 classes
 META_BATCH_PROFILE = "mixnet.batch_profile"  # Triton config parameters only (not in the ONNX file)
 
 # ---------------------------------------------------------------- values the graph and the report record
@@ -34,6 +40,10 @@ MDCONV_CHOICES = ("split", "merged")  # mixnet.mdconv: how a MixConv reaches the
 CALIB_METHODS = ("entropy", "percentile", "minmax")  # INT8 calibration (precision_onnx.py), in the cache key
 DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
 DEFAULT_CALIB_COUNT = 64
+FLOAT_INPUT = "float32-nchw"
+PIXEL_INPUT = "uint8-nhwc"
+INPUT_FORMATS = (FLOAT_INPUT, PIXEL_INPUT)  # mixnet.input_format: what the graph input takes (graph_io.py)
+MAX_TOP_K = 3839  # TensorRT's TopK: K < 3840 (onnx-tensorrt docs/operators.md)
 
 # ---------------------------------------------------------------- file suffixes
 ONNX_SUFFIX = ".onnx"
@@ -47,6 +57,23 @@ MODEL_SUFFIXES = (ONNX_SUFFIX, *ENGINE_SUFFIXES)  # what parity and bench accept
 def onnx_stem(name: str) -> str:
     """``mixnet_s.fp16.onnx`` -> ``mixnet_s.fp16``; a name without ``.onnx`` is returned as it is."""
     return name.removesuffix(ONNX_SUFFIX)
+
+
+def input_name(input_format: str) -> str:
+    """The graph input's name for an input format."""
+    return IMAGE_NAME if input_format == PIXEL_INPUT else INPUT_NAME
+
+
+def input_shape(input_format: str, batch: int, img_size: int) -> tuple[int, int, int, int]:
+    """``[batch, 3, H, W]`` (float32-nchw) or ``[batch, H, W, 3]`` (uint8-nhwc)."""
+    if input_format == PIXEL_INPUT:
+        return (batch, img_size, img_size, 3)
+    return (batch, 3, img_size, img_size)
+
+
+def input_format_of(metadata) -> str:
+    """The input format a model's ``mixnet.*`` metadata records (files without the key take float32-nchw)."""
+    return metadata.get(META_INPUT_FORMAT) or FLOAT_INPUT
 
 
 def shape_string(shape: Iterable[int], name: str = INPUT_NAME) -> str:

@@ -50,7 +50,7 @@ from . import __version__, precision_table
 from .arch import DEFAULT_IMG_SIZE
 from .atomic import write_bytes, write_json
 from .batching import BatchProfile
-from .contract import INPUT_NAME, MANIFEST_SUFFIX
+from .contract import FLOAT_INPUT, INPUT_NAME, MANIFEST_SUFFIX, input_name
 from .environment import timed
 from .errors import InputError, VerificationError
 from .gpu_stack import import_tensorrt, running_system
@@ -76,6 +76,7 @@ class EngineOptions:
     dla_core: int | None = None  # Jetson Orin: DLA core with GPU fallback; needs a static batch
     hardware_compat: bool = False  # HardwareCompatibilityLevel.AMPERE_PLUS
     version_compat: bool = False  # BuilderFlag.VERSION_COMPATIBLE
+    input_format: str = FLOAT_INPUT  # the ONNX input: its name and layout in the profile (graph_io.py)
 
 
 def check_engine_options(opts: EngineOptions) -> EngineOptions:
@@ -106,9 +107,12 @@ def check_engine_options(opts: EngineOptions) -> EngineOptions:
     return opts
 
 
-def profile_shapes(batch: BatchProfile, img_size: int) -> dict[str, dict[str, list[int]]]:
-    """The optimization profile as ``{"input": {"min": [1,3,S,S], "opt": [...], "max": [...]}}``."""
-    return {INPUT_NAME: {k: list(v) for k, v in batch.shapes(img_size).items()}}
+def profile_shapes(
+    batch: BatchProfile, img_size: int, input_format: str = FLOAT_INPUT
+) -> dict[str, dict[str, list[int]]]:
+    """The optimization profile as ``{"input": {"min": [1,3,S,S], "opt": [...], "max": [...]}}`` (``image``
+    ``[N,S,S,3]`` for uint8-nhwc)."""
+    return {input_name(input_format): {k: list(v) for k, v in batch.shapes(img_size, input_format).items()}}
 
 
 def engine_path_for(onnx_path: str | Path, precision: str) -> Path:
@@ -152,7 +156,7 @@ def build_manifest(
         "onnx": Path(onnx_path).name,
         "onnx_sha256": onnx_sha256,
         "engine_sha256": engine_sha256,
-        "profile": {"batch": str(opts.batch), "shapes": profile_shapes(opts.batch, opts.img_size)},
+        "profile": {"batch": str(opts.batch), "shapes": profile_shapes(opts.batch, opts.img_size, opts.input_format)},
         "workspace_mib": opts.workspace_mib,
         "dla_core": opts.dla_core,
         "hardware_compat": "ampere+" if opts.hardware_compat else None,
@@ -342,9 +346,10 @@ def _config_kwargs(trt, opts: EngineOptions, precision: str, strongly_typed: boo
     """Polygraphy ``CreateConfig`` keywords: the profile, pools, timing cache, compatibility, legacy flags."""
     from polygraphy.backend.trt import Profile
 
-    shapes = opts.batch.shapes(opts.img_size)
+    shapes = opts.batch.shapes(opts.img_size, opts.input_format)
+    name = input_name(opts.input_format)
     kwargs = {
-        "profiles": [Profile().add(INPUT_NAME, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
+        "profiles": [Profile().add(name, min=shapes["min"], opt=shapes["opt"], max=shapes["max"])],
         "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,  # the inspector needs it for tensor types
     }
     if opts.workspace_mib:
@@ -407,8 +412,8 @@ def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, eng
     # TensorRT 10: STRONGLY_TYPED flag (not for DLA); 11+: always strongly typed (flag deprecated, so not set).
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=(major == 10 and strongly_typed))
     data, seconds = timed(lambda: bytes(EngineBytesFromNetwork(network, config=config)()))
-    opt_shape = opts.batch.shapes(opts.img_size)["opt"]
-    layers = layer_precisions(inspect_engine(EngineFromBytes(data)(), opt_shape))
+    opt_shape = opts.batch.shapes(opts.img_size, opts.input_format)["opt"]
+    layers = layer_precisions(inspect_engine(EngineFromBytes(data)(), opt_shape, input_name(opts.input_format)))
     check = check_engine_precision(precision, layers, onnx_path.name)
     if opts.timing_cache is not None and "config" in captured:
         cache = captured["config"].get_timing_cache()
@@ -426,12 +431,12 @@ def build_engine(onnx_path: str | Path, precision: str, opts: EngineOptions, eng
     )  # fmt: skip
 
 
-def inspect_engine(engine, input_shape) -> dict:
+def inspect_engine(engine, input_shape, name: str = INPUT_NAME) -> dict:
     """The engine inspector's JSON, with an execution context at ``input_shape`` (else dynamic shapes are N/A)."""
     import tensorrt as trt
 
     context = engine.create_execution_context()
-    context.set_input_shape(INPUT_NAME, tuple(input_shape))
+    context.set_input_shape(name, tuple(input_shape))
     inspector = engine.create_engine_inspector()
     inspector.execution_context = context
     return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))

@@ -19,6 +19,7 @@ import torch
 from . import __version__
 from .arch import VariantSpec
 from .contract import (
+    CLASSES_NAME,
     INPUT_NAME,
     META_BN_FOLDED,
     META_CROP_PCT,
@@ -31,11 +32,15 @@ from .contract import (
     META_PADDING,
     META_PRECISION,
     META_STD,
+    META_TOP_K,
     META_VARIANT,
     META_WEIGHTS_LAYOUT,
     META_WEIGHTS_SHA256,
     MIN_OPSET,
     OUTPUT_NAME,
+    SCORES_NAME,
+    input_format_of,
+    input_name,
 )
 from .errors import VerificationError
 from .model import fix_input_size
@@ -44,11 +49,11 @@ from .weights import WeightsInfo
 # Operators the graphs of this toolkit use; all are supported by TensorRT's ONNX parser.
 TRT_SAFE_OPS = frozenset(
     {
-        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Flatten", "Gemm",
+        "Add", "Cast", "Concat", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "GatherElements", "Gemm",
         "GlobalAveragePool", "Identity", "MatMul", "Mul", "QuantizeLinear", "ReduceMean", "Relu",
-        "Reshape", "Sigmoid", "Split",
+        "Reshape", "Sigmoid", "Softmax", "Split", "Sub", "TopK", "Transpose",
     }
-)  # fmt: skip
+)  # fmt: skip  # Div, GatherElements, Softmax, Sub, TopK, Transpose: the served ends only (graph_io.py)
 
 
 def build_metadata(
@@ -72,6 +77,12 @@ def build_metadata(
         META_WEIGHTS_LAYOUT: weights.layout,
         "mixnet_deploy.version": __version__,
     }
+
+
+def expected_io(metadata: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The graph's input and output names its ``mixnet.*`` metadata promises (--input-format, --top-k)."""
+    outputs = [OUTPUT_NAME, SCORES_NAME, CLASSES_NAME] if int(metadata.get(META_TOP_K) or 0) else [OUTPUT_NAME]
+    return [input_name(input_format_of(metadata))], outputs
 
 
 def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> onnx.ModelProto:
@@ -142,5 +153,6 @@ def check_graph(model: onnx.ModelProto) -> None:
     if opset < MIN_OPSET:
         raise VerificationError(f"graph opset {opset} < {MIN_OPSET}")
     names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
-    if names != ([INPUT_NAME], [OUTPUT_NAME]):
-        raise VerificationError(f"graph inputs/outputs are {names}, expected ([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])")
+    expected = expected_io(read_metadata(model))
+    if names != expected:
+        raise VerificationError(f"graph inputs/outputs are {names}, expected {expected}")

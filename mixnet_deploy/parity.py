@@ -18,7 +18,14 @@ import numpy as np
 from . import precision_table
 from .accuracy import Accuracy, AccuracyDrop
 from .arch import DEFAULT_IMG_SIZE, VARIANT_CHOICES, VARIANTS, get_variant, normalize_variant
-from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE, META_VARIANT, META_WEIGHTS_SHA256, MODEL_SUFFIXES
+from .contract import (
+    ENGINE_SUFFIXES,
+    META_INPUT_SIZE,
+    META_VARIANT,
+    META_WEIGHTS_SHA256,
+    MODEL_SUFFIXES,
+    PIXEL_INPUT,
+)
 from .errors import InputError
 from .metrics import Metrics, compare, failures, required_tolerance, tightest_passing
 from .option_fields import INPUTS, MODEL, RUNTIME, choice_metavar, nonempty_path, option, positional, positive_int
@@ -184,14 +191,21 @@ def check_sizes(cfg: ParityConfig) -> None:
         raise InputError(f"expected a size from 1 to {MAX_IMG_SIZE}", field="img_size", value=cfg.img_size)
 
 
-def random_batches(img_size: int, n: int, seed: int, batch: int) -> Iterator[Batch]:
-    """``n`` seeded standard-normal inputs, ``batch`` at a time (the values of one ``random_inputs`` call)."""
+def random_batches(img_size: int, n: int, seed: int, batch: int, pre=None) -> Iterator[Batch]:
+    """``n`` seeded inputs, ``batch`` at a time: standard-normal floats (the values of one ``random_inputs`` call),
+    no pixels; with ``pre`` (a candidate takes uint8-nhwc) uniform random uint8 pixels [k, H, W, 3] and their
+    floats normalised by ``pre``."""
     from .runtimes import random_inputs
 
     rng = np.random.default_rng(seed)
     for i in range(0, n, batch):
         k = min(batch, n - i)
-        yield [f"random:{j}" for j in range(i, i + k)], random_inputs((k, 3, img_size, img_size), rng), None
+        names = [f"random:{j}" for j in range(i, i + k)]
+        if pre is None:
+            yield names, None, random_inputs((k, 3, img_size, img_size), rng), None
+        else:
+            pixels = rng.integers(0, 256, (k, img_size, img_size, 3), dtype=np.uint8)
+            yield names, pixels, pre.normalize(pixels), None
 
 
 def _variant_and_size(runners: list, variant_given: str | None, size_given: int | None) -> tuple[str, int]:
@@ -351,25 +365,31 @@ def check_accuracy_options(cfg: ParityConfig) -> LabelledImages | None:
     return None if cfg.images is None else labelled_images(cfg.images, cfg.labels)
 
 
-Batch = tuple[list[str], np.ndarray, "np.ndarray | None"]  # image names, float32 inputs, labels
+# image names, uint8 pixels [N, H, W, 3] (None: random floats), float32 inputs [N, 3, H, W], labels
+Batch = tuple[list[str], "np.ndarray | None", np.ndarray, "np.ndarray | None"]
 
 
 def input_batches(
     cfg: ParityConfig, found: LabelledImages | None, img_size: int, metadata: dict[str, str], skipped: dict[str, str],
     source: str = "the candidate",
+    pixels_needed: bool = False,
 ) -> tuple[Iterator[Batch], int, dict]:  # fmt: skip
     """(batches, how many inputs at most, what they are): random arrays, or images decoded batch by batch
     (preprocessed as ``metadata`` says; ``source``, the file it is of, is named when it is bad).
 
     Images: the first ``max_images`` in sorted order, or every image with labels or predictions.
-    Unreadable files are recorded in ``skipped`` as the batches are consumed.
+    Unreadable files are recorded in ``skipped`` as the batches are consumed. ``pixels_needed`` (a candidate
+    takes uint8-nhwc): random inputs are uint8 pixels, normalised for the float models.
     """
-    if found is None:
-        inputs = {"kind": "random", "n": cfg.random_n, "seed": cfg.seed, "img_size": img_size}
-        return random_batches(img_size, cfg.random_n, cfg.seed, cfg.batch), cfg.random_n, inputs
     from .data import Preprocess
 
     pre = replace(Preprocess.from_metadata(metadata, source), size=img_size) if metadata else Preprocess(size=img_size)
+    if found is None:
+        inputs = {"kind": "random", "n": cfg.random_n, "seed": cfg.seed, "img_size": img_size}
+        if pixels_needed:
+            inputs["pixels"] = "uint8, uniform 0..255"
+        batches = random_batches(img_size, cfg.random_n, cfg.seed, cfg.batch, pre if pixels_needed else None)
+        return batches, cfg.random_n, inputs
     limit = len(found.paths) if cfg.every_image else min(cfg.max_images, len(found.paths))
     inputs = {"kind": "images", "folder": str(found.root), "img_size": img_size, "preprocess": asdict(pre)}
     return _image_batches(found, pre, cfg.batch, limit, skipped), limit, {**inputs, **found.describe()}
@@ -382,7 +402,7 @@ def _image_batches(found, pre, batch: int, limit: int, skipped: dict[str, str]) 
     for index, crops in iter_crops(found.paths, pre, batch, skipped, found.root):
         index, crops = index[: limit - done], crops[: limit - done]
         labels = None if found.labels is None else found.labels[index]
-        yield [found.name(i) for i in index], pre.normalize(crops), labels
+        yield [found.name(i) for i in index], crops, pre.normalize(crops), labels
         done += len(index)
         if done >= limit:
             return
@@ -406,12 +426,13 @@ def stream_models(
     from tqdm import tqdm
 
     from .accuracy import top5
+    from .runner_contract import model_input
 
     models = ["reference", *(r.describe().get("path", r.name) for r in runners)]
     seen = Streamed(0, [[] for _ in runners], [[] for _ in models])
     with tqdm(total=total, desc="parity", unit="img", file=sys.stderr, leave=False, disable=not progress) as bar:
-        for names, x, labels in batches:
-            logits = [run_batched(m, x, batch) for m in (reference, *runners)]
+        for names, pixels, x, labels in batches:
+            logits = [run_batched(m, model_input(m, pixels, x), batch) for m in (reference, *runners)]
             for parts, out in zip(seen.metrics, logits[1:]):
                 parts.append(compare(logits[0], out))
             tops = [top5(out) for out in logits]
@@ -436,8 +457,9 @@ def evaluate(
 
     skipped: dict[str, str] = {}
     first = runners[0]
+    pixels_needed = any(r.input_format == PIXEL_INPUT for r in runners)
     batches, total, inputs = input_batches(cfg, found, reference.input_shape[2], first.metadata, skipped,
-                                           first.describe().get("path", first.name))  # fmt: skip
+                                           first.describe().get("path", first.name), pixels_needed)  # fmt: skip
     with PredictionsWriter(cfg.predictions) if cfg.predictions else contextlib.nullcontext() as writer:
         seen = stream_models(reference, runners, batches, cfg.batch, total, progress, writer)
         if not seen.n:

@@ -49,6 +49,7 @@ class Artifact:
     tolerance: dict
     seconds: float
     structure: dict = field(default_factory=dict)  # FP16/INT8: qdq.graph_facts (float32 tensors, Q/DQ, ...)
+    served: dict = field(default_factory=dict)  # graph_io.check_served facts (uint8-nhwc / --top-k), nodes added
 
 
 @dataclass
@@ -57,6 +58,8 @@ class ExportReport:
     img_size: int
     weights: dict
     mdconv: str = "split"  # the MixConv lowering of every artifact (also in the ONNX metadata mixnet.mdconv)
+    input_format: str = "float32-nchw"  # --input-format of every artifact (mixnet.input_format)
+    top_k: int = 0  # --top-k (0: logits only)
     artifacts: list[Artifact] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -125,6 +128,58 @@ def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np
     return Made(artifact, model, blob, tuple(bad), {f"make_{precision}": made_s, f"verify_{precision}": verify_s})
 
 
+def served_ends(cfg: ExportConfig, num_classes: int):
+    """The graph ends this run serves (graph_io.Ends), checked against the model's classes (InputError)."""
+    from .class_names import read_class_names
+    from .graph_io import Ends, check_top_k
+
+    names = None if cfg.class_names is None else read_class_names(cfg.class_names, num_classes)
+    return Ends(cfg.input_format, check_top_k(cfg.top_k, num_classes), names)
+
+
+class Server:
+    """Adds the served ends (graph_io.py) to a verified model, checks them in ONNX Runtime on pixels, writes the
+    file; returns its report entry (VerificationError, nothing written, when a check fails)."""
+
+    def __init__(self, cfg: ExportConfig, ends, fp32_proto):
+        from .data import Preprocess
+        from .onnx_export import read_metadata
+
+        self.ends = ends
+        self.pre = Preprocess.from_metadata(read_metadata(fp32_proto))
+        self.pixels, self.source = verification_pixels(cfg, self.pre) if ends.changes_graph else (None, "")
+
+    def __call__(self, made: Made) -> Artifact:
+        from .graph_io import check_served, serve
+
+        model = serve(made.model, self.ends, self.pre.mean, self.pre.std)
+        blob = model.SerializeToString()
+        if not self.ends.changes_graph:  # float32-nchw, logits only: the verified graph, its metadata completed
+            write_bytes(made.artifact.path, blob)
+            return replace(made.artifact, bytes=len(blob))
+        check_graph(model)
+        checked = check_served(made.blob, blob, self.pixels, self.pre, made.artifact.precision, self.source)
+        path = Path(made.artifact.path)
+        if checked.problems:
+            raise VerificationError(f"{path.name}: served ends: {'; '.join(checked.problems)}")
+        write_bytes(path, blob)
+        nodes_added = len(model.graph.node) - len(made.model.graph.node)
+        served = {**checked.facts, "top_k": self.ends.top_k, "nodes_added": nodes_added}
+        return replace(made.artifact, bytes=len(blob), nodes=len(model.graph.node), ops=op_counts(model),
+                       served=served)  # fmt: skip
+
+
+def verification_pixels(cfg: ExportConfig, pre) -> tuple[np.ndarray, str]:
+    """uint8 crops the served ends are checked on: the first photos of --calib DIR, else smooth colour fields."""
+    from .data import SYNTHETIC, find_images, load_images, synthetic_crops
+
+    if cfg.calib is not None and cfg.calib != SYNTHETIC:
+        found = load_images(find_images(cfg.calib), pre, limit=VERIFY_BATCH, root=Path(cfg.calib), quiet=True)
+        if len(found):
+            return found.crops, f"photos from {cfg.calib}"
+    return synthetic_crops(VERIFY_BATCH, pre, VERIFY_SEED).crops, "synthetic colour fields"
+
+
 def export_fp32(cfg: ExportConfig, model, info) -> tuple[Made, dict[str, float]]:
     """Fold, lower, export and verify the FP32 ONNX against the unfolded PyTorch model (nothing written)."""
     spec = model.spec
@@ -168,13 +223,14 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
     name = model.spec.model_name
     engines = cfg.engine != "skip"
+    ends = served_ends(cfg, model.spec.num_classes)  # --top-k and --class-names against the model: before any write
     previous = survey(out_dir, name, planned_names(name, written_precisions(cfg), engines, cfg.trtexec))
     with staged(out_dir, name) as stage:
         work = replace(cfg, out_dir=stage.path)  # every stage writes into the stage folder
         parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else [], "artifacts": [],
                  "timings_s": {"load": load_s}}  # fmt: skip
         try:
-            run_stages(work, model, info, parts, stage, reuse_from=out_dir)
+            run_stages(work, model, info, ends, parts, stage, reuse_from=out_dir)
         except VerificationError as exc:  # nothing swapped in; M.failed.json says why
             parts["notes"] = [*parts["notes"], f"verification failed: {exc}"]
             failed = _assemble(cfg, model.spec, info, parts, stage)
@@ -191,17 +247,19 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
     return report
 
 
-def run_stages(cfg: ExportConfig, model, info, parts: dict, stage, reuse_from: Path) -> None:
+def run_stages(cfg: ExportConfig, model, info, ends, parts: dict, stage, reuse_from: Path) -> None:
     """FP32, FP16 / INT8, engines, Triton (staged) into ``cfg.out_dir`` (the stage folder), collected in
-    ``parts``; VerificationError when an artifact fails its check (its file is not kept)."""
+    ``parts``, each model file with the served ``ends`` (graph_io.Ends); VerificationError when an artifact
+    fails its check (its file is not kept)."""
     fp32, timings = export_fp32(cfg, model, info)
     _merge(parts, [fp32.artifact], timings, ())
     if fp32.failures:
         path = Path(fp32.artifact.path)
         raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(fp32.failures)}")
-    write_bytes(fp32.artifact.path, fp32.blob)
+    serve = Server(cfg, ends, fp32.model)
+    parts["artifacts"][-1] = serve(fp32)  # the FP32 file with its served ends, written
     name = model.spec.model_name
-    precisions = run_precision_stage(cfg, name, fp32.model, fp32.blob, reuse_from)
+    precisions = run_precision_stage(cfg, name, fp32.model, fp32.blob, serve, reuse_from)
     _merge(parts, precisions.artifacts, precisions.timings, precisions.notes, calibration=precisions.calibration,
            int8_exclusion=precisions.int8_exclusion)  # fmt: skip
     if precisions.refused:
@@ -226,8 +284,8 @@ def _assemble(cfg: ExportConfig, spec, info, parts: dict, stage, previous=None) 
     ``cfg.out_dir``; with ``previous`` (the folder's Survey: a run that succeeded), the files it wrote and
     what swapping them in replaces, removes and leaves alone."""
     report = ExportReport(
-        variant=spec.name, img_size=cfg.img_size, weights=asdict(info), mdconv=cfg.mdconv, versions=versions(),
-        **parts,
+        variant=spec.name, img_size=cfg.img_size, weights=asdict(info), mdconv=cfg.mdconv,
+        input_format=cfg.input_format, top_k=cfg.top_k or 0, versions=versions(), **parts,
     )  # fmt: skip
     report = relocate(report, str(stage.path), str(cfg.out_dir))
     if previous is not None:
@@ -301,11 +359,12 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     return Int8Made(model, calibration, tuple(notes), as_report(exclusion), "", timings)
 
 
-def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, reuse_from: Path | None = None
+def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, serve, reuse_from: Path | None = None
                         ) -> PrecisionStage:  # fmt: skip
     """FP16 / INT8 ONNX of model ``name`` from the verified FP32 graph, each verified in ONNX Runtime (CPU)
     against the FP32 file on held-out inputs; a precision beyond its tolerance keeps no file (``refused``).
-    ``reuse_from``: the folder whose calibration cache is reused (default ``cfg.out_dir``)."""
+    ``serve`` (a :class:`Server`) adds the served ends to a verified model and writes it; ``reuse_from``: the
+    folder whose calibration cache is reused (default ``cfg.out_dir``)."""
     if not (cfg.fp16 or cfg.int8):
         return PrecisionStage()
     from .data import Preprocess, calibration_sets
@@ -336,12 +395,12 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, reuse_
             refused.append(f"{path.name}: {int8.refused}")
             continue
         made = make_verified(precision, path, makers[precision], reference, x)
-        artifacts.append(made.artifact)
         timings |= made.timings
         if made.failures:
+            artifacts.append(made.artifact)
             refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
         else:
-            write_bytes(path, made.blob)
+            artifacts.append(serve(made))
     calibration, exclusion = (int8.calibration, int8.exclusion) if int8 is not None else ({}, {})
     return PrecisionStage(tuple(artifacts), calibration, timings, tuple(notes), tuple(refused), exclusion)
 

@@ -12,7 +12,10 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
 ``input_name`` / ``output_name: str``
     the tensor names (``"input"`` / ``"logits"`` for everything this toolkit writes).
 ``input_shape: tuple[int | None, ...]``
-    ``(None, 3, 224, 224)``: ``None`` for a dynamic dimension.
+    ``(None, 3, 224, 224)``: ``None`` for a dynamic dimension (``(None, 224, 224, 3)`` for uint8-nhwc).
+``input_format: str``
+    ``"float32-nchw"`` or ``"uint8-nhwc"`` (``--input-format``): what ``run`` takes; :func:`model_input`
+    picks it from a batch of pixels and its normalised floats.
 ``precision: str | None``
     ``"fp32"``, ``"fp16"``, ``"int8"`` (from the ONNX metadata ``mixnet.precision`` or the engine
     manifest); ``None`` when unknown.
@@ -21,7 +24,8 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
 ``metadata: dict[str, str]``
     the ``mixnet.*`` metadata of the source ONNX (may be empty).
 ``run(x: np.ndarray) -> np.ndarray``
-    float32 ``[N, 3, H, W]`` in, float32 ``[N, classes]`` out, synchronous (results on the host).
+    float32 ``[N, 3, H, W]`` (or uint8 ``[N, H, W, 3]``) in, float32 ``[N, classes]`` logits out, synchronous
+    (results on the host).
 ``time_batch(x: np.ndarray, iters: int) -> list[float]``  (optional)
     milliseconds per call, measured on the device (CUDA events recorded around each enqueue, then
     synchronized); :mod:`mixnet_deploy.bench` uses it when present and wall-clock time otherwise.
@@ -41,7 +45,16 @@ from types import MappingProxyType
 import numpy as np
 
 from .arch import MAX_IMG_SIZE, VARIANT_CHOICES, normalize_variant
-from .contract import INPUT_NAME, META_INPUT_SIZE, META_NUM_CLASSES, META_VARIANT, OUTPUT_NAME
+from .contract import (
+    FLOAT_INPUT,
+    INPUT_NAME,
+    META_INPUT_SIZE,
+    META_NUM_CLASSES,
+    META_VARIANT,
+    OUTPUT_NAME,
+    PIXEL_INPUT,
+    input_format_of,
+)
 from .errors import InputError
 
 
@@ -53,6 +66,7 @@ class Runner:
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
     input_shape: tuple[int | None, ...] = (None, 3, None, None)
+    input_format: str = FLOAT_INPUT
     precision: str | None = None
     max_batch: int | None = None
     metadata: Mapping[str, str] = MappingProxyType({})  # read-only default; runners set their own
@@ -70,6 +84,7 @@ class Runner:
             "runtime": self.runtime,
             "precision": self.precision,
             "input_shape": list(self.input_shape),
+            "input_format": self.input_format,
             "variant": self.metadata.get(META_VARIANT),
         }
 
@@ -109,13 +124,16 @@ FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 def check_io(source: str, inputs, outputs, meta: Mapping[str, str]) -> None:
     """The runner contract of a model's tensors (ONNX Runtime's NodeArg: ``name``, ``type``, ``shape``): one
     float input [N, 3, H, W], a float first output [N, classes] with the metadata's class count; InputError."""
-    want_in, want_out = "one float input [N, 3, H, W]", "a float output [N, classes]"
+    pixels = input_format_of(meta) == PIXEL_INPUT
+    want_in = "one uint8 input [N, H, W, 3]" if pixels else "one float input [N, 3, H, W]"
+    want_out = "a float output [N, classes]"
     if len(inputs) != 1:
         names = ", ".join(repr(i.name) for i in inputs)
         raise InputError(f"{source}: {len(inputs)} inputs ({names}): expected {want_in}")
     (inp,) = inputs
-    image = len(inp.shape) == 4 and (inp.shape[1] == 3 or not isinstance(inp.shape[1], int))
-    if inp.type not in FLOAT_TYPES or not image:
+    channels = inp.shape[3 if pixels else 1] if len(inp.shape) == 4 else None
+    image = len(inp.shape) == 4 and (channels == 3 or not isinstance(channels, int))
+    if (inp.type != "tensor(uint8)" if pixels else inp.type not in FLOAT_TYPES) or not image:
         raise InputError(f"{source}: input {inp.name!r} is {inp.type} {shape_text(inp.shape)}: expected {want_in}")
     out = outputs[0] if outputs else None
     if out is None or out.type not in FLOAT_TYPES or len(out.shape) != 2:
@@ -125,3 +143,13 @@ def check_io(source: str, inputs, outputs, meta: Mapping[str, str]) -> None:
     if classes is not None and isinstance(out.shape[1], int) and out.shape[1] != int(classes):
         raise InputError(f"{source}: output {out.name!r} is {shape_text(out.shape)} but its {META_NUM_CLASSES} is "
                          f"{classes}: expected [N, {classes}]")  # fmt: skip
+
+
+def model_input(runner: Runner, pixels: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """What ``runner.run`` takes for one batch: the uint8 ``pixels`` [N, H, W, 3] for a uint8-nhwc model, the
+    normalised float32 ``x`` [N, 3, H, W] (the same images, or random inputs) otherwise."""
+    if runner.input_format != PIXEL_INPUT:
+        return x
+    if pixels is None:
+        raise ValueError(f"{runner.name} takes uint8 pixels: the caller has only float inputs")
+    return pixels

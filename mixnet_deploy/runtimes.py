@@ -1,7 +1,8 @@
 """Runners: one interface over the PyTorch reference, ONNX Runtime and TensorRT engines.
 
 Every runner is called with a numpy array under the ONNX names (input ``input`` float32
-``[N, 3, H, W]``, output ``logits`` float32 ``[N, classes]``); FP16 graphs with float16 inputs get
+``[N, 3, H, W]``, or ``image`` uint8 ``[N, H, W, 3]`` for ``--input-format uint8-nhwc``; output ``logits``
+float32 ``[N, classes]``, the first output); FP16 graphs with float16 inputs get
 their input cast and their output cast back, so callers always deal in float32.
 
 The runner contract (what :mod:`mixnet_deploy.parity`, :mod:`mixnet_deploy.bench` and the CLI rely
@@ -27,6 +28,7 @@ from .arch import DEFAULT_IMG_SIZE
 from .batching import BatchProfile
 from .contract import (
     ENGINE_SUFFIXES,
+    FLOAT_INPUT,
     INPUT_NAME,
     META_INPUT_SIZE,
     META_NUM_CLASSES,
@@ -34,6 +36,9 @@ from .contract import (
     META_VARIANT,
     ONNX_SUFFIX,
     OUTPUT_NAME,
+    PIXEL_INPUT,
+    input_format_of,
+    input_name,
     onnx_stem,
     shape_string,
 )
@@ -133,8 +138,9 @@ def check_session_provider(session, runtime: str, ort_log: str = "", ort_version
 
 
 def ort_trt_options(
-    model_path: Path, precision: str | None, batch: BatchProfile, img_size: int, cache: bool = True
-) -> dict[str, str]:
+    model_path: Path, precision: str | None, batch: BatchProfile, img_size: int, cache: bool = True,
+    input_format: str = FLOAT_INPUT,
+) -> dict[str, str]:  # fmt: skip
     """TensorRT execution provider options for one ONNX file (names as in onnxruntime-gpu 1.31's provider).
 
     Precision from the file's ``mixnet.precision`` (ONNX Runtime's TensorRT provider builds weakly typed:
@@ -142,7 +148,8 @@ def ort_trt_options(
     one optimization profile from ``batch``; engines and the timing
     cache in ``<model stem>.ort-trt-cache/`` beside the model, so a second run does not rebuild.
     """
-    shapes = {k: shape_string(v) for k, v in batch.shapes(img_size).items()}
+    name = input_name(input_format)
+    shapes = {k: shape_string(v, name) for k, v in batch.shapes(img_size, input_format).items()}
     wanted = precision_table.weak_typing_flags(precision) if precision in precision_table.PRECISIONS else ()
     opts = {  # the precision table's builder flags (fp16 / int8) are the provider's trt_<flag>_enable
         f"trt_{row.builder_flag}_enable": str(row.builder_flag in wanted)
@@ -275,7 +282,8 @@ def check_runtime(runtime: str) -> str:
     return runtime
 
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}  # FLOAT_TYPES
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(uint8)": np.uint8}  # FLOAT_TYPES, and uint8-nhwc pixels  # fmt: skip
 
 
 def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
@@ -294,14 +302,14 @@ def ort_providers(path: Path, runtime: str, batch: BatchProfile) -> tuple:
         raise InputError(f"{path}: cannot read it as ONNX ({str(exc).strip()[:200]}): expected an ONNX model") from None
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     meta = read_metadata(model)
-    img_size = int(meta.get(META_INPUT_SIZE) or (dims[-1] if len(dims) == 4 and dims[-1] else DEFAULT_IMG_SIZE))
+    img_size = int(meta.get(META_INPUT_SIZE) or (dims[2] if len(dims) == 4 and dims[2] else DEFAULT_IMG_SIZE))
     try:
         ort_trt_cache_dir(path).mkdir(exist_ok=True)
         cache = True
     except OSError as exc:
         log.warning("ort-trt: no engine cache beside %s (%s); every run rebuilds", path.name, exc)
         cache = False
-    options = ort_trt_options(path, meta.get(META_PRECISION), batch, img_size, cache)
+    options = ort_trt_options(path, meta.get(META_PRECISION), batch, img_size, cache, input_format_of(meta))
     return (("TensorrtExecutionProvider", options), "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -347,12 +355,15 @@ class OrtRunner(Runner):
         self.input_name, self.output_name = inp.name, outs[0].name
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
         self.input_dtype = _NP_TYPES[inp.type]
+        self.input_format = PIXEL_INPUT if inp.type == "tensor(uint8)" else FLOAT_INPUT
         self.precision = self.metadata.get(META_PRECISION)
         self.providers = self.session.get_providers()
         if self.input_shape and self.input_shape[0] is not None:
             self.max_batch = self.input_shape[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if self.input_format == PIXEL_INPUT and x.dtype != np.uint8:  # a cast would wrap and truncate silently
+            raise InputError(f"{self.name}: {x.dtype} input: expected uint8 pixels [N, H, W, 3] (a uint8-nhwc model)")
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         out = self.session.run([self.output_name], {self.input_name: x})[0]
         return out.astype(np.float32, copy=False)

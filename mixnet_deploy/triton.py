@@ -20,6 +20,12 @@ Choices (documented in docs/triton.md):
   run wrote (``--model-version N``). Triton's default policy (latest, 1) would serve the highest version
   folder, so with ``REPO/mixnet_s/2/`` present a run writing version 1 would leave version 2 served. Other
   version folders stay on disk (a rollback is a re-export with the older number); the report lists them.
+- Classification: ``labels.txt`` (the class names, class_names.py) beside ``config.pbtxt`` and
+  ``label_filename`` on the ``logits`` output, so Triton's classification extension (a client asks
+  ``class_count=k``) answers ``"score:index:label"``; with ``--top-k`` the ``scores``/``classes`` outputs
+  are served too. The input is whatever the ONNX takes: ``TYPE_UINT8 [H, W, 3]`` for uint8-nhwc.
+- Warm-up: ``model_warmup`` runs one all-zero batch of each profile size (min, opt, max) at load, so no
+  first request pays the engine's (or ONNX Runtime's TensorRT provider's) first-run cost.
 - Precision: ``--triton-precision auto`` (default) takes the fastest precision the run wrote
   (int8 > fp16 > fp32); an explicit precision that the run did not write is an InputError.
 
@@ -41,13 +47,22 @@ from pathlib import Path
 from . import precision_table
 from .atomic import TMP_MARKER, environment_errors, unwritable, write_text
 from .batching import BatchProfile
-from .contract import ENGINE_SUFFIXES, META_BATCH_PROFILE, META_PREFIX, ONNX_SUFFIX, shape_string
+from .contract import (
+    ENGINE_SUFFIXES,
+    META_BATCH_PROFILE,
+    META_CLASS_NAMES,
+    META_PREFIX,
+    ONNX_SUFFIX,
+    OUTPUT_NAME,
+    shape_string,
+)
 from .engine_build import EngineResult, manifest_path_for
 from .errors import InputError, VerificationError
 
 log = logging.getLogger("mixnet_deploy")
 
 KINDS = ("gpu", "cpu")
+LABELS_FILE = "labels.txt"  # Triton's classification extension: label_filename of the logits output
 QUEUE_DELAY_US = 100  # dynamic batcher: wait at most 0.1 ms to fill a preferred batch
 MAX_VERSION = 2**31 - 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -105,6 +120,8 @@ class TritonModel:
     dla_core: int | None = None  # plan on DLA: instance_group secondary device
     parameters: dict[str, str] = field(default_factory=dict)
     version: int = 1  # the one version served (version_policy specific), whatever else the model folder holds
+    labels: tuple[str, ...] = ()  # labels.txt beside config.pbtxt, label_filename of the logits output
+    warmup_batches: tuple[int, ...] = ()  # model_warmup: one zero batch of each size
 
     @property
     def filename(self) -> str:
@@ -258,10 +275,30 @@ def trt_accelerator(precision: str, profile: BatchProfile, inputs: tuple[TensorS
 
 
 def preprocessing_parameters(metadata: Mapping[str, str], profile: BatchProfile) -> dict[str, str]:
-    """What a client must do before sending pixels (mean, std, size, interpolation, crop_pct, ...)."""
-    params = {k: v for k, v in sorted(metadata.items()) if k.startswith((META_PREFIX, "mixnet_deploy."))}
+    """What a client must do before sending pixels (mean, std, size, interpolation, crop_pct, ...); the class
+    names are in labels.txt."""
+    params = {k: v for k, v in sorted(metadata.items())
+              if k.startswith((META_PREFIX, "mixnet_deploy.")) and k != META_CLASS_NAMES}  # fmt: skip
     params[META_BATCH_PROFILE] = str(profile)
     return params
+
+
+def labels_of(metadata: Mapping[str, str], outputs: tuple[TensorSpec, ...]) -> tuple[str, ...]:
+    """The labels file's lines: the model's class names (class_names.py), one per logit; none when the model
+    has neither stored names nor ImageNet-1k's 1000 classes."""
+    from .class_names import IMAGENET_CLASSES, class_names_of
+
+    logits = next((t for t in outputs if t.name == OUTPUT_NAME), None)
+    if logits is None or len(logits.dims) != 1:
+        return ()
+    if META_CLASS_NAMES not in metadata and logits.dims[0] != IMAGENET_CLASSES:
+        return ()
+    return class_names_of(metadata, logits.dims[0])
+
+
+def warmup_batches(profile: BatchProfile) -> tuple[int, ...]:
+    """model_warmup: the profile's sizes, so that no request pays a first-run cost for its batch size."""
+    return tuple(sorted({profile.min, profile.opt, profile.max}))
 
 
 def model_config(source: Source, opts: TritonOptions, variant: str) -> TritonModel:
@@ -288,6 +325,8 @@ def model_config(source: Source, opts: TritonOptions, variant: str) -> TritonMod
         dla_core=opts.dla_core if source.is_engine else None,
         parameters=preprocessing_parameters(metadata, profile),
         version=opts.version,
+        labels=labels_of(metadata, outputs),
+        warmup_batches=warmup_batches(profile),
     )
 
 
@@ -305,9 +344,23 @@ def _quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _tensor(t: TensorSpec) -> str:
+def _tensor(t: TensorSpec, label_filename: str = "") -> str:
     dims = ", ".join(str(d) for d in t.dims)
-    return f"  {{\n    name: {_quote(t.name)}\n    data_type: {t.data_type}\n    dims: [ {dims} ]\n  }}"
+    labels = f"\n    label_filename: {_quote(label_filename)}" if label_filename else ""
+    return f"  {{\n    name: {_quote(t.name)}\n    data_type: {t.data_type}\n    dims: [ {dims} ]{labels}\n  }}"
+
+
+def _warmup(m: TritonModel) -> list[str]:
+    """model_warmup: one all-zero batch of each size in ``m.warmup_batches``, every input."""
+    lines = ["model_warmup ["]
+    for i, size in enumerate(m.warmup_batches):
+        lines += ["  {", f"    name: {_quote(f'zeros_batch_{size}')}", f"    batch_size: {size}"]
+        for t in m.inputs:
+            dims = ", ".join(str(d) for d in t.dims)
+            lines += ["    inputs {", f"      key: {_quote(t.name)}",
+                      f"      value {{ data_type: {t.data_type} dims: [ {dims} ] zero_data: true }}", "    }"]
+        lines.append("  }," if i < len(m.warmup_batches) - 1 else "  }")
+    return [*lines, "]"]
 
 
 def render_config(m: TritonModel) -> str:
@@ -319,7 +372,9 @@ def render_config(m: TritonModel) -> str:
         f"max_batch_size: {m.max_batch_size}",
         f"version_policy: {{ specific: {{ versions: [ {m.version} ] }} }}",
         "input [\n" + ",\n".join(_tensor(t) for t in m.inputs) + "\n]",
-        "output [\n" + ",\n".join(_tensor(t) for t in m.outputs) + "\n]",
+        "output [\n"
+        + ",\n".join(_tensor(t, LABELS_FILE if m.labels and t.name == OUTPUT_NAME else "") for t in m.outputs)
+        + "\n]",
         "dynamic_batching {",
         f"  preferred_batch_size: [ {', '.join(str(b) for b in m.preferred_batch_sizes)} ]",
         f"  max_queue_delay_microseconds: {m.queue_delay_us}",
@@ -335,6 +390,8 @@ def render_config(m: TritonModel) -> str:
         for key, value in m.accelerator.items():
             lines.append(f"        parameters {{ key: {_quote(key)} value: {_quote(value)} }}")
         lines += ["      }", "    ]", "  }", "}"]
+    if m.warmup_batches and all(d > 0 for t in m.inputs for d in t.dims):
+        lines += _warmup(m)
     for key, value in m.parameters.items():
         lines.append(f"parameters {{ key: {_quote(key)} value {{ string_value: {_quote(value)} }} }}")
     return "\n".join(lines) + "\n"
@@ -378,6 +435,7 @@ class StagedVersion:
     version: int
     tmp: Path  # REPO/.<model>.<version>.tmp-<pid>: the version folder
     config: Path  # REPO/.<model>.config.pbtxt.tmp-<pid>
+    labels: Path | None = None  # REPO/.<model>.labels.txt.tmp-<pid> (a model with class names)
 
     def commit(self) -> None:
         final = self.model_dir / str(self.version)
@@ -387,6 +445,8 @@ class StagedVersion:
             if final.exists():
                 os.replace(final, old)
             os.replace(self.tmp, final)
+            if self.labels is not None:
+                os.replace(self.labels, self.model_dir / LABELS_FILE)
             os.replace(self.config, self.model_dir / "config.pbtxt")
         shutil.rmtree(old, ignore_errors=True)
 
@@ -394,6 +454,9 @@ class StagedVersion:
         shutil.rmtree(self.tmp, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.config.unlink()
+        if self.labels is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.labels.unlink()
 
 
 def stage_version(repo: str | os.PathLike, model: TritonModel, source: Source, version: int) -> StagedVersion:
@@ -409,14 +472,17 @@ def stage_version(repo: str | os.PathLike, model: TritonModel, source: Source, v
     if source.is_engine and manifest.is_file():
         files.append((manifest, "engine_manifest.json"))
     tag = f"{TMP_MARKER}{os.getpid()}"
+    labels = Path(repo) / f".{model.name}.{LABELS_FILE}{tag}" if model.labels else None
     staged = StagedVersion(model_dir, version, Path(repo) / f".{model.name}.{version}{tag}",
-                           Path(repo) / f".{model.name}.config.pbtxt{tag}")  # fmt: skip
+                           Path(repo) / f".{model.name}.config.pbtxt{tag}", labels)  # fmt: skip
     with environment_errors(final, "write", needed=sum(src.stat().st_size for src, _ in files)):
         try:
             shutil.rmtree(staged.tmp, ignore_errors=True)
             staged.tmp.mkdir(parents=True)
             for src, name in files:
                 shutil.copyfile(src, staged.tmp / name)
+            if labels is not None:
+                write_text(labels, "\n".join(model.labels) + "\n")
             write_text(staged.config, render_config(model))
         except BaseException:
             staged.discard()
@@ -465,6 +531,8 @@ def stage_repository(
         "versions": versions,  # the version folders the model folder holds after this run
         "served_versions": [opts.version],  # version_policy: specific
         "schema_checked": checked,
+        "labels": str(model_dir / LABELS_FILE) if model.labels else None,
+        "warmup_batches": list(model.warmup_batches),
         "notes": notes,
         "summary": f"triton: {model_dir} ({model.platform}, {model.precision}, KIND_{model.kind.upper()}, "
         f"max_batch_size {model.max_batch_size}, version {opts.version} served)",

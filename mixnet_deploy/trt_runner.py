@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract import INPUT_NAME, OUTPUT_NAME
+from .contract import (
+    CLASSES_NAME,
+    FLOAT_INPUT,
+    IMAGE_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PIXEL_INPUT,
+    SCORES_NAME,
+)
 from .engine_build import verify_engine_file
 from .errors import InputError
 from .gpu_stack import cuda_call, import_cudart, import_tensorrt
@@ -100,39 +108,46 @@ class TrtEngineRunner(Runner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-            raise InputError(
-                f"{path.name}: tensors {inputs} -> {outputs}, expected [{INPUT_NAME!r}] -> [{OUTPUT_NAME!r}]"
-            )
-        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME)))
+        served = ([INPUT_NAME], [IMAGE_NAME]), ([OUTPUT_NAME], [OUTPUT_NAME, SCORES_NAME, CLASSES_NAME])
+        if inputs not in served[0] or outputs not in served[1]:
+            raise InputError(f"{path.name}: tensors {inputs} -> {outputs}, expected {served[0]} -> {served[1]}")
+        self.input_name = name = inputs[0]
+        self.input_format = PIXEL_INPUT if name == IMAGE_NAME else FLOAT_INPUT
+        self._in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
         self._out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(OUTPUT_NAME)))
-        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(INPUT_NAME, 0))
+        lo, _, hi = (tuple(s) for s in self.engine.get_tensor_profile_shape(name, 0))
         self.min_batch, self.max_batch = lo[0], hi[0]
         self.input_shape = (None if lo[0] != hi[0] else lo[0], *hi[1:])
-        self.context.set_input_shape(INPUT_NAME, hi)
-        out_max = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        self.context.set_input_shape(name, hi)
         self.precision = self.manifest.get("precision")
         self.metadata = _onnx_metadata(path.with_name(self.manifest["onnx"])) if self.manifest.get("onnx") else {}
         self.name = f"{path.name} [tensorrt]"
         self.cuda_graph = cuda_graph
         self._stream = cuda_call(cudart.cudaStreamCreate())
         self._d_in = cuda_call(cudart.cudaMalloc(int(np.prod(hi)) * self._in_dtype.itemsize))
-        self._d_out = cuda_call(cudart.cudaMalloc(int(np.prod(out_max)) * self._out_dtype.itemsize))
-        self.context.set_tensor_address(INPUT_NAME, int(self._d_in))
-        self.context.set_tensor_address(OUTPUT_NAME, int(self._d_out))
+        self.context.set_tensor_address(name, int(self._d_in))
+        self._d_outs = {}  # logits first; scores and classes (--top-k) need addresses too, run() reads logits
+        for out in outputs:
+            size = int(np.prod(tuple(self.context.get_tensor_shape(out))))
+            item = np.dtype(trt.nptype(self.engine.get_tensor_dtype(out))).itemsize
+            self._d_outs[out] = cuda_call(cudart.cudaMalloc(size * item))
+            self.context.set_tensor_address(out, int(self._d_outs[out]))
+        self._d_out = self._d_outs[OUTPUT_NAME]
         self._graphs = CudaGraphs(cudart, self._stream, self._execute, path.name)
         self._shape: tuple | None = None
 
     # -- helpers
     def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        if self.input_format == PIXEL_INPUT and x.dtype != np.uint8:  # a cast would wrap and truncate silently
+            raise InputError(f"{self.name}: {x.dtype} input: expected uint8 pixels [N, H, W, 3] (a uint8-nhwc model)")
         x = np.ascontiguousarray(x, dtype=self._in_dtype)
         if x.ndim != 4 or not self.min_batch <= x.shape[0] <= self.max_batch:
             raise InputError(
-                f"{self.path.name}: input shape {x.shape}: expected [N, 3, H, W] with "
+                f"{self.path.name}: input shape {x.shape}: expected {list(self.input_shape)} with "
                 f"{self.min_batch} <= N <= {self.max_batch} (the engine's profile)"
             )
         if x.shape != self._shape:
-            if not self.context.set_input_shape(INPUT_NAME, x.shape):
+            if not self.context.set_input_shape(self.input_name, x.shape):
                 raise InputError(f"{self.path.name}: input shape {x.shape} is outside the engine's profile")
             self._shape = x.shape
         return x, tuple(self.context.get_tensor_shape(OUTPUT_NAME))
@@ -192,7 +207,7 @@ class TrtEngineRunner(Runner):
         if cudart is None:
             return
         self._graphs.close()
-        for ptr in (self._d_in, self._d_out):
+        for ptr in (self._d_in, *self._d_outs.values()):
             cudart.cudaFree(ptr)
         cudart.cudaStreamDestroy(self._stream)
         self._cudart = None

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import __version__, precision_table
 from .atomic import write_text
-from .contract import onnx_stem, shape_string
+from .contract import input_name, input_shape, onnx_stem, shape_string
 from .engine_build import EngineOptions, check_engine_options
 
 SCRIPT_SUFFIX = ".trtexec.sh"  # DIR/mixnet_s.trtexec.sh: one per model, as its report
@@ -72,16 +72,17 @@ def trtexec_engine_name(onnx_name: str, precision: str) -> str:
 
 def build_command(onnx_name: str, precision: str, opts: EngineOptions, timing_cache: str) -> list[str]:
     """The trtexec build command for one precision ONNX, as a list of words (shell variables left unquoted)."""
-    shapes = opts.batch.shapes(opts.img_size)
+    shapes = opts.batch.shapes(opts.img_size, opts.input_format)
+    name = input_name(opts.input_format)
     legacy_flag = precision_table.row(precision).trtexec_legacy_flag  # used where trtexec builds weakly typed
     words = [
         '"$TRTEXEC"',
         f"--onnx={shlex.quote(onnx_name)}",
         f"--saveEngine={shlex.quote(trtexec_engine_name(onnx_name, precision))}",
         f'$(precision_flags "{legacy_flag}" {"dla" if opts.dla_core is not None else "gpu"})',
-        f"--minShapes={shape_string(shapes['min'])}",
-        f"--optShapes={shape_string(shapes['opt'])}",
-        f"--maxShapes={shape_string(shapes['max'])}",
+        f"--minShapes={shape_string(shapes['min'], name)}",
+        f"--optShapes={shape_string(shapes['opt'], name)}",
+        f"--maxShapes={shape_string(shapes['max'], name)}",
     ]
     if opts.workspace_mib:
         words.append(f"--memPoolSize=workspace:{opts.workspace_mib}")
@@ -104,7 +105,7 @@ def bench_command(
     words = [
         '"$TRTEXEC"',
         f"--loadEngine={shlex.quote(engine)}",
-        f"--shapes={shape_string((batch, 3, opts.img_size, opts.img_size))}",
+        f"--shapes={shape_string(input_shape(opts.input_format, batch, opts.img_size), input_name(opts.input_format))}",
     ]
     if opts.dla_core is not None:
         words.append(f"--useDLACore={opts.dla_core}")

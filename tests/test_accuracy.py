@@ -177,9 +177,10 @@ def test_image_batches_decode_one_batch_at_a_time(tmp_path, monkeypatch):
     cfg = parity.ParityConfig(candidates=("x.onnx",), images=str(tmp_path), batch=4, predictions="p.jsonl")
     skipped = {}
     batches, total, _ = parity.input_batches(cfg, labels.labelled_images(tmp_path), 32, {}, skipped)
-    names, x, y = next(batches)
+    names, pixels, x, y = next(batches)
     assert total == 10 and len(calls) == 4 and names == ["0.png", "1.png", "2.png", "3.png"] and y is None
     assert x.shape == (4, 3, 32, 32) and x.dtype == np.float32
+    assert pixels.shape == (4, 32, 32, 3) and pixels.dtype == np.uint8  # what a uint8-nhwc candidate takes
     rest = list(batches)
     assert [len(b[0]) for b in rest] == [4, 1] and skipped == {"9.png": "not an image"}
 

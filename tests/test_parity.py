@@ -218,5 +218,6 @@ def test_random_inputs_stream_batch_by_batch_with_the_values_of_one_call():
     whole = random_inputs((11, 3, 8, 8), 5)
     for batch in (1, 4, 11, 32):
         parts = list(random_batches(8, 11, 5, batch))
-        assert [len(names) for names, _, _ in parts] == [min(batch, 11 - i) for i in range(0, 11, batch)]
-        assert np.array_equal(np.concatenate([x for _, x, _ in parts]), whole)
+        assert [len(names) for names, _, _, _ in parts] == [min(batch, 11 - i) for i in range(0, 11, batch)]
+        assert all(pixels is None for _, pixels, _, _ in parts)
+        assert np.array_equal(np.concatenate([x for _, _, x, _ in parts]), whole)

@@ -249,10 +249,12 @@ def test_every_entry_point_parser_comes_from_its_config():
     from mixnet_deploy.bench import BenchConfig
     from mixnet_deploy.config import ExportConfig
     from mixnet_deploy.parity import ParityConfig
+    from mixnet_deploy.predict import PredictConfig
 
     scripts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
     built = {"export_main": (cli.build_export_parser, ExportConfig), "parity_main": (cli.build_parity_parser,
-             ParityConfig), "bench_main": (cli.build_bench_parser, BenchConfig)}  # fmt: skip
+             ParityConfig), "bench_main": (cli.build_bench_parser, BenchConfig),
+             "predict_main": (cli.build_predict_parser, PredictConfig)}  # fmt: skip
     assert {target.split(":")[1] for target in scripts.values()} == set(built)
     for build, config in built.values():
         actions = {a.dest: a for a in build()._actions}

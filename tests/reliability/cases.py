@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ENTRY = {"export": "export_main", "parity": "parity_main", "bench": "bench_main"}
-PROG = {"export": "mixnet-export", "parity": "mixnet-parity", "bench": "mixnet-bench"}
+ENTRY = {"export": "export_main", "parity": "parity_main", "bench": "bench_main", "predict": "predict_main"}
+PROG = {"export": "mixnet-export", "parity": "mixnet-parity", "bench": "mixnet-bench", "predict": "mixnet-predict"}
 # Added to every case of a command unless the case gives the flag itself (fast runs; see docs/errors.md).
 DEFAULTS = {
     "export": (("--img-size", "64"), ("--engine", "skip")),
     "parity": (("--quiet",), ("--random", "2")),
     "bench": (("--quiet",), ("--iters", "2"), ("--warmup-s", "0"), ("--batch", "1")),
+    "predict": (("--quiet",),),
 }
 EXCLUSIVE = {"--random": ("--images",), "--iters": ("--duration-s",)}
 
@@ -203,6 +204,41 @@ CASES: list[Case] = [
       "--model-name with a path", "../escape"),
     C("triton-repo-under-file", "export", ["--triton-repo", W + "text.pth/repo"], "--triton-repo under a file",
       "text.pth/repo"),
+    # ------------------------------------------------------------------ served ends (issue 22)
+    C("export-input-format-unknown", "export", ["--input-format", "uint8-nchw"], "unknown --input-format",
+      "'uint8-nchw'", "float32-nchw, uint8-nhwc"),
+    C("export-top-k-zero", "export", ["--top-k", "0"], "--top-k 0", "--top-k 0", "from 1 to"),
+    C("export-top-k-over-classes", "export", ["--top-k", "1001"], "--top-k above the model's classes",
+      "--top-k 1001", "from 1 to 1000", "1000 classes"),
+    C("export-top-k-text", "export", ["--top-k", "five"], "--top-k not a number", "invalid int value: 'five'"),
+    C("export-class-names-count", "export", ["--class-names", W + "calib_text/labels.txt"],
+      "--class-names with 2 lines for 1000 classes", "labels.txt", "has 2 lines", "expected 1000 lines"),
+    C("export-class-names-binary", "export", ["--class-names", W + "image.png"], "--class-names not UTF-8",
+      "image.png", "not UTF-8"),
+    C("export-class-names-missing", "export", ["--class-names", W + "nope.txt"], "--class-names missing",
+      "nope.txt", "does not exist"),
+    C("triton-class-names-count", "export", ["--triton-repo", "{case}/repo", "--class-names",
+      W + "calib_text/labels.txt"], "Triton labels from --class-names of another class count", "has 2 lines",
+      "expected 1000 lines"),
+    C("predict-undecodable", "predict", [W + "s64.onnx", W + "calib_corrupt/sub/a.jpg"],
+      "an image that does not decode", "a.jpg", "cannot be decoded"),
+    C("predict-folder-empty", "predict", [W + "s64.onnx", W + "calib_empty"], "a folder without images",
+      "calib_empty", "holds no"),
+    C("predict-folder-corrupt", "predict", [W + "s64.onnx", W + "calib_corrupt"], "a folder of broken images",
+      "calib_corrupt", "cannot be decoded"),
+    C("predict-image-missing", "predict", [W + "s64.onnx", W + "nope.jpg"], "image missing", "nope.jpg",
+      "does not exist"),
+    C("predict-no-image", "predict", [W + "s64.onnx"], "a model and no image", "expected MODEL and at least one"),
+    C("predict-model-text", "predict", [W + "notes.txt", W + "image.png"], "a .txt model", "notes.txt",
+      "expected an .onnx"),
+    C("predict-top-zero", "predict", [W + "s64.onnx", W + "image.png", "--top", "0"], "--top 0", "'0'", "positive"),
+    C("predict-class-names-count", "predict", [W + "s64.onnx", W + "image.png", "--class-names",
+      W + "calib_text/labels.txt"], "--class-names with 2 lines for 1000 classes", "has 2 lines",
+      "expected 1000 lines"),
+    C("predict-torch-for-onnx", "predict", [W + "s64.onnx", W + "image.png", "--runtime", "torch"],
+      "--runtime torch for an ONNX file", "--runtime 'torch'", "untrained weights"),
+    C("predict-json-parent-missing", "predict", [W + "s64.onnx", W + "image.png", "--json", W + "nope/p.jsonl"],
+      "--json in a missing folder", "nope/p.jsonl", "does not exist"),
     # ------------------------------------------------------------------ mixnet-parity
     C("parity-missing", "parity", [W + "nope.onnx"], "candidate missing", "nope.onnx", "does not exist"),
     C("parity-directory", "parity", [W + "dir.onnx"], "candidate is a folder", "dir.onnx", "is a directory"),

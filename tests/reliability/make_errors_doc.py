@@ -28,9 +28,10 @@ behind (at most an empty `--out` folder), and no pickled payload executed. Regen
 
 Every export case also gets `--out CASE/out` and, unless it sets them or uses `--preset` (flags would
 override the preset's bad value), `--img-size 64 --engine skip`; parity cases `--quiet --random 2`; bench
-cases `--quiet --iters 2 --warmup-s 0 --batch 1`. Input files (`s.safetensors` = random mixnet_s weights,
-`trunc.pth`, `evil_*.pth` = pickles whose unpickling would run `os.system`/`exec`, ...) are made by
-`tests/reliability/inputs.py`. Paths in messages are shortened: `CASE` = the case's folder.
+cases `--quiet --iters 2 --warmup-s 0 --batch 1`; predict cases `--quiet`. Input files (`s.safetensors` =
+random mixnet_s weights, `trunc.pth`, `evil_*.pth` = pickles whose unpickling would run
+`os.system`/`exec`, ...) are made by `tests/reliability/inputs.py`. Paths in messages are shortened:
+`CASE` = the case's folder.
 
 Interrupted, failed and repeated runs (`tests/test_interrupt.py`, `tests/test_export_set.py`): a run writes its
 whole set (ONNX files, engines and manifests, `<model>.trtexec.sh`, a new calibration cache,
