@@ -120,6 +120,7 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
 
 
 def print_export_summary(report) -> None:
+    from .acceptance import verdict_line
     from .arch import get_variant
     from .export_reports import INDEX_NAME, report_name
 
@@ -139,6 +140,9 @@ def print_export_summary(report) -> None:
             f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f} {m['mean_cosine']:>9.6f} {m['top1']:>5.2f} "
             f"{m['top5_overlap']:>5.2f}"
         )
+    for a in report.artifacts:
+        if a.acceptance.get("criterion") == "top1_drop":
+            print(verdict_line(a.precision, a.acceptance))
     for e in report.engines:  # engine.EngineResult
         print(f"engine    {Path(e.path).name:<28} {e.bytes / 1e6:>6.2f}  built in {e.seconds:.1f} s")
     for note in report.notes:

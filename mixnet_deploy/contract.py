@@ -34,6 +34,9 @@ MDCONV_CHOICES = ("split", "merged")  # mixnet.mdconv: how a MixConv reaches the
 CALIB_METHODS = ("entropy", "percentile", "minmax")  # INT8 calibration (precision_onnx.py), in the cache key
 DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
 DEFAULT_CALIB_COUNT = 64
+DEFAULT_EQUALIZE = False  # INT8 fixes: measured on the trained fixture (docs/precision.md, int8_acceptance.py)
+DEFAULT_BIAS_CORRECTION = False
+REFUSED_TAG = ".refused"  # --keep-refused: mixnet_s.int8.onnx -> mixnet_s.int8.refused.onnx
 
 # ---------------------------------------------------------------- file suffixes
 ONNX_SUFFIX = ".onnx"
