@@ -46,11 +46,13 @@ def holdout_warning(n: int, max_top1_drop: float) -> str | None:
     needed = holdout_needed(max_top1_drop)
     if needed is not None and n >= needed:
         return None
+    if needed is None:
+        return (f"WARNING: --max-top1-drop {max_top1_drop:g}: a bound of 0 points or less asks the file to be at "
+                "least as accurate as FP32; no count of held-out images can show that")  # fmt: skip
     can = f"about {100.0 * RULE_OF_THREE / n:.1f} points" if n else "nothing"
-    need = f"at least {needed}" if needed is not None else "no count of images"
     return (
-        f"WARNING: {n} labelled held-out images: a top-1 drop bound of {max_top1_drop:g} points needs {need} "
-        f"(rule of three: with no image flipped to wrong, {n} images bound the drop at {can}); "
+        f"WARNING: {n} labelled held-out images: a top-1 drop bound of {max_top1_drop:g} points needs at least "
+        f"{needed} (rule of three: with no image flipped to wrong, {n} images bound the drop at {can}); "
         "raise --holdout or label more --calib images"
     )
 

@@ -322,7 +322,7 @@ def check_acceptance_config(cfg: ExportConfig) -> None:
     """--labels, --max-top1-drop, --holdout, --keep-refused: InputError before any work (labels read and matched)."""
     import math
 
-    from .data import SYNTHETIC
+    from .data import SYNTHETIC, find_images
     from .labels import labelled_images
 
     calib = flag_of("calib")
@@ -343,6 +343,11 @@ def check_acceptance_config(cfg: ExportConfig) -> None:
                          field="max_top1_drop", value=drop, problem=f"given without {flag_of('labels')}")  # fmt: skip
     if cfg.holdout is not None and (not isinstance(cfg.holdout, int) or cfg.holdout < 1):
         raise InputError("expected a positive integer", field="holdout", value=cfg.holdout)
+    if cfg.holdout is not None and cfg.calib not in (None, SYNTHETIC):
+        files = len(find_images(cfg.calib, field="calib"))
+        if cfg.holdout >= files:
+            raise InputError(f"expected fewer than the {files} image files of {calib} (one or more calibrate)",
+                             field="holdout", value=cfg.holdout)  # fmt: skip
     if cfg.keep_refused and not (cfg.fp16 or cfg.int8):
         flags = f"{flag_of('fp16')} and/or {flag_of('int8')}"
         raise InputError(f"expected {flags} with it", field="keep_refused", problem=f"given without {flags}")

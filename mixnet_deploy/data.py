@@ -318,13 +318,13 @@ class CalibrationSets:
 
 def calibration_sets(
     spec: str, pre: Preprocess, count: int, held_out_max: int = HELD_OUT_MAX, quiet: bool = False,
-    holdout: int | None = None, labels: str | None = None,
+    holdout: int | None = None, labels: Mapping[str, int] | None = None,
 ) -> CalibrationSets:  # fmt: skip
     """``--calib DIR|synthetic`` -> calibration images (up to ``count``) and held-out ones.
 
     Files are visited in a seeded shuffle of the sorted list; the first usable ones are held out, the
     next ``count`` calibrate. Held out: ``holdout`` images when given (``--holdout``; at least one must be
-    left to calibrate); with ``labels`` (``--labels``: 'folder' or a CSV, labels.py) half the readable
+    left to calibrate); with ``labels`` (``--labels``: image path under the folder -> class, labels.py) half the readable
     images or all beyond ``count``, whichever is more, up to ``acceptance.LABELLED_HOLDOUT_MAX``; else up
     to ``held_out_max``, and a fifth of what the folder offers.
     """
@@ -355,9 +355,5 @@ def calibration_sets(
     calib = ImageSet(loaded.crops[hold : hold + count], loaded.ids[hold : hold + count])
     held_labels = None
     if labels is not None:
-        from .labels import labelled_images
-
-        found = labelled_images(root, labels)
-        by_name = {found.name(i): int(c) for i, c in enumerate(found.labels)}
-        held_labels = np.array([by_name[Path(name).as_posix()] for name, _ in held.ids], dtype=np.int64)
+        held_labels = np.array([labels[Path(name).as_posix()] for name, _ in held.ids], dtype=np.int64)
     return CalibrationSets(calib, held, str(root), len(paths), loaded.skipped, held_labels)

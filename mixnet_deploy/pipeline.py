@@ -182,7 +182,8 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         _merge(parts, stage.artifacts, stage.timings, stage.notes, calibration=stage.calibration,
                int8_exclusion=stage.int8_exclusion)  # fmt: skip
         if stage.refused:
-            raise VerificationError("; ".join(stage.refused) + " (file not kept)")
+            kept = "kept as .refused.onnx: --keep-refused" if cfg.keep_refused else "file not kept"
+            raise VerificationError("; ".join(stage.refused) + f" ({kept})")
         engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
         _merge(parts, (), timings, notes, engines=engines)
         if cfg.triton_repo is not None:
@@ -313,11 +314,13 @@ def acceptance_setup(cfg: ExportConfig, pre, reference_of) -> tuple:
     """The held-out inputs, the FP32 reference on them, the judge and the notes of a precision stage."""
     from .acceptance import holdout_needed, holdout_warning, labelled_judge
     from .data import calibration_sets
+    from .labels import labelled_images
 
     if cfg.calib is None:
         x = verification_inputs(cfg.img_size)
         return None, x, reference_of(x), None, []
-    sets = calibration_sets(cfg.calib, pre, cfg.calib_count, holdout=cfg.holdout, labels=cfg.labels)
+    labels = labelled_images(cfg.calib, cfg.labels).by_name() if cfg.labels is not None else None
+    sets = calibration_sets(cfg.calib, pre, cfg.calib_count, holdout=cfg.holdout, labels=labels)
     notes = [warning(SYNTHETIC_CALIB_WARNING)] if sets.synthetic else []
     x = pre.normalize(sets.held_out.crops)
     reference = reference_of(x)

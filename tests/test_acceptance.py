@@ -17,6 +17,7 @@ from mixnet_deploy.data import Preprocess, calibration_sets
 from mixnet_deploy.errors import InputError, VerificationError
 from mixnet_deploy.fold import fold_bn
 from mixnet_deploy.int8_fixes import bias_shift, equalize, input_means
+from mixnet_deploy.labels import labelled_images
 from mixnet_deploy.lowering import lower
 from mixnet_deploy.onnx_export import to_onnx
 from mixnet_deploy.pipeline import run_export
@@ -43,7 +44,7 @@ def test_holdout_needed_follows_the_rule_of_three():
     assert acceptance.holdout_warning(300, 1.0) is None
     text = acceptance.holdout_warning(50, 1.0)
     assert "50 labelled held-out images" in text and "at least 300" in text and "6.0 points" in text
-    assert "no count of images" in acceptance.holdout_warning(1000, -5)
+    assert "no count of held-out images" in acceptance.holdout_warning(1000, -5)
 
 
 def _logits(labels: np.ndarray, wrong: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -99,13 +100,14 @@ def labelled_folder(tmp_path):
 def test_calibration_sets_carry_the_labels_of_the_held_out_images(labelled_folder):
     root, csv = labelled_folder
     pre = Preprocess(size=32)
-    sets = calibration_sets(str(root), pre, count=4, quiet=True, labels=str(csv))
+    labels = labelled_images(root, str(csv)).by_name()
+    sets = calibration_sets(str(root), pre, count=4, quiet=True, labels=labels)
     assert len(sets.held_out) == 8 and len(sets.calib) == 4  # all beyond --calib-count (more than half)
     expected = [int(name.split("/")[0][1]) for name, _ in sets.held_out.ids]
     assert sets.held_out_labels.tolist() == expected and "8 held-out labelled" in sets.summary()
-    half = calibration_sets(str(root), pre, count=10, quiet=True, labels=str(csv))
+    half = calibration_sets(str(root), pre, count=10, quiet=True, labels=labels)
     assert len(half.held_out) == 6 and len(half.calib) == 6
-    fixed = calibration_sets(str(root), pre, count=10, quiet=True, labels=str(csv), holdout=3)
+    fixed = calibration_sets(str(root), pre, count=10, quiet=True, labels=labels, holdout=3)
     assert len(fixed.held_out) == 3 and len(fixed.calib) == 9
     assert calibration_sets("synthetic", pre, count=2, holdout=5).held_out.crops.shape[0] == 5
     with pytest.raises(InputError, match="expected at least 13") as err:
@@ -223,3 +225,15 @@ def test_bias_correction_changes_only_the_quantized_biases():
     assert int8_problems(corrected, unquantized=builder.unquantized(Placement())) == []
     fixed = [n for n in corrected.graph.node if n.op_type == "Conv" and n.input[2].endswith("_bias_corrected")]
     assert len(fixed) == len(builder.candidates()) and len(plain.graph.node) == len(corrected.graph.node)
+
+
+def test_fixes_are_in_the_calibration_cache_key():
+    from dataclasses import replace
+
+    from mixnet_deploy.precision_onnx import Int8Recipe, calibration_key
+
+    ids = [("a.png", "0" * 64)]
+    base = Int8Recipe()
+    keys = {calibration_key(b"onnx", ids, r)["key"] for r in (base, replace(base, equalize=not base.equalize),
+                                                               replace(base, bias_correction=True))}  # fmt: skip
+    assert len(keys) == 3
