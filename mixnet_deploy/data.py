@@ -324,8 +324,8 @@ def calibration_sets(
 
     Files are visited in a seeded shuffle of the sorted list; the first usable ones are held out, the
     next ``count`` calibrate. Held out: ``holdout`` images when given (``--holdout``; at least one must be
-    left to calibrate); with ``labels`` (``--labels``: image path under the folder -> class, labels.py) half the readable
-    images or all beyond ``count``, whichever is more, up to ``acceptance.LABELLED_HOLDOUT_MAX``; else up
+    left to calibrate); with ``labels`` (``--labels``: image path under the folder -> class, labels.py) half
+    the readable images or all beyond ``count``, whichever is more, up to ``acceptance.LABELLED_HOLDOUT_MAX``; else up
     to ``held_out_max``, and a fifth of what the folder offers.
     """
     from .acceptance import LABELLED_HOLDOUT_MAX
