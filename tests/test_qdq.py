@@ -234,10 +234,11 @@ def outlier_case(tmp_path_factory):
     return case
 
 
-def _export(case, tmp_path, weights: str, exclude=None):
+def _export(case, tmp_path, weights: str, exclude=None, equalize=False):
+    """Without cross-layer equalization unless asked: it rescales exactly these outliers away (next test)."""
     cfg = ExportConfig(
         weights=str(case[weights]), img_size=SIZE, out_dir=tmp_path, engine="skip", int8=True,
-        calib=str(case["calib"]), calib_count=16, int8_exclude=sensitivity.parse_exclude(exclude),
+        calib=str(case["calib"]), calib_count=16, int8_exclude=sensitivity.parse_exclude(exclude), equalize=equalize,
     )  # fmt: skip
     return run_export(cfg)
 
@@ -279,6 +280,15 @@ def test_outliers_sink_int8_and_auto_exclusion_fixes_them(outlier_case, tmp_path
         tmp_path / "auto" / "mixnet_s.int8.onnx"
     ).read_bytes()
     assert again.calibration["key"] != report.calibration["key"]  # the exclusion is part of the cache key
+
+
+@pytest.mark.slow
+def test_equalization_rescales_the_outliers_away(outlier_case, tmp_path):
+    """The outliers sit in a depthwise -> ReLU -> pointwise pair (block 1): equalization (the default) evens the
+    channel ranges, and the INT8 file passes without any layer in FP16."""
+    report = _export(outlier_case, tmp_path, "planted", equalize=True)
+    assert report.calibration["fixes"]["equalize"]["pairs"] == 3
+    assert report.artifacts[-1].metrics["mean_cosine"] >= 0.99 and report.int8_exclusion["layers"] == []
 
 
 @pytest.mark.slow
