@@ -114,7 +114,8 @@ def measure(name: str, args, images, tmp: Path) -> tuple[list[dict], list[dict]]
     trained = name.endswith("trained")
     ref_hit = hits(top5(ref_eval), labels)
     rows, per_image = [], []
-    settings = [("percentile", fix) for fix in FIXES] + [(m, "none") for m in EXTRA.get(name, ())]
+    fixes = args.fixes.split(",")
+    settings = [("percentile", fix) for fix in fixes] + [(m, "none") for m in EXTRA.get(name, ()) if args.extra]
     for method, fix in settings:
         eq, bias = FIXES[fix]
         t0 = time.perf_counter()
@@ -203,6 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-count", type=int, default=300)
     p.add_argument("--holdout", type=int, default=16)
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--fixes", default=",".join(FIXES), help="the fix settings measured (default: all four)")
+    p.add_argument("--no-extra", dest="extra", action="store_false", help="skip the extra calibrations of s-trained")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "int8_acceptance.json")
     args = p.parse_args(argv)
     pre = Preprocess(size=args.size)

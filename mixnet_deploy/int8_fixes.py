@@ -105,7 +105,7 @@ def _depthwise_parts(g: _Graph, tensor: str) -> list[tuple[onnx.NodeProto, int]]
     parts, offset = [], 0
     for i in node.input:
         conv = g.producers.get(i)
-        if not _is_depthwise(g, conv) or g.only_consumer(i) is not conv and g.only_consumer(i) is not node:
+        if not _is_depthwise(g, conv) or g.only_consumer(i) is not node:
             return None
         parts.append((conv, offset))
         offset += g.inits[g.source(conv.input[1])].dims[0]
@@ -224,7 +224,7 @@ def input_means(fp32: onnx.ModelProto, tensors: Iterable[str], amax: Mapping[str
     wanted = [t for t in names if t not in inputs]
     sums: dict[str, np.ndarray] = {}
     clipped: dict[str, np.ndarray] = {}
-    count = 0
+    counts: dict[str, int] = {}  # values per channel: images x height x width of that tensor
     for batch in batches:
         outs = dict(zip(wanted, session.run(wanted, batch)))
         outs |= {t: batch[t] for t in names if t in inputs}
@@ -233,9 +233,8 @@ def input_means(fp32: onnx.ModelProto, tensors: Iterable[str], amax: Mapping[str
             a = float(amax.get(t, np.inf))
             sums[t] = sums.get(t, 0.0) + x.sum(axis=(0, 2, 3))
             clipped[t] = clipped.get(t, 0.0) + np.clip(x, -a, a).sum(axis=(0, 2, 3))
-        first = outs[names[0]]
-        count += first.shape[0] * first.shape[2] * first.shape[3]
-    return InputMeans({t: v / count for t, v in sums.items()}, {t: v / count for t, v in clipped.items()})
+            counts[t] = counts.get(t, 0) + x.shape[0] * x.shape[2] * x.shape[3]
+    return InputMeans({t: v / counts[t] for t, v in sums.items()}, {t: v / counts[t] for t, v in clipped.items()})
 
 
 def bias_shift(w: np.ndarray, wq: np.ndarray, group: int, mean: np.ndarray, clipped_mean: np.ndarray) -> np.ndarray:

@@ -235,3 +235,23 @@ def test_fixes_are_in_the_calibration_cache_key():
     keys = {calibration_key(b"onnx", ids, r)["key"] for r in (base, replace(base, equalize=not base.equalize),
                                                                replace(base, bias_correction=True))}  # fmt: skip
     assert len(keys) == 3
+
+
+def test_input_means_per_tensor_of_its_own_size():
+    """Channel means of tensors of different spatial sizes: each divided by its own count of values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    eye = numpy_helper.from_array(np.eye(2, dtype=np.float32).reshape(2, 2, 1, 1), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], name="down"),
+         helper.make_node("Conv", ["y", "w"], ["z"], name="same")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2, 8, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, 2, 4, 4])], [eye],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((3, 2, 8, 8)).astype(np.float32) + 1.0
+    means = input_means(model, ["x", "y"], {"y": 1.5}, [{"x": x[:2]}, {"x": x[2:]}])
+    sub = x[:, :, ::2, ::2].astype(np.float64)
+    np.testing.assert_allclose(means.plain["x"], x.astype(np.float64).mean((0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(means.plain["y"], sub.mean((0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(means.clipped["y"], np.clip(sub, -1.5, 1.5).mean((0, 2, 3)), rtol=1e-6)
