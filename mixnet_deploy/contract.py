@@ -36,7 +36,7 @@ DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md,
 DEFAULT_CALIB_COUNT = 64
 # INT8 fixes, measured on the trained fixture and random S/M/L (docs/precision.md, benchmarks/int8_acceptance.py):
 DEFAULT_EQUALIZE = True  # min cosine and top-1 agreement up on trained S and random M, exact in FP32
-DEFAULT_BIAS_CORRECTION = False  # no consistent gain: one image either way on 300, min cosine down with equalization
+DEFAULT_BIAS_CORRECTION = False  # no consistent gain: top-1 within one image, min cosine down (trained S)
 REFUSED_TAG = ".refused"  # --keep-refused: mixnet_s.int8.onnx -> mixnet_s.int8.refused.onnx
 
 # ---------------------------------------------------------------- file suffixes
