@@ -151,6 +151,7 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
 
 
 def print_export_summary(report) -> None:
+    from .acceptance import verdict_line
     from .arch import get_variant
     from .export_reports import INDEX_NAME, report_name
 
@@ -176,6 +177,9 @@ def print_export_summary(report) -> None:
         print(f"served: {served['input']['name']} {served['input']['type']} ({served['input']['bytes_per_image']:,} "
               f"bytes per image) -> {', '.join(served['outputs'])}; {served['nodes_added']} nodes added; max abs "
               f"{worst:.2g} vs each file's float32-nchw graph on {served['checked_on']}")
+    for a in report.artifacts:
+        if a.acceptance.get("criterion") == "top1_drop":
+            print(verdict_line(a.precision, a.acceptance))
     for e in report.engines:  # engine.EngineResult
         print(f"engine    {Path(e.path).name:<28} {e.bytes / 1e6:>6.2f}  built in {e.seconds:.1f} s")
     for note in report.notes:

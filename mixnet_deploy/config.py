@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import option_fields, precision_table
+from .acceptance import DEFAULT_MAX_TOP1_DROP, LABELLED_HOLDOUT_MAX, holdout_needed
 from .arch import DEFAULT_IMG_SIZE, MAX_IMG_SIZE, VARIANTS
 from .atomic import environment_failure, unwritable
 from .batching import BatchProfile, parse_batch_profile
 from .contract import (
     CALIB_METHODS,
+    DEFAULT_BIAS_CORRECTION,
     DEFAULT_CALIB_COUNT,
     DEFAULT_CALIB_METHOD,
+    DEFAULT_EQUALIZE,
     FLOAT_INPUT,
     INPUT_FORMATS,
     MDCONV_CHOICES,
@@ -127,6 +130,47 @@ class ExportConfig:
         "tolerance passes, at most a fifth of the convs) or names as printed by auto, comma-separated",
         metavar="auto|NAME[,NAME...]",
         parse=parse_exclude,  # parsed once, here at the edge: the config holds the names
+        group=PRECISION,
+    )
+    labels: str | None = option(
+        None,
+        "labels of the --calib images, as mixnet-parity --labels: 'folder' (synset subfolders) or a CSV of "
+        "image,class; FP16/INT8 are then accepted by their top-1 drop against FP32 on the held-out images",
+        metavar="folder|CSV",
+        group=PRECISION,
+    )
+    max_top1_drop: float = option(
+        DEFAULT_MAX_TOP1_DROP,
+        "with --labels: the largest top-1 drop against FP32 accepted, in percentage points, judged on the upper "
+        "bound of the 95%% paired-bootstrap interval (default {default})",
+        type=float,
+        metavar="POINTS",
+        group=PRECISION,
+    )
+    holdout: int | None = option(
+        None,
+        "images of --calib held out to verify FP16/INT8, not calibrated on (default: 16, or with --labels half "
+        f"the images up to {LABELLED_HOLDOUT_MAX}; a 1-point bound needs {holdout_needed(1.0)})",
+        type=positive_int,
+        metavar="N",
+        group=PRECISION,
+    )
+    keep_refused: bool = option(
+        False,
+        "keep an FP16/INT8 file that fails verification as DIR/mixnet_<v>.<precision>.refused.onnx (marked "
+        "refused in the report; the run still exits 1), e.g. to measure it with mixnet-parity --labels",
+        group=PRECISION,
+    )
+    equalize: bool = option(
+        DEFAULT_EQUALIZE,
+        "INT8: cross-layer equalization of the depthwise -> ReLU -> pointwise pairs before calibration (exact in "
+        "FP32; default {default}, measured in docs/precision.md)",
+        group=PRECISION,
+    )
+    bias_correction: bool = option(
+        DEFAULT_BIAS_CORRECTION,
+        "INT8: subtract the mean quantization error of each quantized conv from its bias (default {default}, "
+        "measured in docs/precision.md)",
         group=PRECISION,
     )
     engine: str = option(
@@ -291,9 +335,10 @@ def check_precision_config(cfg: ExportConfig) -> None:
             field="int8",
             problem="needs calibration images",
         )
-    if cfg.calib is not None and not cfg.int8:
+    if cfg.calib is not None and not cfg.int8 and not (cfg.labels is not None and cfg.fp16):
         int8 = flag_of("int8")
-        raise InputError(f"expected {int8} with it", field="calib", value=cfg.calib, problem=f"given without {int8}")
+        raise InputError(f"expected {int8} with it (or {flag_of('fp16')} {flag_of('labels')} ...)", field="calib",
+                         value=cfg.calib, problem=f"given without {int8}")  # fmt: skip
     if not isinstance(cfg.calib_count, int) or cfg.calib_count < 1:
         raise InputError("expected a positive integer", field="calib_count", value=cfg.calib_count)
     if cfg.int8_exclude and not cfg.int8:
@@ -307,6 +352,42 @@ def check_precision_config(cfg: ExportConfig) -> None:
         )  # fmt: skip
     if cfg.int8 and cfg.calib != SYNTHETIC:
         find_images(cfg.calib, field="calib")
+    check_acceptance_config(cfg)
+
+
+def check_acceptance_config(cfg: ExportConfig) -> None:
+    """--labels, --max-top1-drop, --holdout, --keep-refused: InputError before any work (labels read and matched)."""
+    import math
+
+    from .data import SYNTHETIC, find_images
+    from .labels import labelled_images
+
+    calib = flag_of("calib")
+    for name in ("labels", "holdout"):
+        value = getattr(cfg, name)
+        if value is not None and cfg.calib is None:
+            raise InputError(f"expected {calib} DIR with it", field=name, value=value, problem=f"given without {calib}")
+    if cfg.labels is not None:
+        if cfg.calib == SYNTHETIC:
+            raise InputError(f"expected {calib} DIR of the labelled photos", field="labels", value=cfg.labels,
+                             problem=f"given with {calib} {SYNTHETIC}")  # fmt: skip
+        labelled_images(cfg.calib, cfg.labels)  # a bad CSV, an unlabelled image: exit 2 now
+    drop = cfg.max_top1_drop
+    if not isinstance(drop, (int, float)) or not math.isfinite(drop):
+        raise InputError("expected a finite number of percentage points", field="max_top1_drop", value=drop)
+    if drop != DEFAULT_MAX_TOP1_DROP and cfg.labels is None:
+        raise InputError(f"expected {flag_of('labels')} with it (the drop is measured on labelled images)",
+                         field="max_top1_drop", value=drop, problem=f"given without {flag_of('labels')}")  # fmt: skip
+    if cfg.holdout is not None and (not isinstance(cfg.holdout, int) or cfg.holdout < 1):
+        raise InputError("expected a positive integer", field="holdout", value=cfg.holdout)
+    if cfg.holdout is not None and cfg.calib not in (None, SYNTHETIC):
+        files = len(find_images(cfg.calib, field="calib"))
+        if cfg.holdout >= files:
+            raise InputError(f"expected fewer than the {files} image files of {calib} (one or more calibrate)",
+                             field="holdout", value=cfg.holdout)  # fmt: skip
+    if cfg.keep_refused and not (cfg.fp16 or cfg.int8):
+        flags = f"{flag_of('fp16')} and/or {flag_of('int8')}"
+        raise InputError(f"expected {flags} with it", field="keep_refused", problem=f"given without {flags}")
 
 
 def written_precisions(cfg: ExportConfig) -> tuple[str, ...]:

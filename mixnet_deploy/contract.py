@@ -44,6 +44,10 @@ FLOAT_INPUT = "float32-nchw"
 PIXEL_INPUT = "uint8-nhwc"
 INPUT_FORMATS = (FLOAT_INPUT, PIXEL_INPUT)  # mixnet.input_format: what the graph input takes (graph_io.py)
 MAX_TOP_K = 3839  # TensorRT's TopK: K < 3840 (onnx-tensorrt docs/operators.md)
+# INT8 fixes, measured on the trained fixture and random S/M/L (docs/precision.md, benchmarks/int8_acceptance.py):
+DEFAULT_EQUALIZE = True  # min cosine and top-1 agreement up on trained S and random M, exact in FP32
+DEFAULT_BIAS_CORRECTION = False  # no consistent gain: top-1 within one image, min cosine down (trained S)
+REFUSED_TAG = ".refused"  # --keep-refused: mixnet_s.int8.onnx -> mixnet_s.int8.refused.onnx
 
 # ---------------------------------------------------------------- file suffixes
 ONNX_SUFFIX = ".onnx"

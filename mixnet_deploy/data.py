@@ -384,6 +384,7 @@ class CalibrationSets:
     source: str  # the folder, or "synthetic"
     found: int = 0  # image files found in the folder
     skipped: dict[str, str] = field(default_factory=dict)
+    held_out_labels: np.ndarray | None = None  # --labels: the class of every held-out image
 
     @property
     def synthetic(self) -> bool:
@@ -391,35 +392,51 @@ class CalibrationSets:
 
     def summary(self) -> str:
         where = "synthetic colour fields (NOT photos)" if self.synthetic else f"{self.source} ({self.found} files)"
-        text = f"{len(self.calib)} calibration + {len(self.held_out)} held-out images from {where}"
+        held = f"{len(self.held_out)} held-out" + (" labelled" if self.held_out_labels is not None else "")
+        text = f"{len(self.calib)} calibration + {held} images from {where}"
         if self.skipped:
             text += "; " + skip_summary(self.skipped)
         return text
 
 
 def calibration_sets(
-    spec: str, pre: Preprocess, count: int, held_out_max: int = HELD_OUT_MAX, quiet: bool = False
-) -> CalibrationSets:
+    spec: str, pre: Preprocess, count: int, held_out_max: int = HELD_OUT_MAX, quiet: bool = False,
+    holdout: int | None = None, labels: Mapping[str, int] | None = None,
+) -> CalibrationSets:  # fmt: skip
     """``--calib DIR|synthetic`` -> calibration images (up to ``count``) and held-out ones.
 
-    Files are visited in a seeded shuffle of the sorted list; the first usable ones are held out
-    (up to ``held_out_max``, and a fifth of what the folder offers), the next ``count`` calibrate.
+    Files are visited in a seeded shuffle of the sorted list; the first usable ones are held out, the
+    next ``count`` calibrate. Held out: ``holdout`` images when given (``--holdout``; at least one must be
+    left to calibrate); with ``labels`` (``--labels``: image path under the folder -> class, labels.py) half
+    the readable images or all beyond ``count``, whichever is more, up to ``acceptance.LABELLED_HOLDOUT_MAX``; else up
+    to ``held_out_max``, and a fifth of what the folder offers.
     """
+    from .acceptance import LABELLED_HOLDOUT_MAX
+
     if spec == SYNTHETIC:
-        return CalibrationSets(
-            synthetic_crops(count, pre), synthetic_crops(held_out_max, pre, SYNTHETIC_SEED + 1), spec
-        )
+        held = holdout or held_out_max
+        return CalibrationSets(synthetic_crops(count, pre), synthetic_crops(held, pre, SYNTHETIC_SEED + 1), spec)
     root = Path(spec)
     paths = shuffled(find_images(root))
-    loaded = load_images(paths, pre, limit=count + held_out_max, root=root, quiet=quiet)
-    if len(loaded) < 2:
+    most = holdout or (LABELLED_HOLDOUT_MAX if labels is not None else held_out_max)
+    loaded = load_images(paths, pre, limit=count + most, root=root, quiet=quiet)
+    if len(loaded) < 2 or holdout is not None and len(loaded) <= holdout:
+        least = 2 if holdout is None else holdout + 1
         raise InputError(
             f"{len(loaded)} readable image(s) of {len(paths)} files ({loaded.skip_summary()}): "
-            "expected at least 2 (one is held out for verification)",
-            field="calib",
-            value=spec,
+            f"expected at least {least} ({least - 1} held out for verification, one or more to calibrate)",
+            field="calib" if holdout is None else "holdout",
+            value=spec if holdout is None else holdout,
         )
-    hold = min(held_out_max, max(1, len(loaded) // 5)) if len(loaded) < count + held_out_max else held_out_max
+    if holdout is not None:
+        hold = holdout
+    elif labels is not None:
+        hold = min(LABELLED_HOLDOUT_MAX, max(len(loaded) - count, len(loaded) // 2))
+    else:
+        hold = min(held_out_max, max(1, len(loaded) // 5)) if len(loaded) < count + held_out_max else held_out_max
     held = ImageSet(loaded.crops[:hold], loaded.ids[:hold])
     calib = ImageSet(loaded.crops[hold : hold + count], loaded.ids[hold : hold + count])
-    return CalibrationSets(calib, held, str(root), len(paths), loaded.skipped)
+    held_labels = None
+    if labels is not None:
+        held_labels = np.array([labels[Path(name).as_posix()] for name, _ in held.ids], dtype=np.int64)
+    return CalibrationSets(calib, held, str(root), len(paths), loaded.skipped, held_labels)

@@ -64,6 +64,10 @@ class LabelledImages:
     def name(self, i: int) -> str:
         return self.paths[i].relative_to(self.root).as_posix()
 
+    def by_name(self) -> dict[str, int]:
+        """Image name (relative to ``root``, posix) -> class index; empty without labels."""
+        return {} if self.labels is None else {self.name(i): int(c) for i, c in enumerate(self.labels)}
+
     def describe(self) -> dict:
         return {"labels": self.source, "label_warnings": list(self.warnings)}
 

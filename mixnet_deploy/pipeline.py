@@ -11,6 +11,7 @@ indexes every model's latest run there (export_reports.py).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from . import precision_table
 from .atomic import remove_stale_temps, write_bytes, write_json
 from .config import ExportConfig, check_config, triton_options, written_precisions
+from .contract import ONNX_SUFFIX, REFUSED_TAG, onnx_stem
 from .engine_build import EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import EnvironmentFailure, VerificationError
@@ -27,7 +29,7 @@ from .export_reports import report_name
 from .export_set import failed_name, planned_names, relocate, staged, survey
 from .fold import fold_bn
 from .lowering import lower
-from .metrics import compare, failures
+from .metrics import compare
 from .onnx_export import build_metadata, check_graph, op_counts, set_metadata, to_onnx
 from .runtimes import ort_session, random_inputs, run_ort, run_torch
 from .weights import load_model
@@ -50,6 +52,8 @@ class Artifact:
     seconds: float
     structure: dict = field(default_factory=dict)  # FP16/INT8: qdq.graph_facts (float32 tensors, Q/DQ, ...)
     served: dict = field(default_factory=dict)  # graph_io.check_served facts (uint8-nhwc / --top-k), nodes added
+    acceptance: dict = field(default_factory=dict)  # FP16/INT8: what judged it (acceptance.py): top-1 drop or tolerance
+    refused: bool = False  # failed verification; kept (under a .refused name) only with --keep-refused
 
 
 @dataclass
@@ -86,11 +90,16 @@ def verification_inputs(img_size: int, n: int = VERIFY_BATCH, seed: int = VERIFY
     return random_inputs((n, 3, img_size, img_size), seed)
 
 
-def verify_onnx(data: bytes, reference: np.ndarray, x: np.ndarray, precision: str) -> tuple[dict, list[str]]:
-    """Run a serialized ONNX model in ONNX Runtime (CPU) and compare with reference logits."""
+def verify_onnx(
+    data: bytes, reference: np.ndarray, x: np.ndarray, precision: str, judge=None
+) -> tuple[dict, dict, list[str]]:
+    """Run a serialized ONNX model in ONNX Runtime (CPU) and compare with reference logits: (metrics, what judged
+    it, failures). ``judge`` (acceptance.Judge) decides; by default the precision's tolerance."""
+    from .acceptance import tolerance_judge
+
     out = run_ort(ort_session(data), x)
-    metrics = compare(reference, out)
-    return metrics.as_dict(), failures(metrics, precision_table.row(precision).tolerance)
+    record, bad = (judge or tolerance_judge(reference, precision_table.row(precision).tolerance))(out)
+    return compare(reference, out).as_dict(), record, bad
 
 
 @dataclass(frozen=True)
@@ -104,8 +113,9 @@ class Made:
     timings: dict[str, float]
 
 
-def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np.ndarray) -> Made:
-    """``make()`` -> checked ONNX model, serialized and verified against ``reference`` on ``x``."""
+def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np.ndarray, judge=None) -> Made:
+    """``make()`` -> checked ONNX model, serialized and verified against ``reference`` on ``x`` (by ``judge``,
+    acceptance.py; default: the precision's tolerance)."""
 
     def made():
         model = make()
@@ -113,7 +123,7 @@ def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np
         return model, model.SerializeToString()
 
     (model, blob), made_s = timed(made)
-    (metrics, bad), verify_s = timed(lambda: verify_onnx(blob, reference, x, precision))
+    (metrics, record, bad), verify_s = timed(lambda: verify_onnx(blob, reference, x, precision, judge))
     structure = {}
     if precision != "fp32":  # what a strongly typed engine computes in float32, and what ORT's CPU provider did
         from .qdq import facts_problems, graph_facts, ort_cpu_casts
@@ -123,7 +133,7 @@ def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np
     artifact = Artifact(
         precision=precision, path=str(path), bytes=len(blob), nodes=len(model.graph.node), ops=op_counts(model),
         metrics=metrics, tolerance=asdict(precision_table.row(precision).tolerance), seconds=made_s,
-        structure=structure,
+        structure=structure, acceptance=record if precision != "fp32" else {}, refused=bool(bad),
     )  # fmt: skip
     return Made(artifact, model, blob, tuple(bad), {f"make_{precision}": made_s, f"verify_{precision}": verify_s})
 
@@ -233,6 +243,7 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
             run_stages(work, model, info, ends, parts, stage, reuse_from=out_dir)
         except VerificationError as exc:  # nothing swapped in; M.failed.json says why
             parts["notes"] = [*parts["notes"], f"verification failed: {exc}"]
+            keep_refused_files(parts["artifacts"], stage.path, out_dir)
             failed = _assemble(cfg, model.spec, info, parts, stage)
             path = write_json(out_dir / failed_name(name), failed.as_dict())
             raise VerificationError(f"{exc}; the folder's export of {name} is unchanged, this run's report: "
@@ -245,6 +256,15 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         write_json(stage.path / report_name(name), report.as_dict())
         stage.commit(previous)
     return report
+
+
+def keep_refused_files(artifacts, stage_dir: Path, out_dir: Path) -> None:
+    """--keep-refused: the refused files (``<model>.<precision>.refused.onnx``) of a failed run move from the stage
+    folder to ``out_dir`` beside its ``<model>.failed.json``; nothing else of the failed run is swapped in."""
+    for a in artifacts:
+        name = Path(a.path).name
+        if a.refused and name.endswith(REFUSED_TAG + ONNX_SUFFIX) and (stage_dir / name).is_file():
+            os.replace(stage_dir / name, out_dir / name)
 
 
 def run_stages(cfg: ExportConfig, model, info, ends, parts: dict, stage, reuse_from: Path) -> None:
@@ -263,7 +283,8 @@ def run_stages(cfg: ExportConfig, model, info, ends, parts: dict, stage, reuse_f
     _merge(parts, precisions.artifacts, precisions.timings, precisions.notes, calibration=precisions.calibration,
            int8_exclusion=precisions.int8_exclusion)  # fmt: skip
     if precisions.refused:
-        raise VerificationError("; ".join(precisions.refused) + " (file not kept)")
+        kept = "kept as .refused.onnx: --keep-refused" if cfg.keep_refused else "file not kept"
+        raise VerificationError("; ".join(precisions.refused) + f" ({kept})")
     engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
     _merge(parts, (), timings, notes, engines=engines)
     if cfg.triton_repo is not None:
@@ -324,29 +345,52 @@ class Int8Made:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndarray, x: np.ndarray,
+EQUALIZE_MAX_ABS = 1e-5  # equalized vs unequalized FP32 graph, per unit of the largest |logit| (exact up to rounding)
+
+
+def equalized_graph(proto, reference: np.ndarray, x: np.ndarray):
+    """The FP32 graph with cross-layer equalization (int8_fixes.py), checked exact against ``reference`` on ``x``:
+    (graph, what the report records)."""
+    from .int8_fixes import equalize
+
+    model, facts = equalize(proto)
+    max_abs = float(np.abs(run_ort(ort_session(model.SerializeToString()), x) - reference).max())
+    bound = EQUALIZE_MAX_ABS * max(1.0, float(np.abs(reference).max()))
+    if not max_abs <= bound:
+        raise VerificationError(f"cross-layer equalization changed the FP32 logits by {max_abs:.3g} > {bound:.3g}")
+    return model, {**asdict(facts), "max_abs_vs_fp32": max_abs, "bound": bound, "text": facts.describe()}
+
+
+def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndarray, x: np.ndarray, judge,
               reuse_from: Path | None = None) -> Int8Made:  # fmt: skip
     """Calibrate (or reuse the cache in ``reuse_from``, default the output folder), then Q/DQ on the FP16 graph
     (qdq.py) with the layers --int8-exclude keeps in FP16 (sensitivity.py; auto searches on the held-out ``x``
-    against the FP32 ``reference``)."""
+    until ``judge`` accepts), after the fixes --equalize / --bias-correction ask for (int8_fixes.py)."""
     from .data import CalibrationReader
+    from .int8_fixes import input_means
     from .precision_onnx import Int8Recipe, calibrate, int8_problems, load_cache
-    from .qdq import Int8Builder, Placement, amax_of
+    from .qdq import Int8Builder, Placement, amax_of, conv_inputs
     from .sensitivity import as_report, int8_with_exclusion, table_text
 
+    recipe = Int8Recipe(method=cfg.calib_method, exclude=cfg.int8_exclude, equalize=cfg.equalize,
+                        bias_correction=cfg.bias_correction)  # fmt: skip
+    fixes = {"equalize": {}, "bias_correction": cfg.bias_correction}
+    if cfg.equalize:
+        proto, fixes["equalize"] = equalized_graph(proto, reference, x)
     data = proto.SerializeToString()
-    recipe = Int8Recipe(method=cfg.calib_method, exclude=cfg.int8_exclude)
-    calib = calibrate(
-        data, sets.calib.ids, lambda: iter(CalibrationReader(sets.calib, pre)), recipe, Path(cfg.out_dir), name,
-        sets.source, reuse_from=reuse_from,
-    )  # fmt: skip
+    batches = lambda: iter(CalibrationReader(sets.calib, pre))  # noqa: E731
+    calib = calibrate(data, sets.calib.ids, batches, recipe, Path(cfg.out_dir), name, sets.source,
+                      reuse_from=reuse_from)  # fmt: skip
     how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
     notes = [f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"]
-    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary()}
-    builder = Int8Builder(proto, amax_of(load_cache(calib.cache, calib.key)))
-    tolerance = precision_table.row("int8").tolerance
-    (model, exclusion), search_s = timed(lambda: int8_with_exclusion(builder, recipe.exclude, reference, x, tolerance))
-    timings = {"calibrate_int8": calib.seconds, "int8_exclude": search_s}
+    notes += [f"int8: {fixes['equalize']['text']}"] if cfg.equalize else []
+    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary(), "fixes": fixes}
+    amax = amax_of(load_cache(calib.cache, calib.key))
+    means, means_s = timed(lambda: input_means(proto, conv_inputs(proto), amax, batches()) if cfg.bias_correction
+                           else None)  # fmt: skip
+    builder = Int8Builder(proto, amax, means)
+    (model, exclusion), search_s = timed(lambda: int8_with_exclusion(builder, recipe.exclude, reference, x, judge))
+    timings = {"calibrate_int8": calib.seconds, "int8_exclude": search_s, **({"bias_means": means_s} if means else {})}
     if exclusion.table:
         notes.append(f"int8 sensitivity ({exclusion.steps} INT8 files run):\n{table_text(exclusion)}")
     if not exclusion.passed:
@@ -359,31 +403,59 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     return Int8Made(model, calibration, tuple(notes), as_report(exclusion), "", timings)
 
 
+def refused_path(path: Path) -> Path:
+    """``mixnet_s.int8.onnx`` -> ``mixnet_s.int8.refused.onnx`` (--keep-refused)."""
+    return path.with_name(onnx_stem(path.name) + REFUSED_TAG + ONNX_SUFFIX)
+
+
+def acceptance_setup(cfg: ExportConfig, pre, reference_of) -> tuple:
+    """The held-out inputs, the FP32 reference on them, the judge and the notes of a precision stage."""
+    from .acceptance import holdout_needed, holdout_warning, labelled_judge
+    from .data import calibration_sets
+    from .labels import labelled_images
+
+    if cfg.calib is None:
+        x = verification_inputs(cfg.img_size)
+        return None, x, reference_of(x), None, []
+    labels = labelled_images(cfg.calib, cfg.labels).by_name() if cfg.labels is not None else None
+    sets = calibration_sets(cfg.calib, pre, cfg.calib_count, holdout=cfg.holdout, labels=labels)
+    notes = [warning(SYNTHETIC_CALIB_WARNING)] if sets.synthetic else []
+    x = pre.normalize(sets.held_out.crops)
+    reference = reference_of(x)
+    if sets.held_out_labels is None:
+        return sets, x, reference, None, notes
+    n, drop = len(x), cfg.max_top1_drop
+    notes.append(f"accepted by top-1 drop on {n} labelled held-out images ({cfg.labels}): upper bound of the 95% "
+                 f"interval <= {drop:g} points (a bound of {drop:g} needs {holdout_needed(drop) or 'no count of'} "
+                 "images); cosine figures are information")  # fmt: skip
+    too_few = holdout_warning(n, drop)
+    if too_few:
+        notes.append(warning(too_few))
+    return sets, x, reference, labelled_judge(reference, sets.held_out_labels, drop), notes
+
+
 def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, serve, reuse_from: Path | None = None
                         ) -> PrecisionStage:  # fmt: skip
     """FP16 / INT8 ONNX of model ``name`` from the verified FP32 graph, each verified in ONNX Runtime (CPU)
-    against the FP32 file on held-out inputs; a precision beyond its tolerance keeps no file (``refused``).
-    ``serve`` (a :class:`Server`) adds the served ends to a verified model and writes it; ``reuse_from``: the
-    folder whose calibration cache is reused (default ``cfg.out_dir``)."""
+    against the FP32 file on held-out inputs (by its top-1 drop with --labels, else its tolerance); a refused
+    precision keeps no file (``refused``), or with --keep-refused a .refused one. ``serve`` (a :class:`Server`)
+    adds the served ends to a verified model and writes it; ``reuse_from``: the folder whose calibration cache
+    is reused (default ``cfg.out_dir``)."""
     if not (cfg.fp16 or cfg.int8):
         return PrecisionStage()
-    from .data import Preprocess, calibration_sets
+    from .acceptance import tolerance_judge
+    from .data import Preprocess
     from .onnx_export import read_metadata
     from .precision_onnx import to_fp16
 
     pre = Preprocess.from_metadata(read_metadata(proto))
-    notes, timings = [], {}
+    session = ort_session(data)
+    sets, x, reference, judge, notes = acceptance_setup(cfg, pre, lambda inputs: run_ort(session, inputs))
+    timings = {}
+    int8 = None
     if cfg.int8:
-        sets = calibration_sets(cfg.calib, pre, cfg.calib_count)
-        if sets.synthetic:
-            notes.append(warning(SYNTHETIC_CALIB_WARNING))
-        x = pre.normalize(sets.held_out.crops)
-    else:
-        x = verification_inputs(cfg.img_size)
-    reference = run_ort(ort_session(data), x)
-
-    int8 = make_int8(cfg, name, proto, sets, pre, reference, x, reuse_from) if cfg.int8 else None
-    if int8 is not None:
+        auto_judge = judge or tolerance_judge(reference, precision_table.row("int8").tolerance)
+        int8 = make_int8(cfg, name, proto, sets, pre, reference, x, auto_judge, reuse_from)
         timings |= int8.timings
         notes += int8.notes
 
@@ -394,11 +466,15 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, serve,
         if precision_table.row(precision).quantized and int8.model is None:
             refused.append(f"{path.name}: {int8.refused}")
             continue
-        made = make_verified(precision, path, makers[precision], reference, x)
+        made = make_verified(precision, path, makers[precision], reference, x, judge)
+        artifact = made.artifact
         timings |= made.timings
         if made.failures:
-            artifacts.append(made.artifact)
             refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
+            if cfg.keep_refused:
+                artifact = replace(artifact, path=str(write_bytes(refused_path(path), made.blob)))
+                notes.append(warning(f"{path.name} refused, kept as {Path(artifact.path).name} (--keep-refused)"))
+            artifacts.append(artifact)
         else:
             artifacts.append(serve(made))
     calibration, exclusion = (int8.calibration, int8.exclusion) if int8 is not None else ({}, {})

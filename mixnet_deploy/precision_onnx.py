@@ -108,6 +108,8 @@ class Int8Recipe:
     quantize_se: bool = False  # qdq.QUANTIZE_SE: the SE convs (1x1 on a 1x1 map) stay float16
     residual_adds: bool = True  # qdq.Placement: the skip input of a residual Add after a quantized conv
     exclude: tuple[str, ...] = ()  # --int8-exclude: ("auto",) or conv names kept in float16 (in the cache key)
+    equalize: bool = False  # --equalize: cross-layer equalization of the FP32 graph calibrated (int8_fixes.py)
+    bias_correction: bool = False  # --bias-correction: conv biases corrected by the error's mean (int8_fixes.py)
 
     def __post_init__(self):
         if self.method not in CALIB_METHODS:

@@ -66,6 +66,11 @@ def conv_names(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv"]
 
 
+def conv_inputs(model: onnx.ModelProto) -> list[str]:
+    """The tensors the convolutions read (bias correction measures their channel means), each once."""
+    return list(dict.fromkeys(n.input[0] for n in model.graph.node if n.op_type == "Conv"))
+
+
 def se_convs(fp32: onnx.ModelProto) -> set[str]:
     """Conv nodes whose input is a 1x1 map (the squeeze-excitation convolutions), by ONNX shape inference."""
     inferred = onnx.shape_inference.infer_shapes(fp32)
@@ -165,19 +170,28 @@ class _QdqWriter:
             self.done[tensor] = self._pair(tensor, scale, zero, None, quantized=False)
         return self.done[tensor]
 
+    def range_name(self, tensor: str) -> str:
+        """The FP32 graph's name of a float16 tensor: the float16 Cast after ``input`` stands for ``input``."""
+        cast = self.producers.get(tensor)
+        if tensor not in self.amax and cast is not None and cast.op_type == "Cast":
+            return cast.input[0]
+        return tensor
+
     def _amax(self, tensor: str) -> float:
-        name = tensor
-        cast = self.producers.get(name)
-        if name not in self.amax and cast is not None and cast.op_type == "Cast":
-            name = cast.input[0]  # the float16 Cast after `input` carries the range of `input`
+        name = self.range_name(tensor)
         if name not in self.amax:
             raise ValueError(f"no calibrated range for tensor {tensor!r}: the calibration cache lacks it")
         return float(self.amax[name])
 
+    def initializer(self, name: str) -> str:
+        """The initializer behind ``name`` (through the exporter's Identity nodes)."""
+        while name not in self.inits and self.producers.get(name) is not None:
+            name = self.producers[name].input[0]
+        return name
+
     def weight(self, name: str) -> str:
         """DequantizeLinear output standing for a conv weight: int8 per output channel, float16 scales."""
-        while name not in self.inits and self.producers.get(name) is not None:
-            name = self.producers[name].input[0]  # through the exporter's Identity nodes
+        name = self.initializer(name)
         if name not in self.done:
             w = numpy_helper.to_array(self.fp32_weights[name]).astype(np.float32)
             q, scale = quantize_weight(w)
@@ -187,14 +201,34 @@ class _QdqWriter:
             self.done[name] = self._pair(qname, sname, zname, 0, quantized=True)
         return self.done[name]
 
+    def correct_bias(self, node: onnx.NodeProto, tensor: str, weight: str, means) -> None:
+        """Subtract the mean output error of quantized conv ``node`` (int8_fixes.bias_shift) from its bias."""
+        from .int8_fixes import bias_shift
+
+        w = numpy_helper.to_array(self.fp32_weights[self.initializer(weight)]).astype(np.float32)
+        q, scale = quantize_weight(w)
+        wq = q.astype(np.float32) * scale.astype(np.float32).reshape(-1, 1, 1, 1)
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        source = self.range_name(tensor)
+        shift = bias_shift(w, wq, group, means.plain[source], means.clipped[source])
+        bias = np.zeros(len(w), np.float32)
+        if len(node.input) > 2 and node.input[2]:
+            bias = numpy_helper.to_array(self.fp32_weights[self.initializer(node.input[2])]).astype(np.float32)
+        name = self._add_init((bias - shift).astype(np.float16), f"{node.name}_bias_corrected")
+        if len(node.input) > 2:
+            node.input[2] = name
+        else:
+            node.input.append(name)
+
 
 class Int8Builder:
     """Makes INT8 files of one FP32 graph for any :class:`Placement`; the FP16 conversion is done once."""
 
-    def __init__(self, fp32: onnx.ModelProto, amax: Mapping[str, float]):
+    def __init__(self, fp32: onnx.ModelProto, amax: Mapping[str, float], means=None):
+        """``means``: int8_fixes.InputMeans of the conv inputs: correct the biases of quantized convs (None: don't)."""
         from .precision_onnx import to_fp16
 
-        self.fp32, self.amax = fp32, amax
+        self.fp32, self.amax, self.means = fp32, amax, means
         self.fp16 = to_fp16(fp32)
         self.convs = conv_names(fp32)
         self.se = se_convs(fp32)
@@ -225,8 +259,11 @@ class Int8Builder:
         quantized = set()
         for node in model.graph.node:
             if node.op_type == "Conv" and node.name not in skip:
-                node.input[0] = writer.activation(node.input[0])
-                node.input[1] = writer.weight(node.input[1])
+                tensor, weight = node.input[0], node.input[1]
+                node.input[0] = writer.activation(tensor)
+                node.input[1] = writer.weight(weight)
+                if self.means is not None:
+                    writer.correct_bias(node, tensor, weight, self.means)
                 quantized.add(node.name)
         for add, skip_input, sources in residuals if placement.residual_adds else ():
             if sources and all(s.name in quantized for s in sources):

@@ -1,10 +1,11 @@
-"""``--int8-exclude``: which convolutions stay float16 so that the INT8 file passes its tolerance.
+"""``--int8-exclude``: which convolutions stay float16 so that the INT8 file passes its acceptance criterion.
 
 Trained networks have outlier channels; a per-tensor activation scale handles them badly and one
 layer can sink the whole model. ``auto`` measures every quantized convolution's sensitivity on the
 held-out images, leave-one-out: the INT8 file with everything quantized but that layer, compared
 with the FP32 file (mean / min cosine, top-5 overlap). It then keeps the most sensitive layers in
-float16, greedily (one more per step, each step verified), until the INT8 tolerance passes, within
+float16, greedily (one more per step, each step verified), until the INT8 file is accepted by the export's
+criterion (acceptance.py: its top-1 drop with ``--labels``, else its tolerance), within
 a cap (:data:`MAX_EXCLUDE_FRACTION` of the convolutions). Beyond the cap the run fails (exit 1)
 naming the layers it would need. Names given explicitly (as printed in the table) are taken as they are.
 """
@@ -17,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .acceptance import Judge
 from .errors import InputError
-from .metrics import compare, failures
-from .precision_table import Tolerance
+from .metrics import compare
 
 log = logging.getLogger("mixnet_deploy")
 
@@ -52,14 +53,14 @@ class Exclusion:
     final: dict  # metrics of the file written
     table: list[dict] = field(default_factory=list)  # auto: one row per layer, most sensitive first
     steps: int = 0  # INT8 files built and run for the search
-    passed: bool = True  # False: the tolerance needs more than `cap` layers in float16
+    passed: bool = True  # False: the criterion needs more than `cap` layers in float16
     needed: list[str] = field(default_factory=list)  # not passed: the layers it would need (empty: none suffice)
 
     def failure(self) -> str:
         """The exit-1 message when the cap was not enough."""
         what = f"these {len(self.needed)}: {', '.join(self.needed)}" if self.needed else "more than all of them"
         return (
-            f"INT8 tolerance not reached with the {self.cap} most sensitive layers in float16 (the cap, a fifth "
+            f"INT8 criterion not met with the {self.cap} most sensitive layers in float16 (the cap, a fifth "
             f"of the convolutions); it would need {what}"
         )
 
@@ -67,17 +68,14 @@ class Exclusion:
 Evaluate = Callable[[Sequence[str]], "np.ndarray"]  # excluded layers -> logits on the held-out inputs
 
 
-def auto_exclude(
-    evaluate: Evaluate,
-    layers: Sequence[str],
-    reference: np.ndarray,
-    tolerance: Tolerance,
-    cap: int,
-) -> Exclusion:
-    """Greedy exclusion by leave-one-out sensitivity; beyond ``cap``: ``passed`` False, ``needed`` the layers."""
-    baseline = compare(reference, evaluate(()))
-    result = Exclusion(AUTO, [], cap, baseline.as_dict(), baseline.as_dict(), steps=1)
-    if not failures(baseline, tolerance):
+def auto_exclude(evaluate: Evaluate, layers: Sequence[str], reference: np.ndarray, judge: Judge, cap: int) -> Exclusion:
+    """Greedy exclusion by leave-one-out sensitivity until ``judge`` (acceptance.py: the top-1 drop with --labels,
+    else the tolerance) passes; beyond ``cap``: ``passed`` False, ``needed`` the layers."""
+    out = evaluate(())
+    record, bad = judge(out)
+    baseline = {**compare(reference, out).as_dict(), "acceptance": record}
+    result = Exclusion(AUTO, [], cap, baseline, baseline, steps=1)
+    if not bad:
         return result
     for layer in layers:
         row = {"layer": layer, **compare(reference, evaluate((layer,))).as_dict()}
@@ -86,30 +84,33 @@ def auto_exclude(
     result.table.sort(key=lambda r: (-r["mean_cosine"], -r["min_cosine"], -r["top5_overlap"], r["layer"]))
     ranked = [r["layer"] for r in result.table]
     for k in range(1, min(cap, len(ranked)) + 1):
-        if _passes(evaluate, ranked[:k], reference, tolerance, result):
+        if _passes(evaluate, ranked[:k], reference, judge, result):
             return result
     result.passed = False
-    result.needed = _needed_beyond_cap(evaluate, ranked, reference, tolerance, cap, result)
+    result.needed = _needed_beyond_cap(evaluate, ranked, reference, judge, cap, result)
     result.layers = []  # no file is written
     return result
 
 
-def _passes(evaluate: Evaluate, excluded: Sequence[str], reference, tolerance, result: Exclusion) -> bool:
-    final = compare(reference, evaluate(tuple(excluded)))
+def _passes(evaluate: Evaluate, excluded: Sequence[str], reference, judge: Judge, result: Exclusion) -> bool:
+    out = evaluate(tuple(excluded))
+    final = compare(reference, out)
+    record, bad = judge(out)
     result.steps += 1
-    log.info("int8 exclude %d layer(s): mean cosine %.6f", len(excluded), final.mean_cosine)
-    if failures(final, tolerance):
+    log.info("int8 exclude %d layer(s): mean cosine %.6f%s", len(excluded), final.mean_cosine,
+             f"; {bad[0]}" if bad else "")  # fmt: skip
+    if bad:
         return False
-    result.layers, result.final = list(excluded), final.as_dict()
+    result.layers, result.final = list(excluded), {**final.as_dict(), "acceptance": record}
     return True
 
 
-def _needed_beyond_cap(evaluate, ranked, reference, tolerance, cap, result: Exclusion) -> list[str]:
+def _needed_beyond_cap(evaluate, ranked, reference, judge: Judge, cap, result: Exclusion) -> list[str]:
     """The shortest prefix of the ranking (doubling from the cap) that passes; [] if none does."""
     k = max(cap, 1)
     while k < len(ranked):
         k = min(2 * k, len(ranked))
-        if _passes(evaluate, ranked[:k], reference, tolerance, result):
+        if _passes(evaluate, ranked[:k], reference, judge, result):
             return ranked[:k]
     return []
 
@@ -131,9 +132,10 @@ def as_report(exclusion: Exclusion) -> dict:
     return asdict(exclusion)
 
 
-def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: np.ndarray, tolerance: Tolerance):
-    """(INT8 model, Exclusion) for ``--int8-exclude`` ``spec`` (parse_exclude's result) on held-out ``x``;
-    ``builder`` is a :class:`qdq.Int8Builder`. Unknown names: InputError listing a few valid ones."""
+def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: np.ndarray, judge: Judge):
+    """(INT8 model, Exclusion) for ``--int8-exclude`` ``spec`` (parse_exclude's result) on held-out ``x``, auto
+    searching until ``judge`` passes; ``builder`` is a :class:`qdq.Int8Builder`. Unknown names: InputError listing
+    a few valid ones."""
     from .qdq import Placement
     from .runtimes import ort_session, run_ort
 
@@ -146,7 +148,7 @@ def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: 
         return run_ort(ort_session(build(excluded).SerializeToString()), x)
 
     if tuple(spec) == (AUTO,):
-        exclusion = auto_exclude(evaluate, builder.candidates(), reference, tolerance, cap)
+        exclusion = auto_exclude(evaluate, builder.candidates(), reference, judge, cap)
         return (build(exclusion.layers) if exclusion.passed else None), exclusion
     unknown = [n for n in spec if n not in builder.convs]
     if unknown:

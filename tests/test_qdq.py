@@ -10,6 +10,7 @@ import pytest
 from outliers import make_case
 
 from mixnet_deploy import precision_onnx, qdq, sensitivity
+from mixnet_deploy.acceptance import labelled_judge, tolerance_judge
 from mixnet_deploy.config import ExportConfig, check_config
 from mixnet_deploy.data import CalibrationReader, Preprocess, synthetic_crops
 from mixnet_deploy.errors import InputError, VerificationError
@@ -146,7 +147,7 @@ def test_auto_exclude_keeps_the_damaging_layers_only():
     layers = [f"conv{i}" for i in range(10)]
     reference = np.random.default_rng(0).standard_normal((8, 100)) * 3
     evaluate, calls = _fake(layers, {"conv3": 3.0, "conv7": 2.0}, reference)
-    result = sensitivity.auto_exclude(evaluate, layers, reference, INT8_TOL, cap=2)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, tolerance_judge(reference, INT8_TOL), cap=2)
     assert result.passed and result.layers == ["conv3", "conv7"]
     assert [r["layer"] for r in result.table[:2]] == ["conv3", "conv7"]  # most sensitive first
     assert result.baseline["mean_cosine"] < 0.99 <= result.final["mean_cosine"]
@@ -159,7 +160,7 @@ def test_auto_exclude_over_the_cap_names_what_it_would_need():
     layers = [f"conv{i}" for i in range(10)]
     reference = np.random.default_rng(0).standard_normal((8, 100)) * 3
     evaluate, _ = _fake(layers, {"conv1": 3.0, "conv4": 3.0, "conv8": 3.0}, reference)
-    result = sensitivity.auto_exclude(evaluate, layers, reference, INT8_TOL, cap=2)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, tolerance_judge(reference, INT8_TOL), cap=2)
     assert not result.passed and result.layers == []
     assert set(result.needed) >= {"conv1", "conv4", "conv8"} and len(result.needed) == 4  # doubling from the cap
     assert "cap" in result.failure() and "conv8" in result.failure()
@@ -169,8 +170,31 @@ def test_auto_exclude_nothing_when_int8_passes():
     layers = ["a", "b"]
     reference = np.random.default_rng(0).standard_normal((4, 100)) * 3
     evaluate, calls = _fake(layers, {}, reference)
-    result = sensitivity.auto_exclude(evaluate, layers, reference, INT8_TOL, cap=1)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, tolerance_judge(reference, INT8_TOL), cap=1)
     assert result.passed and result.layers == [] and result.table == [] and calls == [()]
+
+
+def test_auto_exclude_stops_when_the_labelled_judge_accepts():
+    """With --labels the search stops at the first exclusion whose top-1 drop is bounded, though its cosine would
+    still fail the tolerance: the same criterion as the export's verdict."""
+    layers = [f"conv{i}" for i in range(6)]
+    labels = np.arange(40) % 10
+    reference = np.eye(100)[labels] * 6.0
+    rng = np.random.default_rng(2)
+    noise = {n: rng.uniform(0, 1.5, reference.shape) for n in layers}  # cosine damage, argmax kept
+    flips = np.zeros_like(reference)
+    flips[np.arange(10), labels[:10]] = -12.0  # conv5 alone turns 10 images wrong
+
+    def evaluate(excluded):
+        out = reference + sum(noise[n] for n in layers if n not in excluded)
+        return out + (flips if "conv5" not in excluded else 0)
+
+    judge = labelled_judge(reference, labels, 1.0)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, judge, cap=3)
+    assert result.passed and result.layers == ["conv5"]
+    assert result.final["acceptance"]["accepted"] and result.final["mean_cosine"] < 0.99
+    by_cosine = sensitivity.auto_exclude(evaluate, layers, reference, tolerance_judge(reference, INT8_TOL), cap=3)
+    assert by_cosine.layers != ["conv5"]  # the tolerance asks for other layers, or fails
 
 
 @pytest.mark.parametrize("spec", ["", "a,,b", "auto,x", " , "])
@@ -210,10 +234,11 @@ def outlier_case(tmp_path_factory):
     return case
 
 
-def _export(case, tmp_path, weights: str, exclude=None):
+def _export(case, tmp_path, weights: str, exclude=None, equalize=False):
+    """Without cross-layer equalization unless asked: it rescales exactly these outliers away (next test)."""
     cfg = ExportConfig(
         weights=str(case[weights]), img_size=SIZE, out_dir=tmp_path, engine="skip", int8=True,
-        calib=str(case["calib"]), calib_count=16, int8_exclude=sensitivity.parse_exclude(exclude),
+        calib=str(case["calib"]), calib_count=16, int8_exclude=sensitivity.parse_exclude(exclude), equalize=equalize,
     )  # fmt: skip
     return run_export(cfg)
 
@@ -255,6 +280,15 @@ def test_outliers_sink_int8_and_auto_exclusion_fixes_them(outlier_case, tmp_path
         tmp_path / "auto" / "mixnet_s.int8.onnx"
     ).read_bytes()
     assert again.calibration["key"] != report.calibration["key"]  # the exclusion is part of the cache key
+
+
+@pytest.mark.slow
+def test_equalization_rescales_the_outliers_away(outlier_case, tmp_path):
+    """The outliers sit in a depthwise -> ReLU -> pointwise pair (block 1): equalization (the default) evens the
+    channel ranges, and the INT8 file passes without any layer in FP16."""
+    report = _export(outlier_case, tmp_path, "planted", equalize=True)
+    assert report.calibration["fixes"]["equalize"]["pairs"] == 3
+    assert report.artifacts[-1].metrics["mean_cosine"] >= 0.99 and report.int8_exclusion["layers"] == []
 
 
 @pytest.mark.slow
