@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixnet_deploy.atomic import json_text, write_json
 from mixnet_deploy.config import ExportConfig
 from mixnet_deploy.contract import IMAGE_NAME, INPUT_NAME, OUTPUT_NAME
 from mixnet_deploy.data import Preprocess, find_images, load_images
@@ -113,11 +114,11 @@ def main(argv=None) -> int:
     for variant in args.variants.split(","):
         weights = args.weights if variant == "s" else None
         row = measure(variant, weights, args.images, args.n, args.precisions, args.calib)
-        print(json.dumps(row, indent=1), flush=True)
+        print(json_text(row, indent=1), flush=True)
         results.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "pixel_input_precisions.json" if args.precisions else "pixel_input.json"
-    (args.out / name).write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out / name, results, indent=1)
     return 0
 
 

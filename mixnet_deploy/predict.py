@@ -15,13 +15,13 @@ image has been classified: an undecodable file stops the run (exit 2, naming it)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import json_text
 from .contract import META_INPUT_SIZE, META_NUM_CLASSES
 from .errors import InputError
 from .option_fields import INPUTS, MODEL, RUNTIME, nonempty_path, option, positional, positive_int
@@ -186,4 +186,4 @@ def predictions_table(predictions: Sequence[Prediction], width: int = 48) -> str
 
 def json_lines(predictions: Sequence[Prediction], model: str) -> str:
     """For machines: one JSON object per image (image, model, classes, scores, names)."""
-    return "".join(json.dumps(p.as_dict(model)) + "\n" for p in predictions)
+    return "".join(json_text(p.as_dict(model), indent=None) + "\n" for p in predictions)
