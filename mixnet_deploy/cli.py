@@ -323,11 +323,13 @@ def build_predict_parser() -> Parser:
 def _predict(args) -> int:
     from .atomic import write_text
     from .bench_output import check_output_path
-    from .predict import PredictConfig, json_lines, predict, predictions_table
+    from .predict import PredictConfig, check_outputs, json_lines, predict, predictions_table
 
+    cfg = PredictConfig(**option_fields.given_values(args, PredictConfig))
     if args.json:
         check_output_path(args.json, "json")
-    model, predictions = predict(PredictConfig(**option_fields.given_values(args, PredictConfig)), not args.quiet)
+        check_outputs(cfg, json=args.json)
+    model, predictions = predict(cfg, not args.quiet)
     print(f"model: {model}")
     print(predictions_table(predictions))
     if args.json:

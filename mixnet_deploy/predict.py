@@ -59,6 +59,14 @@ class PredictConfig:
     batch: int = option(8, "images per call (default {default})", type=positive_int, group=RUNTIME)
 
 
+def check_outputs(cfg: PredictConfig, **outputs) -> None:
+    """The caller's output files (the CLI's ``json``) apart from the model, its manifest, the images and the class
+    names file, before any work (output_paths.py)."""
+    from .output_paths import check_apart, with_manifests
+
+    check_apart(outputs, {"paths": with_manifests(cfg.paths), "class_names": cfg.class_names}, PredictConfig)
+
+
 @dataclass(frozen=True)
 class Prediction:
     image: str

@@ -252,6 +252,8 @@ CASES: list[Case] = [
       "calib_empty", "holds no"),
     C("predict-folder-corrupt", "predict", [W + "s64.onnx", W + "calib_corrupt"], "a folder of broken images",
       "calib_corrupt", "cannot be decoded"),
+    C("output-predict-json-is-model", "predict", [W + "s64.onnx", W + "labels_ok", "--json", W + "s64.onnx"],
+      "--json names the model", "--json", "s64.onnx", "overwrite"),
     C("predict-image-missing", "predict", [W + "s64.onnx", W + "nope.jpg"], "image missing", "nope.jpg",
       "does not exist"),
     C("predict-no-image", "predict", [W + "s64.onnx"], "a model and no image", "expected MODEL and at least one"),
