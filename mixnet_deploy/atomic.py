@@ -15,6 +15,7 @@ import errno
 import json
 import math
 import os
+import re
 import resource
 import shutil
 from collections.abc import Iterator
@@ -144,13 +145,21 @@ def stale_temps(folder: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+# The temporary folders we make, by name: export_set's stage ``.M.stage.tmp-PID`` and triton's staged version
+# ``.M.N.tmp-PID`` / ``.M.N.old.tmp-PID``. A folder of another shape is never removed, whatever its name ends with.
+TEMP_DIR_NAME = re.compile(rf"\..+\.(stage|\d+|\d+\.old){re.escape(TMP_MARKER)}\d+")
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete :func:`stale_temps` (files, and the stage folders of export_set.py); a live process's temporary
-    files (a concurrent run) are left alone."""
+    """Delete :func:`stale_temps`: files, and folders named as ours (:data:`TEMP_DIR_NAME`); a live process's
+    temporary files (a concurrent run) are left alone."""
     removed = []
     for path in stale_temps(folder):
+        folder_of_ours = TEMP_DIR_NAME.fullmatch(path.name) is not None
         with contextlib.suppress(FileNotFoundError):
             if path.is_dir() and not path.is_symlink():
+                if not folder_of_ours:
+                    continue
                 shutil.rmtree(path)
             else:
                 path.unlink()

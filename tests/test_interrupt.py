@@ -286,5 +286,9 @@ def test_only_temp_files_of_dead_writers_are_stale(tmp_path):
     stage = tmp_path / f".b.stage{TMP_MARKER}{int(dead.stdout)}"  # a killed run's stage folder (export_set.py)
     (stage / "sub").mkdir(parents=True)
     (stage / "sub" / "b.onnx").write_bytes(b"x")
+    foreign = tmp_path / f".notes{TMP_MARKER}{int(dead.stdout)}"  # a folder of that suffix we did not make: kept
+    foreign.mkdir()
+    (foreign / "keep.txt").write_bytes(b"x")
     assert remove_stale_temps(tmp_path) == [gone, stage]
     assert mine.exists() and other.exists() and not gone.exists() and not stage.exists()
+    assert (foreign / "keep.txt").read_bytes() == b"x"
