@@ -11,7 +11,6 @@ around a synchronous ``run``. With ``rounds > 1`` every (model, batch) case is m
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import sys
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from .energy import PowerSampler
     from .labels import LabelledImages
 
-log = logging.getLogger("mixnet_deploy")
 
 UNSTABLE_CV = 0.10  # coefficient of variation above which a run is reported as unstable
 PERCENTILES = (50, 90, 95, 99)

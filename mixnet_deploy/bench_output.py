@@ -140,10 +140,10 @@ def _artifact_columns(data: dict) -> list[tuple[str, callable]]:
     """(heading, row -> cell text) of the per-artifact table: accuracy, then latency per batch."""
     labelled = (data.get("images") or {}).get("labels") not in (None, "none")
 
-    def acc(key: str, fmt: str):
+    def acc(key: str, fmt: str, against_reference: bool = False):
         def get(row: dict) -> str:
             a = row["accuracy"]
-            return "ref" if a.get("is_reference") and key != "top1" and key != "top5" else cell(fmt, a.get(key))
+            return "ref" if against_reference and a.get("is_reference") else cell(fmt, a.get(key))
 
         return get
 
@@ -151,7 +151,7 @@ def _artifact_columns(data: dict) -> list[tuple[str, callable]]:
     if labelled:
         columns += [("top-1", acc("top1", "{:.4f}")), ("top-5", acc("top5", "{:.4f}"))]
     else:
-        columns += [("agree", acc("agreement_top1", "{:.4f}")), ("min cos", acc("min_cosine", "{:.6f}"))]
+        columns += [("agree", acc("agreement_top1", "{:.4f}", True)), ("min cos", acc("min_cosine", "{:.6f}", True))]
     energy = _has_energy(data)
     for b in data["config"]["batches"]:
         def lat(key: str, fmt: str, b=str(b)):
