@@ -32,7 +32,14 @@ from pathlib import Path
 
 from mixnet_deploy.atomic import write_text
 from mixnet_deploy.bench import BenchConfig, parse_batches, run_benchmark
-from mixnet_deploy.bench_output import comparison_markdown, markdown, text_table, write_plot, write_result_json
+from mixnet_deploy.bench_output import (
+    comparison_markdown,
+    markdown,
+    text_table,
+    unstable_line,
+    write_plot,
+    write_result_json,
+)
 from mixnet_deploy.runtimes import available_runtimes, make_runner
 
 HERE = Path(__file__).resolve().parent
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(comparison_markdown(result))
     if not args.quiet:
         print(text_table(result), file=sys.stderr)
+        print(unstable_line(result) or "no unstable case", file=sys.stderr)
     print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
     return 0
 

@@ -10,7 +10,7 @@ around a synchronous ``run``. With ``rounds > 1`` every (model, batch) case is m
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
 import os
 import sys
@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,14 +27,23 @@ from .batching import MAX_BATCH
 from .contract import ENGINE_SUFFIXES, META_INPUT_SIZE, PIXEL_INPUT
 from .environment import environment
 from .errors import InputError
-from .option_fields import MEASUREMENT, MODEL, RUNTIME, choice_metavar, option, positional, positive_int
+from .option_fields import INPUTS, MEASUREMENT, MODEL, RUNTIME, choice_metavar, option, positional, positive_int
 from .runner_contract import Runner
 from .runtimes import RUNTIMES, random_inputs
 
-log = logging.getLogger("mixnet_deploy")
+if TYPE_CHECKING:
+    from .energy import PowerSampler
+    from .labels import LabelledImages
+
 
 UNSTABLE_CV = 0.10  # coefficient of variation above which a run is reported as unstable
 PERCENTILES = (50, 90, 95, 99)
+
+
+def min_calls(percentile: int) -> int:
+    """Timed calls a percentile needs before it is reported: at least one call beyond it (p90: 10, p95: 20,
+    p99: 100); the median needs one. Fewer calls and the figure would be the maximum renamed."""
+    return 1 if percentile <= 50 else math.ceil(100 / (100 - percentile))
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -102,6 +112,20 @@ class BenchConfig:
         group=MODEL,
     )  # fmt: skip
     cuda_graph: bool = option(False, "TensorRT engines: replay a CUDA graph per batch size", group=RUNTIME)
+    images: str | None = option(
+        None,
+        "folder of images: adds one row per model/runtime with its status (ok, or refused and why), precision, "
+        "size, accuracy on every image (preprocessed as its metadata says) and latency per batch",
+        metavar="DIR",
+        group=INPUTS,
+    )
+    labels: str | None = option(
+        None,
+        "with --images: top-1/top-5 against ground truth, as mixnet-parity --labels: 'folder' (synset "
+        "subfolders) or a CSV of image,class; without it: top-1 agreement and cosine against the FP32 model",
+        metavar="folder|CSV",
+        group=INPUTS,
+    )
     seed: int = 0
     min_iters: int = 3  # even a call longer than the duration is timed this often
 
@@ -131,11 +155,22 @@ def check_bench_config(cfg: BenchConfig) -> None:
 
 
 def check_outputs(cfg: BenchConfig, **outputs) -> None:
-    """The caller's output files (the CLI's ``json``, ``markdown``, ``plot``) apart from the models, before any
-    work (output_paths.py)."""
+    """The caller's output files (the CLI's ``json``, ``markdown``, ``plot``) apart from the models and images,
+    before any work (output_paths.py)."""
     from .output_paths import check_apart, with_manifests
 
-    check_apart(outputs, {"models": with_manifests(cfg.models)}, BenchConfig)
+    inputs = {"models": with_manifests(cfg.models), "images": cfg.images, "labels": cfg.labels}
+    check_apart(outputs, inputs, BenchConfig)
+
+
+def check_images(cfg: BenchConfig) -> LabelledImages | None:
+    """``--images`` and ``--labels`` read and checked before any work (None: no images given)."""
+    from .labels import labelled_images
+
+    if cfg.labels is not None and cfg.images is None:
+        raise InputError("expected together with --images DIR", field="labels", value=cfg.labels,
+                         problem="without images")  # fmt: skip
+    return None if cfg.images is None else labelled_images(cfg.images, cfg.labels)
 
 
 # ---------------------------------------------------------------- statistics
@@ -146,9 +181,9 @@ class LatencyStats:
     batch: int
     iterations: int
     p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
+    p90_ms: float | None  # None: fewer timed calls than min_calls(90)
+    p95_ms: float | None
+    p99_ms: float | None
     mean_ms: float
     std_ms: float
     cv: float  # std / mean
@@ -163,7 +198,8 @@ def latency_stats(samples_ms: Sequence[float], batch: int) -> LatencyStats:
     a = np.asarray(samples_ms, dtype=np.float64)
     if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
         raise ValueError("latency samples must be a non-empty list of finite, non-negative milliseconds")
-    p50, p90, p95, p99 = (float(v) for v in np.percentile(a, PERCENTILES))
+    p50, p90, p95, p99 = (float(v) if a.size >= min_calls(p) else None
+                          for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES)))  # fmt: skip
     mean = float(a.mean())
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
     cv = std / mean if mean > 0 else 0.0
@@ -207,20 +243,25 @@ def measure(
     duration_s: float | None = 3.0,
     iters: int | None = None,
     min_iters: int = 3,
+    windows: list[tuple[float, float]] | None = None,
 ) -> list[float]:
-    """Warm up, then per-call latencies in milliseconds (``iters`` calls, or for ``duration_s``)."""
+    """Warm up, then per-call latencies in milliseconds (``iters`` calls, or for ``duration_s``); the timed part's
+    (start, end) ``time.perf_counter`` is appended to ``windows`` (energy readings are matched to it)."""
     end = time.perf_counter() + warmup_s
     _time_calls(runner, x, 1)  # at least one call: first-call allocations never count
     while time.perf_counter() < end:
         _time_calls(runner, x, 1)
+    start = time.perf_counter()
     if iters is not None:
-        return _time_calls(runner, x, iters)
-    samples: list[float] = []
-    chunk = 1
-    end = time.perf_counter() + duration_s
-    while time.perf_counter() < end or len(samples) < min_iters:
-        samples += _time_calls(runner, x, chunk)
-        chunk = min(chunk * 2, 64)  # device timers batch their synchronization
+        samples = _time_calls(runner, x, iters)
+    else:
+        samples, chunk = [], 1
+        end = start + duration_s
+        while time.perf_counter() < end or len(samples) < min_iters:
+            samples += _time_calls(runner, x, chunk)
+            chunk = min(chunk * 2, 64)  # device timers batch their synchronization
+    if windows is not None:
+        windows.append((start, time.perf_counter()))
     return samples
 
 
@@ -254,9 +295,14 @@ class CaseResult:
     stats: LatencyStats
     timer: str  # "device" (CUDA events) or "wall"
     warnings: list[str] = field(default_factory=list)
+    energy: dict | None = None  # energy.PowerSampler.energy: on a Jetson (tegrastats on the PATH)
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "timer": self.timer, **asdict(self.stats), "warnings": self.warnings}
+        return {"model": self.model, "timer": self.timer, **asdict(self.stats), "warnings": self.warnings,
+                "energy": self.energy}  # fmt: skip
+
+
+NO_TEGRASTATS = "absent: no tegrastats on the PATH (not a Jetson)"
 
 
 @dataclass
@@ -265,25 +311,28 @@ class BenchResult:
     config: dict
     results: list[CaseResult]
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    energy: dict | str = NO_TEGRASTATS  # PowerSampler.describe(): the tool, interval and rails
+    images: dict | None = None  # --images: what the accuracy columns were measured on
+    artifacts: list[dict] | None = None  # --images: one row per model/runtime (artifact_table.py)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "created": self.created,
             "environment": self.environment,
             "config": self.config,
+            "percentile_min_calls": {f"p{p}": min_calls(p) for p in PERCENTILES},
+            "energy": self.energy,
             "results": [r.as_dict() for r in self.results],
         }
+        if self.artifacts is not None:
+            out.update(images=self.images, artifacts=self.artifacts)
+        return out
 
 
-def run_benchmark(
-    runners: Sequence[Runner],
-    cfg: BenchConfig,
-    progress: bool = True,
-    env: dict | None = None,
-) -> BenchResult:
-    """Every runner at every batch size of ``cfg``; statistics per case, with the environment."""
-    cases = [(r, b, bench_input(r, b, cfg.img_size, cfg.seed)) for r in runners for b in cfg.batches]
+def _measure_cases(cases, cfg: BenchConfig, progress: bool) -> tuple[dict, dict]:
+    """Per case: latencies (ms) and the timed windows, in ``cfg.rounds`` interleaved rounds."""
     samples: dict[int, list[float]] = {i: [] for i in range(len(cases))}
+    windows: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(cases))}
     slice_s = cfg.duration_s / cfg.rounds if cfg.iters is None else None
     slice_iters = None if cfg.iters is None else max(1, math.ceil(cfg.iters / cfg.rounds))
     bar = _progress(len(cases) * cfg.rounds, progress)
@@ -293,12 +342,29 @@ def run_benchmark(
             for i, (runner, batch, x) in enumerate(cases):
                 if bar is not None:
                     bar.set_postfix_str(f"{runner.name} batch {batch}", refresh=False)
-                samples[i] += measure(runner, x, warm, slice_s, slice_iters, max(1, cfg.min_iters // cfg.rounds))
+                samples[i] += measure(runner, x, warm, slice_s, slice_iters, max(1, cfg.min_iters // cfg.rounds),
+                                      windows[i])  # fmt: skip
                 if bar is not None:
                     bar.update()
     finally:
         if bar is not None:
             bar.close()
+    return samples, windows
+
+
+def run_benchmark(
+    runners: Sequence[Runner],
+    cfg: BenchConfig,
+    progress: bool = True,
+    env: dict | None = None,
+    sampler: PowerSampler | None = None,
+) -> BenchResult:
+    """Every runner at every batch size of ``cfg``; statistics per case, with the environment; with ``sampler``
+    (tegrastats) the energy per image of each case too. Unstable cases are flagged in their results, not logged
+    (the CLI prints one summary line)."""
+    cases = [(r, b, bench_input(r, b, cfg.img_size, cfg.seed)) for r in runners for b in cfg.batches]
+    with sampler if sampler is not None else contextlib.nullcontext():
+        samples, windows = _measure_cases(cases, cfg, progress)
     results = []
     for i, (runner, batch, _) in enumerate(cases):
         stats = latency_stats(samples[i], batch)
@@ -308,13 +374,14 @@ def run_benchmark(
                 f"unstable: coefficient of variation {stats.cv:.1%} > {UNSTABLE_CV:.0%} "
                 "(other load on the machine, frequency scaling or too short a run; the median is the robust figure)"
             )
-            log.warning("%s batch %d: %s", runner.name, batch, warnings[-1])
         timer = "device" if getattr(runner, "time_batch", None) is not None and _is_gpu(runner) else "wall"
-        results.append(CaseResult(runner.describe(), stats, timer, warnings))
+        energy = None if sampler is None else sampler.energy(windows[i], stats.throughput_ips)
+        results.append(CaseResult(runner.describe(), stats, timer, warnings, energy))
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in RUNNER_FIELDS}
     if cfg.iters is not None:
         config["duration_s"] = None  # ignored: exactly `iters` calls were timed
-    return BenchResult(env if env is not None else environment(), config, results)
+    described = NO_TEGRASTATS if sampler is None else sampler.describe()
+    return BenchResult(env if env is not None else environment(), config, results, energy=described)
 
 
 def _is_gpu(runner: Runner) -> bool:
@@ -330,28 +397,52 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, desc="benchmark", unit="case", file=sys.stderr, leave=False)
 
 
-def run_model_benchmark(cfg: BenchConfig, progress: bool = True) -> BenchResult:
+def run_model_benchmark(cfg: BenchConfig, progress: bool = True, found: LabelledImages | None = None) -> BenchResult:
     """Every model of ``cfg`` under every runtime (runners made by :func:`~mixnet_deploy.runtimes.make_runner`).
 
     ``cfg.cuda_graph``: TensorRT engines replay a CUDA graph per batch size (other runtimes ignore it).
+    ``cfg.images`` (``found``: its images, read by :func:`check_images`): first the accuracy of every model on
+    them, then the latency; a model a runtime cannot load is a refused row instead of an error
+    (artifact_table.py). With ``tegrastats`` on the PATH (a Jetson) each case's energy per image is measured too.
     """
+    from .artifact_table import evaluate, rows
     from .batching import BatchProfile
-    from .runtimes import make_runner
+    from .energy import power_sampler
 
     ordered = sorted(cfg.batches)
     profile = BatchProfile(ordered[0], ordered[len(ordered) // 2], ordered[-1])  # ort-trt's TensorRT profile
-    runners: list[Runner] = []
+    artifacts = []
     try:
         for model in cfg.models:
-            is_engine = str(model).lower().endswith(ENGINE_SUFFIXES)
-            opts = {"cuda_graph": True} if cfg.cuda_graph and is_engine else {}
             for runtime in cfg.runtimes:
-                runners.append(
-                    make_runner(model, runtime, threads=cfg.threads, img_size=cfg.img_size, batch=profile, **opts)
-                )
-        result = run_benchmark(runners, cfg, progress)
+                artifacts.append(_artifact(str(model), runtime, cfg, profile))
+        images = None
+        if cfg.images is not None:
+            images = evaluate(artifacts, found if found is not None else check_images(cfg), ordered[-1], progress)
+        runners = [a.runner for a in artifacts if a.runner is not None]
+        result = run_benchmark(runners, cfg, progress, sampler=power_sampler())
         result.config["threads"] = cfg.threads
+        if images is not None:
+            result.images = images
+            result.artifacts = rows(artifacts, [r.as_dict() for r in result.results], cfg.batches)
         return result
     finally:
-        for runner in runners:
-            runner.close()
+        for a in artifacts:
+            if a.runner is not None:
+                a.runner.close()
+
+
+def _artifact(model: str, runtime: str, cfg: BenchConfig, profile):
+    """The model's runner under ``runtime``; with ``--images`` a refusal is recorded instead of raised."""
+    from .artifact_table import Artifact
+    from .errors import EnvironmentFailure
+    from .runtimes import make_runner
+
+    opts = {"cuda_graph": True} if cfg.cuda_graph and model.lower().endswith(ENGINE_SUFFIXES) else {}
+    try:
+        return Artifact(model, runtime, make_runner(model, runtime, threads=cfg.threads, img_size=cfg.img_size,
+                                                    batch=profile, **opts))  # fmt: skip
+    except (InputError, EnvironmentFailure) as exc:
+        if cfg.images is None:
+            raise
+        return Artifact(model, runtime, refused=str(exc))

@@ -237,7 +237,7 @@ def add_quiet_verbose(group) -> None:
 def _parity(args) -> int:
     from .atomic import write_json
     from .bench_output import check_output_path
-    from .parity import ParityConfig, check_outputs, parity_table, run_parity
+    from .parity import ParityConfig, check_outputs, header_lines, parity_table, run_parity
 
     for path, name in ((args.json, "json"), (getattr(args, "predictions", None), "predictions")):
         if path:
@@ -245,7 +245,7 @@ def _parity(args) -> int:
     cfg = ParityConfig(**option_fields.given_values(args, ParityConfig))
     check_outputs(cfg, json=args.json)
     report = run_parity(cfg, progress=not args.quiet)
-    print(f"reference: {report.reference['name']}, weights {report.reference['weights']}; inputs: {report.inputs}")
+    print("\n".join(header_lines(report)))
     for result in report.results:
         print(parity_table(result, report.reference.get("accuracy")))
     passed = sum(r.passed for r in report.results)
@@ -270,34 +270,52 @@ def build_bench_parser() -> Parser:
 
     p = Parser(
         prog="mixnet-bench",
-        description="Latency percentiles and throughput of models per runtime and batch size, with the environment.",
+        description="Latency percentiles and throughput of models per runtime and batch size, with the environment; "
+        "with --images one row per model with its status, accuracy and latency (exit 1 when one is refused).",
     )
     run = option_fields.add_options(p, BenchConfig)[RUN]
     run.add_argument("--json", type=Path, metavar="FILE", help="write results + environment as JSON")
     run.add_argument("--markdown", type=Path, metavar="FILE", help="write a Markdown table")
-    run.add_argument("--plot", type=Path, metavar="FILE.png", help="write a PNG plot (needs matplotlib)")
+    run.add_argument("--plot", type=Path, metavar="FILE", help="write a plot: .png, .svg or .pdf (needs matplotlib)")
     add_quiet_verbose(run)
     return p
 
 
 def _bench(args) -> int:
-    from .bench import BenchConfig, check_outputs, run_model_benchmark
-    from .bench_output import check_output_path, text_table, write_markdown, write_plot, write_result_json
+    from .bench import BenchConfig, check_images, check_outputs, run_model_benchmark
+    from .bench_output import (
+        artifact_table,
+        check_output_path,
+        check_plot_path,
+        text_table,
+        unstable_line,
+        write_markdown,
+        write_plot,
+        write_result_json,
+    )
 
     for name in ("json", "markdown", "plot"):
         if getattr(args, name):
             check_output_path(getattr(args, name), name)
+    if args.plot:
+        check_plot_path(args.plot)
     cfg = BenchConfig(**option_fields.given_values(args, BenchConfig))
     check_outputs(cfg, **{name: getattr(args, name) for name in ("json", "markdown", "plot")})
-    result = run_model_benchmark(cfg, progress=not args.quiet)
+    found = check_images(cfg)
+    result = run_model_benchmark(cfg, progress=not args.quiet, found=found)
     print(text_table(result))
+    if result.artifacts is not None:
+        print(artifact_table(result))
+    unstable = unstable_line(result)
+    if unstable and not args.quiet:
+        print(f"mixnet-bench: {unstable}", file=sys.stderr)
     if args.json:
         write_result_json(result, args.json)
     if args.markdown:
         write_markdown(result, args.markdown)
     if args.plot:
         write_plot(result, args.plot)
-    return 0
+    return 1 if any(a["status"] != "ok" for a in result.artifacts or ()) else 0
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:

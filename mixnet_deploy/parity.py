@@ -6,7 +6,7 @@ tolerances live in :mod:`mixnet_deploy.precision_table` (one row per precision) 
 from __future__ import annotations
 
 import contextlib
-import logging
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------- parity harness (mixnet-parity)
 
-log = logging.getLogger("mixnet_deploy")
 PARITY_SEED = 0  # not the export's verification seed: the harness checks on inputs the export did not see
 DEFAULT_RANDOM_N = 16
 MAX_RANDOM_N = 65536  # generated batch by batch; more random inputs tell nothing new (ImageNet val has 50,000)
@@ -208,7 +207,7 @@ def random_batches(img_size: int, n: int, seed: int, batch: int, pre=None) -> It
             yield names, pixels, pre.normalize(pixels), None
 
 
-def _variant_and_size(runners: list, variant_given: str | None, size_given: int | None) -> tuple[str, int]:
+def variant_and_size(runners: list, variant_given: str | None, size_given: int | None) -> tuple[str, int]:
     """The variant and input size of the run: the candidates' metadata and static shapes, checked against
     ``--variant`` / ``--img-size`` when given (InputError carrying that field)."""
     variant = _agreed({r.name: r.metadata.get(META_VARIANT) for r in runners}, "the variant", "variant")
@@ -253,13 +252,13 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
             runner = make_runner(path, cfg.runtime, batch=BatchProfile(1, cfg.batch, cfg.batch))
             tolerance_for(runner.precision, runner.name)  # fail before any work
             runners.append(runner)
-        variant, img_size = _variant_and_size(runners, cfg.variant, cfg.img_size)
+        variant, img_size = variant_and_size(runners, cfg.variant, cfg.img_size)
         model, info = load_model(variant, cfg.weights)
         check_classes(runners, model.spec.num_classes, info, found, cfg.labels)
+        check_weights(runners, info)
         reference = TorchRunner(model, name=f"pytorch {model.spec.model_name} (unfolded, float32)", img_size=img_size)
         ref_info = {**reference.describe(), "weights": info.source, "weights_sha256": info.sha256}
-        notes = [_weights_notes(r, info) for r in runners]
-        return evaluate(cfg, found, reference, ref_info, runners, notes, progress)
+        return evaluate(cfg, found, reference, ref_info, runners, progress)
     finally:
         for runner in runners:
             runner.close()
@@ -325,15 +324,40 @@ def parity_table(result: ParityResult, reference_accuracy: dict | None = None) -
 # ---------------------------------------------------------------- streaming: inputs, accuracy, predictions
 
 
-def _weights_notes(runner: Runner, info) -> list[str]:
-    """A note when the candidate was exported from other weights than the reference's (logged after the run)."""
-    sha = runner.metadata.get(META_WEIGHTS_SHA256)
-    if not sha or sha == info.sha256:
-        return []
-    return [
-        f"exported from other weights (sha256 {sha[:12]}, reference {info.sha256[:12]} from "
-        f"{info.source}): pass the checkpoint it was exported from with --weights"
-    ]
+def check_weights(runners: Sequence[Runner], info) -> None:
+    """A candidate whose ``mixnet.weights_sha256`` is not the reference's weights, refused before the comparison
+    (it could only fail, after the whole run): InputError naming both sha256s and ``--weights``. A candidate
+    without the key (a file from elsewhere) is compared."""
+    source = "random weights" if info.is_random else info.source
+    for runner in runners:
+        sha = runner.metadata.get(META_WEIGHTS_SHA256)
+        if sha and sha != info.sha256:
+            given = {"problem": "not given"} if info.is_random else {"value": info.source}
+            raise InputError(f"expected the checkpoint {runner.name} was exported from: its weights have sha256 "
+                             f"{sha[:12]}, the reference's ({source}) {info.sha256[:12]}", field="weights",
+                             **given)  # fmt: skip
+
+
+def header_lines(report: ParityReport) -> list[str]:
+    """What the candidates were compared with and on, for people: the reference and its weights, the inputs."""
+    ref = report.reference
+    sha = ref.get("weights_sha256")
+    return [f"reference: {ref['name']}, weights {ref['weights']}" + (f" (sha256 {sha[:12]})" if sha else ""),
+            "inputs: " + inputs_line(report.inputs)]  # fmt: skip
+
+
+def inputs_line(inputs: dict) -> str:
+    """``ParityReport.inputs`` in words: random arrays (how many, seed) or images (folder, count, preprocessing)."""
+    size = f"{inputs['img_size']}x{inputs['img_size']}"
+    if inputs["kind"] == "random":
+        values = inputs.get("pixels", "float32 standard normal")
+        return f"{inputs['n']} seeded random inputs ({values}, seed {inputs['seed']}), {size}"
+    pre = inputs["preprocess"]
+    numbers = ", ".join(f"{k} {','.join(f'{v:g}' for v in pre[k])}" for k in ("mean", "std"))
+    scale = math.floor(pre["size"] / pre["crop_pct"])
+    return (f"{inputs.get('n')} image(s) of {inputs['folder']} ({inputs.get('skipped', 'no file skipped')}), "
+            f"labels {inputs.get('labels') or 'none'}; resized to {scale} ({pre['interpolation']}), centre crop "
+            f"{size}, {numbers}")  # fmt: skip
 
 
 def check_outputs(cfg: ParityConfig, **outputs) -> None:
@@ -449,7 +473,7 @@ def stream_models(
 
 def evaluate(
     cfg: ParityConfig, found: LabelledImages | None, reference: Runner, ref_info: dict, runners: Sequence[Runner],
-    notes: Sequence[list[str]], progress: bool = False,
+    progress: bool = False,
 ) -> ParityReport:  # fmt: skip
     """Stream the inputs through the reference and the candidates; judge each, with accuracy when labelled."""
     from .accuracy import PredictionsWriter, hits
@@ -465,17 +489,14 @@ def evaluate(
         if not seen.n:
             raise InputError("expected at least one readable image", field="images", value=cfg.images,
                              problem=f"holds no readable image ({skip_summary(skipped)})")  # fmt: skip
-    for runner, note in zip(runners, notes):
-        for text in note:
-            log.warning("%s: %s", runner.name, text)
     if inputs["kind"] == "images":
         inputs.update(n=seen.n, skipped=skip_summary(skipped))
     labels = np.concatenate(seen.labels) if seen.labels else None
     ref_hit = None if labels is None else hits(np.concatenate(seen.tops[0]), labels)
     ref_info = {**ref_info, "accuracy": None if ref_hit is None else Accuracy.of(ref_hit).as_dict()}
     report = ParityReport(ref_info, inputs)
-    for runner, parts, top, note in zip(runners, seen.metrics, seen.tops[1:], notes):
-        report.results.append(judge(runner, Metrics.merge(parts), note, ref_hit, labels, top, cfg.max_top1_drop))
+    for runner, parts, top in zip(runners, seen.metrics, seen.tops[1:]):
+        report.results.append(judge(runner, Metrics.merge(parts), (), ref_hit, labels, top, cfg.max_top1_drop))
     return report
 
 

@@ -191,9 +191,12 @@ def test_bench_cli_writes_json_markdown_and_png(s_onnx, tmp_path, capsys):
     data = json.loads(out_json.read_text())
     assert [r["batch"] for r in data["results"]] == [1, 4]
     for r in data["results"]:
-        for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "cv", "throughput_ips"):
+        for key in ("p50_ms", "mean_ms", "std_ms", "cv", "throughput_ips"):
             assert r[key] > 0, key
-        assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"] <= r["max_ms"]
+        for p in (90, 95, 99):  # a percentile only where enough calls back it
+            assert (r[f"p{p}_ms"] is None) == (r["iterations"] < bench.min_calls(p))
+        shown = [r[f"p{p}_ms"] for p in (50, 90, 95, 99) if r[f"p{p}_ms"] is not None]
+        assert shown == sorted(shown) and shown[-1] <= r["max_ms"]
         assert r["iterations"] >= 3 and r["model"]["precision"] == "fp32" and r["timer"] == "wall"
         assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / r["mean_ms"])
     env = data["environment"]
@@ -273,3 +276,121 @@ def test_ort_gpu_providers_bench(s_onnx):
     )
     assert all(c.stats.p50_ms > 0 for c in res.results)
     assert {c.model["runtime"] for c in res.results} == set(gpu)
+
+
+# ---------------------------------------------------------------- issue 21: honest tables, checked outputs, plot
+
+
+@pytest.mark.parametrize(("n", "shown"), [(3, (50,)), (10, (50, 90)), (20, (50, 90, 95)), (99, (50, 90, 95)),
+                                          (100, (50, 90, 95, 99))])  # fmt: skip
+def test_percentiles_only_with_enough_calls(n, shown):
+    """A percentile needs a call beyond it (p90: 10, p95: 20, p99: 100); fewer and it is None, never the max."""
+    samples = list(np.linspace(1.0, 2.0, n))
+    s = latency_stats(samples, 1)
+    values = {50: s.p50_ms, 90: s.p90_ms, 95: s.p95_ms, 99: s.p99_ms}
+    assert {p for p, v in values.items() if v is not None} == set(shown)
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    for p in shown[1:]:
+        assert values[p] == pytest.approx(q[p - 1], rel=1e-12)
+
+
+def test_terminal_table_has_precision_and_marks_missing_percentiles():
+    class Fp16(SleepRunner):
+        precision = "fp16"
+
+    res = run_benchmark([Fp16(0, "half [x]")], BenchConfig(batches=(32,), warmup_s=0, iters=3), progress=False,
+                        env={"host": "h", "cpu": {}, "versions": {}})  # fmt: skip
+    head, row, note = bench_output.text_table(res).splitlines()
+    assert head.split()[:3] == ["model", "precision", "batch"]
+    assert row.split()[2:4] == ["fp16", "32"] and row.split()[5:8] == ["-", "-", "-"]  # p90, p95, p99
+    assert "p99 >= 100" in note
+    data = json.loads(json.dumps(res.as_dict()))
+    assert data["results"][0]["p99_ms"] is None and data["results"][0]["iterations"] == 3
+    assert data["percentile_min_calls"] == {"p50": 1, "p90": 10, "p95": 20, "p99": 100}
+    assert "| half [x] | fp16 | 32 |" in bench_output.markdown(data)
+
+
+class Jittery(SleepRunner):
+    def time_batch(self, x, iters):
+        return [1.0 if i % 2 else 3.0 for i in range(iters)]
+
+
+def _jittery_benchmark(cfg, progress=True, found=None):
+    """Nine unstable cases (three models x three batches), as a loaded machine gives them."""
+    runners = [Jittery(0, f"m{i} [x]") for i in range(3)]
+    return run_benchmark(runners, BenchConfig(batches=(1, 2, 4), warmup_s=0, iters=20), progress=False, env={})
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_unstable_cases_one_line_or_none_with_quiet(monkeypatch, capsys, quiet):
+    monkeypatch.setattr(bench, "run_model_benchmark", _jittery_benchmark)
+    rc, out, err = _run(capsys, "s", *(["--quiet"] if quiet else []))
+    assert rc == 0, err
+    assert out.count("UNSTABLE") == 9
+    unstable = [line for line in err.splitlines() if "unstable" in line]
+    assert unstable == [] if quiet else len(unstable) == 1 and "9 of 9 case(s) unstable" in unstable[0]
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("the benchmark ran")
+
+
+def test_plot_needs_matplotlib_before_any_work(monkeypatch, capsys, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setattr(bench, "run_model_benchmark", _no_work)
+    rc, out, err = _run(capsys, "s", "--plot", tmp_path / "b.png", "--quiet")
+    (line,) = err.strip().splitlines()
+    assert rc == 2 and out == "" and "b.png" in line
+    assert "pip install matplotlib" in line and "mixnet-deploy[plot]" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out", "out.jpeg"])
+def test_plot_suffix_the_writer_cannot_honour_is_refused(monkeypatch, capsys, tmp_path, name):
+    monkeypatch.setattr(bench, "run_model_benchmark", _no_work)
+    rc, _, err = _run(capsys, "s", "--plot", tmp_path / name, "--quiet")
+    assert rc == 2 and name in err and ".png, .svg, .pdf" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _mixed_result():
+    class Fp16(DeviceTimedRunner):
+        precision = "fp16"
+
+    class Fp32(DeviceTimedRunner):
+        precision = "fp32"
+
+    runners = [Fp32(0, "a.onnx [ort-cpu]"), Fp16(0, "a.fp16.onnx [ort-cpu]"), Jittery(0, "j [x]")]
+    env = {"host": "bench-host", "cpu": {"model": "CPU X", "torch_threads": 2, "load_average_1_5_15min": [1.5, 1, 1]}}
+    res = run_benchmark(runners, BenchConfig(batches=(1, 4), warmup_s=0, iters=20, threads=2), progress=False,
+                        env=env)  # fmt: skip
+    res.config["threads"] = 2
+    return res
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [("svg", b"<?xml"), ("pdf", b"%PDF"), ("png", b"\x89PNG")])
+def test_plot_written_in_the_format_of_its_suffix(tmp_path, suffix, magic):
+    path = bench_output.write_plot(_mixed_result(), tmp_path / f"b.{suffix}")
+    assert path.read_bytes().startswith(magic)
+    assert [p.name for p in tmp_path.iterdir()] == [f"b.{suffix}"]
+
+
+def test_plot_title_precision_markers_and_unstable_rings():
+    import matplotlib.pyplot as plt
+
+    res = _mixed_result()
+    fig = bench_output.plot_figure(res)
+    try:
+        title = fig._suptitle.get_text()
+        assert "bench-host" in title and "threads 2" in title and res.created[:10] in title and "load 1.5" in title
+        _, ax_thr = fig.axes
+        lines = {ln.get_label().split(" (")[0]: ln for ln in ax_thr.get_lines()}
+        assert lines["a.onnx [ort-cpu]"].get_marker() != lines["a.fp16.onnx [ort-cpu]"].get_marker()
+        (ring,) = [c for c in ax_thr.collections if c.get_label().startswith("unstable")]
+        unstable = sorted((r.stats.batch, r.stats.throughput_ips) for r in res.results if r.stats.unstable)
+        ringed = sorted(map(tuple, ring.get_offsets().tolist()))
+        assert len(unstable) == 2 and np.allclose(ringed, unstable)
+    finally:
+        plt.close(fig)

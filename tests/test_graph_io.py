@@ -278,7 +278,7 @@ def test_parity_random_feeds_uint8_pixels_to_a_pixel_model(exports, timm_fixture
                         "--weights", str(timm_fixture["weights"]), "--random", "4", "--quiet"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "'pixels': 'uint8, uniform 0..255'" in out and "2 of 2 candidate(s) pass" in out
+    assert "4 seeded random inputs (uint8, uniform 0..255, seed 0)" in out and "2 of 2 candidate(s) pass" in out
 
 
 def test_predict_top5_equals_parity_predictions(exports, timm_fixture, photos_dir, tmp_path, capsys):

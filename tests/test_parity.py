@@ -92,17 +92,50 @@ def test_parity_against_timm_logits(s_onnx, timm_fixture):
     assert result.metrics.max_abs <= 1e-4 and result.metrics.top1 == 1.0
 
 
-def test_wrong_weights_fail_and_say_why(s_onnx, timm_fixture, tmp_path, capsys):
-    """Reference built from other weights than the candidate's: exit 1, and a note naming the sha256s."""
+def test_wrong_weights_refused_before_the_comparison(s_onnx, timm_fixture, tmp_path, capsys, monkeypatch):
+    """Reference built from other weights than the candidate's (its mixnet.weights_sha256): exit 2 before any
+    input runs, one line naming --weights and both sha256s (issue 21: it used to fail after the whole run)."""
     from safetensors.torch import load_file, save_file
+
+    from mixnet_deploy.weights import load_model
 
     state = load_file(str(timm_fixture["weights"]))
     state["classifier.weight"] = state["classifier.weight"] * 2
     other = tmp_path / "other.safetensors"
     save_file(state, str(other))
-    rc, out, _ = _run(capsys, s_onnx, "--weights", other, "--random", 2, "--quiet")
-    assert rc == 1
-    assert "exported from other weights" in out
+
+    def no_comparison(*args, **kwargs):
+        raise AssertionError("the comparison ran")
+
+    monkeypatch.setattr(parity, "evaluate", no_comparison)
+    rc, out, err = _run(capsys, s_onnx, "--weights", other, "--random", 2, "--quiet")
+    candidate_sha = read_metadata(onnx.load(str(s_onnx), load_external_data=False))["mixnet.weights_sha256"]
+    (line,) = err.strip().splitlines()
+    assert rc == 2 and out == ""
+    assert line.startswith("mixnet-parity: error: --weights ") and str(other) in line
+    assert candidate_sha[:12] in line and load_model("s", other)[1].sha256[:12] in line
+
+
+def test_header_is_readable(s_onnx, timm_fixture, capsys):
+    """The lines above the tables say what the reference and the inputs were in words, not a Python dict."""
+    rc, out, err = _run(capsys, s_onnx, "--weights", timm_fixture["weights"], "--random", 3, "--quiet")
+    assert rc == 0, err
+    reference, inputs = out.splitlines()[:2]
+    assert reference.startswith("reference: pytorch mixnet_s (unfolded, float32), weights ") and "(sha256 " in reference
+    assert inputs == "inputs: 3 seeded random inputs (float32 standard normal, seed 0), 224x224"
+    assert "{" not in reference + inputs
+
+
+def test_images_header_names_folder_and_preprocessing(tmp_path):
+    report = parity.ParityReport({"name": "ref", "weights": "w.safetensors", "weights_sha256": "ab" * 32}, {
+        "kind": "images", "folder": "val", "img_size": 224, "n": 300, "skipped": "no file skipped", "labels": "l.csv",
+        "preprocess": {"size": 224, "crop_pct": 0.875, "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
+                       "std": (0.229, 0.224, 0.225)}})  # fmt: skip
+    assert parity.header_lines(report) == [
+        "reference: ref, weights w.safetensors (sha256 abababababab)",
+        "inputs: 300 image(s) of val (no file skipped), labels l.csv; resized to 256 (bicubic), centre crop 224x224, "
+        "mean 0.485,0.456,0.406, std 0.229,0.224,0.225",
+    ]
 
 
 def test_precision_from_metadata_picks_the_tolerance(s_onnx, timm_fixture, tmp_path, capsys):
