@@ -456,3 +456,34 @@ def test_without_serve_installed_it_says_how_to_install(models):
     ports = port_args()
     proc = run_serve(str(models["mixnet_s"]), *ports, pre="import sys; sys.modules['pytriton'] = None; ")
     assert "pip install 'mixnet-deploy[serve]'" in error_line(proc)
+
+
+# ---------------------------------------------------------------- runner selection (no server)
+
+
+def test_runtimes_come_from_the_runner_factory():
+    """--runtime is parity's choice list, i.e. runtimes.RUNTIMES: a runtime added there serves with no serve code."""
+    from mixnet_deploy.option_fields import choices_of, options
+    from mixnet_deploy.runtimes import RUNTIMES
+    from mixnet_deploy.serve import ServeConfig
+
+    assert set(choices_of(options(ServeConfig)["runtime"])) == {"auto", *RUNTIMES} - {"torch"}
+
+
+def test_an_engine_is_opened_on_its_runner_with_cuda_graphs(monkeypatch, tmp_path):
+    """--cuda-graph reaches make_runner for an engine (the TensorRT runner's option), not for an ONNX file.
+    (TensorRT itself is not run here: the runner factory is recorded, not called.)"""
+    from mixnet_deploy import predict, serve
+
+    calls = []
+
+    def fake_open(path, runtime, batch, **opts):
+        calls.append((Path(path).suffix, runtime, batch, opts))
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(predict, "open_model", fake_open)
+    for name in ("m.engine", "m.onnx"):
+        cfg = serve.ServeConfig(models=(str(tmp_path / name),), cuda_graph=True, runtime="auto", max_batch=4)
+        with pytest.raises(RuntimeError, match="recorded"):
+            serve.open_one(cfg, cfg.models[0])
+    assert calls == [(".engine", "auto", 4, {"cuda_graph": True}), (".onnx", "auto", 4, {})]
