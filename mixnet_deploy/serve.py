@@ -21,6 +21,7 @@ dynamic batching, starts ``tritonserver`` 2.51 and its Python backend, waits for
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -116,8 +117,8 @@ def check_port_free(host: str, port: int, name: str) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
-            problem = f"is in use on {host} ({exc.strerror})" if exc.errno == 98 else f"cannot be bound on {host} " \
-                f"({exc.strerror})"  # fmt: skip
+            verb = "is in use" if exc.errno == errno.EADDRINUSE else "cannot be bound"
+            problem = f"{verb} on {host} ({exc.strerror})"
             raise InputError("expected a free port", field=name, value=port, problem=problem) from None
 
 
@@ -320,6 +321,16 @@ def loader_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*paths, libdir])
 
 
+def one_line_refusal(record: logging.LogRecord) -> bool:
+    """PyTriton logs the traceback of every failed request: a bad file of --encoded is one line (without
+    --verbose); the client gets the whole message either way."""
+    marker = f"{InputError.__module__}.{InputError.__name__}: "
+    text = record.getMessage()
+    if marker in text:
+        record.msg, record.args = "request refused: " + text.rsplit(marker, 1)[1].strip(), ()
+    return True
+
+
 def triton_config(cfg: ServeConfig, verbose: bool):
     """The endpoints and shutdown time; tritonserver's log (PyTriton copies it to stdout) and PyTriton's own
     only with --verbose."""
@@ -327,6 +338,7 @@ def triton_config(cfg: ServeConfig, verbose: bool):
 
     if not verbose:
         logging.getLogger("pytriton").setLevel(logging.WARNING)
+        logging.getLogger("pytriton.proxy.inference").addFilter(one_line_refusal)
     return TritonConfig(http_address=cfg.host, http_port=cfg.http_port, grpc_address=cfg.host,
                         grpc_port=cfg.grpc_port, metrics_address=cfg.host, metrics_port=cfg.metrics_port,
                         allow_metrics=True, exit_timeout_secs=SHUTDOWN_TIMEOUT_S,

@@ -288,6 +288,9 @@ def test_encoded_files_are_decoded_by_the_server_as_predict_does(server, models)
                       "BYTES")  # fmt: skip
             (again,) = infer(module, client, f"{name}_encoded", "encoded", batch[:1], "BYTES")
             assert np.abs(again - want[:1]).max() <= 1e-6
+    log = server.output()  # the server's own log: one line per refused file, no traceback (without --verbose)
+    assert "request refused: encoded image 0 of the batch (11 bytes) cannot be decoded" in log
+    assert "Traceback" not in log
 
 
 def counter(text: str, metric: str, model: str) -> float:
