@@ -361,5 +361,35 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     return run_cli("mixnet-predict", argv, build_predict_parser, _predict, PredictConfig)
 
 
+# ---------------------------------------------------------------- mixnet-serve
+
+
+def build_serve_parser() -> Parser:
+    """The options are generated from ServeConfig's fields (serve.py); --verbose is CLI-only."""
+    from .serve import ServeConfig
+
+    p = Parser(
+        prog="mixnet-serve",
+        description="Serve exported models on NVIDIA's Triton Inference Server (PyTriton: pip install "
+        "'mixnet-deploy[serve]'), over HTTP and gRPC with dynamic batching, as mixnet-export --triton-repo names "
+        "them. SIGTERM or Ctrl-C stops it (exit 0) after the requests in flight.",
+    )
+    add_verbose(option_fields.add_options(p, ServeConfig)[RUN])
+    return p
+
+
+def _serve(args) -> int:
+    from .serve import ServeConfig, serve
+
+    cfg = ServeConfig(**option_fields.given_values(args, ServeConfig))
+    return serve(cfg, announce=lambda line: print(line, flush=True), verbose=args.verbose)
+
+
+def serve_main(argv: Sequence[str] | None = None) -> int:
+    from .serve import ServeConfig
+
+    return run_cli("mixnet-serve", argv, build_serve_parser, _serve, ServeConfig)
+
+
 if __name__ == "__main__":
     sys.exit(export_main())

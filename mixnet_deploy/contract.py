@@ -12,6 +12,7 @@ IMAGE_NAME = "image"  # uint8 [batch, H, W, 3] RGB pixels (--input-format uint8-
 OUTPUT_NAME = "logits"
 SCORES_NAME = "scores"  # --top-k K: softmax probabilities float32 [batch, K], highest first
 CLASSES_NAME = "classes"  # --top-k K: their class indices int32 [batch, K]
+ENCODED_NAME = "encoded"  # mixnet-serve --encoded: an image file's bytes, Triton BYTES [batch, 1] (no graph tensor)
 
 # ---------------------------------------------------------------- ONNX metadata_props keys (onnx_export.build_metadata)
 META_PREFIX = "mixnet."

@@ -43,6 +43,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 1..65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is over 65535: expected a TCP port")
+    return value
+
+
 NAME_MAX = 255  # bytes per path component on Linux file systems (ext4, XFS, Btrfs, tmpfs)
 
 

@@ -40,7 +40,8 @@ def predict_runtimes() -> tuple[str, ...]:
 class PredictConfig:
     paths: tuple[str, ...] = positional(
         "MODEL IMAGE|DIR [IMAGE|DIR ...]: the model (.onnx, .engine/.plan, or a .pth/.pt/.safetensors "
-        "checkpoint), then image files or folders (JPEG/PNG/WebP, folders searched recursively)",
+        "checkpoint), then image files or folders (JPEG/PNG/WebP, folders searched recursively); with --url "
+        "the images only",
         "PATH",
         group=INPUTS,
     )
@@ -57,6 +58,15 @@ class PredictConfig:
     runtime: str = option("auto", "runtime (default {default}: by file type)", choices=predict_runtimes,
                           group=RUNTIME)  # fmt: skip
     batch: int = option(8, "images per call (default {default})", type=positive_int, group=RUNTIME)
+    url: str | None = option(
+        None,
+        "classify on a Triton server instead (mixnet-serve, or Triton on a --triton-repo): http://HOST:PORT or "
+        "grpc://HOST:PORT; the PATHs are then images only, preprocessed as the served model's config says",
+        metavar="URL",
+        group=RUNTIME,
+    )
+    model_name: str | None = option(None, "with --url: the served model's name (mixnet_<variant>)", metavar="NAME",
+                                    group=RUNTIME)  # fmt: skip
 
 
 def check_outputs(cfg: PredictConfig, **outputs) -> None:
@@ -82,9 +92,10 @@ class Prediction:
 # ---------------------------------------------------------------- model and images
 
 
-def open_model(path: str, runtime: str, batch: int):
+def open_model(path: str, runtime: str, batch: int, **opts):
     """(runner, preprocessing, number of classes or None): the model file on its runtime, its timm eval
-    preprocessing from the ONNX metadata (an engine: its ONNX beside it; a checkpoint: its variant)."""
+    preprocessing from the ONNX metadata (an engine: its ONNX beside it; a checkpoint: its variant). ``opts``:
+    the runner's own (an engine's ``cuda_graph``)."""
     from .batching import BatchProfile
     from .contract import MODEL_SUFFIXES
     from .data import Preprocess
@@ -96,7 +107,7 @@ def open_model(path: str, runtime: str, batch: int):
     if runtime == "torch" and suffix in MODEL_SUFFIXES:
         raise InputError("expected it with a checkpoint (an exported file runs on its own runtime)",
                          field="runtime", value=runtime, problem=f"would run {Path(path).name} with untrained weights")
-    runner = make_runner(path, runtime, batch=BatchProfile(1, batch, batch))
+    runner = make_runner(path, runtime, batch=BatchProfile(1, batch, batch), **opts)
     meta = runner.metadata
     spec = getattr(getattr(runner, "model", None), "spec", None)
     if spec is not None:  # a checkpoint on PyTorch: the variant's own preprocessing
@@ -107,6 +118,25 @@ def open_model(path: str, runtime: str, batch: int):
     runner.close()
     raise InputError(f"{path}: no mixnet.* preprocessing metadata (an engine needs its ONNX file beside it): "
                      "expected a model written by mixnet-export")  # fmt: skip
+
+
+def open_remote(cfg: PredictConfig):
+    """(runner, preprocessing, number of classes or None) of the model ``--model-name`` on the server ``--url``."""
+    from .data import Preprocess
+    from .remote_runner import TritonRunner
+
+    if cfg.model_name is None:
+        raise InputError("expected --model-name NAME with it (the served model)", field="url", value=cfg.url)
+    if cfg.runtime != "auto":
+        raise InputError("expected auto with --url (the server runs the model)", field="runtime", value=cfg.runtime)
+    runner = TritonRunner(cfg.url, cfg.model_name)
+    meta = runner.metadata
+    try:
+        pre = Preprocess.from_metadata(meta, runner.name)
+    except InputError:
+        runner.close()
+        raise
+    return runner, pre, int(meta.get(META_NUM_CLASSES) or 0) or None
 
 
 def image_list(paths: Sequence[str]) -> list[tuple[str, Path]]:
@@ -159,10 +189,13 @@ def predict(cfg: PredictConfig, progress: bool = False) -> tuple[str, list[Predi
     from .parity import run_batched
     from .runner_contract import model_input
 
-    if len(cfg.paths) < 2:
+    if cfg.model_name is not None and cfg.url is None:
+        raise InputError("expected --url with it (a model on a server)", field="model_name", value=cfg.model_name)
+    if len(cfg.paths) < (1 if cfg.url else 2):
         raise InputError("expected MODEL and at least one IMAGE or DIR", field="paths", value=" ".join(cfg.paths))
-    images = image_list(cfg.paths[1:])  # before the model loads: a wrong path fails fast
-    runner, pre, num_classes = open_model(cfg.paths[0], cfg.runtime, cfg.batch)
+    images = image_list(cfg.paths if cfg.url else cfg.paths[1:])  # before the model loads: a wrong path fails fast
+    opened = open_remote(cfg) if cfg.url else open_model(cfg.paths[0], cfg.runtime, cfg.batch)
+    runner, pre, num_classes = opened
     names = None if num_classes is None else class_names_for(cfg, runner.metadata, num_classes)
     found: list[Prediction] = []
     try:

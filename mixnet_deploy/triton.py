@@ -64,8 +64,13 @@ log = logging.getLogger("mixnet_deploy")
 KINDS = ("gpu", "cpu")
 LABELS_FILE = "labels.txt"  # Triton's classification extension: label_filename of the logits output
 QUEUE_DELAY_US = 100  # dynamic batcher: wait at most 0.1 ms to fill a preferred batch
+ENCODED_SUFFIX = "_encoded"  # mixnet-serve --encoded: the model of a file's bytes beside each model (serve.py)
 MAX_VERSION = 2**31 - 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+# Triton DataType -> numpy dtype name, for the types our graphs use (mixnet-serve binds its tensors with them)
+TRITON_TO_NUMPY = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_UINT8": "uint8", "TYPE_INT32": "int32",
+                   "TYPE_INT64": "int64", "TYPE_STRING": "object"}  # fmt: skip
 
 # ONNX TensorProto.DataType -> Triton DataType (model_config.proto)
 ONNX_TO_TRITON = {
@@ -136,6 +141,11 @@ def default_model_name(variant: str) -> str:
     from .arch import get_variant
 
     return get_variant(str(variant)).model_name
+
+
+def encoded_model_name(name: str) -> str:
+    """``mixnet_s`` -> ``mixnet_s_encoded``: the model whose input is an image file's bytes (mixnet-serve --encoded)."""
+    return name + ENCODED_SUFFIX
 
 
 def precision_choices() -> tuple[str, ...]:

@@ -169,6 +169,26 @@ def test_compose_serves_the_repository_the_export_writes():
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
 
 
+def test_compose_can_start_mixnet_serve_instead_of_ngc_triton():
+    """The `serve` profile: the export image built with SERVE=1 (the [serve] extra) runs mixnet-serve on all
+    interfaces, on Triton's ports, on a file the export service writes, and waits longer than its drain time."""
+    from mixnet_deploy.serve import SHUTDOWN_TIMEOUT_S
+
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    serve, export = compose["services"]["serve"], compose["services"]["export"]
+    assert serve["profiles"] == ["serve"] and serve["build"]["args"]["SERVE"] == "1"
+    assert serve["build"]["dockerfile"] == export["build"]["dockerfile"] == "docker/Dockerfile"
+    assert re.search(r'if \[ "\$\{SERVE\}" = 1 \]; then python3 -m pip install "\.\[gpu,serve\]"',
+                     (DOCKER / "Dockerfile").read_text())  # fmt: skip
+    assert serve["entrypoint"][:3] == ["mixnet-serve", "--host", "0.0.0.0"]
+    served = Path(serve["command"][0])
+    out = export["entrypoint"][export["entrypoint"].index("--out") + 1]
+    assert served.parent == Path(out) and _mounts(serve["volumes"])["/workspace"] == _mounts(export["volumes"])[
+        "/workspace"]  # fmt: skip
+    assert [p.split(":")[0] for p in serve["ports"]] == ["8000", "8001", "8002"]
+    assert int(serve["stop_grace_period"].rstrip("s")) > SHUTDOWN_TIMEOUT_S
+
+
 def test_readme_says_the_images_were_not_built_here():
     text = (DOCKER / "README.md").read_text().lower()
     assert "not built" in text and "docker engine" in text

@@ -250,11 +250,13 @@ def test_every_entry_point_parser_comes_from_its_config():
     from mixnet_deploy.config import ExportConfig
     from mixnet_deploy.parity import ParityConfig
     from mixnet_deploy.predict import PredictConfig
+    from mixnet_deploy.serve import ServeConfig
 
     scripts = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]
     built = {"export_main": (cli.build_export_parser, ExportConfig), "parity_main": (cli.build_parity_parser,
              ParityConfig), "bench_main": (cli.build_bench_parser, BenchConfig),
-             "predict_main": (cli.build_predict_parser, PredictConfig)}  # fmt: skip
+             "predict_main": (cli.build_predict_parser, PredictConfig),
+             "serve_main": (cli.build_serve_parser, ServeConfig)}  # fmt: skip
     assert {target.split(":")[1] for target in scripts.values()} == set(built)
     for build, config in built.values():
         actions = {a.dest: a for a in build()._actions}

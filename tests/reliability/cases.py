@@ -9,18 +9,23 @@ The input files the arguments name (``{in}/...``) are made by ``inputs.py``.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-ENTRY = {"export": "export_main", "parity": "parity_main", "bench": "bench_main", "predict": "predict_main"}
-PROG = {"export": "mixnet-export", "parity": "mixnet-parity", "bench": "mixnet-bench", "predict": "mixnet-predict"}
+ENTRY = {"export": "export_main", "parity": "parity_main", "bench": "bench_main", "predict": "predict_main",
+         "serve": "serve_main"}  # fmt: skip
+PROG = {"export": "mixnet-export", "parity": "mixnet-parity", "bench": "mixnet-bench", "predict": "mixnet-predict",
+        "serve": "mixnet-serve"}  # fmt: skip
 # Added to every case of a command unless the case gives the flag itself (fast runs; see docs/errors.md).
 DEFAULTS = {
     "export": (("--img-size", "64"), ("--engine", "skip")),
     "parity": (("--quiet",), ("--random", "2")),
     "bench": (("--quiet",), ("--iters", "2"), ("--warmup-s", "0"), ("--batch", "1")),
     "predict": (("--quiet",),),
+    "serve": (),
 }
+SERVE_INSTALLED = importlib.util.find_spec("pytriton") is not None
 EXCLUSIVE = {"--random": ("--images",), "--iters": ("--duration-s",)}
 
 
@@ -503,6 +508,29 @@ CASES: list[Case] = [
       "r" * 300, "255"),
     C("timing-cache-long-name", "export", ["--timing-cache", "{case}/" + "t" * 300 + ".cache"],
       "a 300-character --timing-cache", "t" * 300, "255"),
+    # ------------------------------------------------------------------ mixnet-serve and mixnet-predict --url
+    C("serve-model-missing", "serve", [W + "nope.onnx"], "model file missing", "nope.onnx", "does not exist"),
+    C("serve-model-text", "serve", [W + "notes.txt"], "a .txt model", "notes.txt", "expected an .onnx, .engine"),
+    C("serve-same-port", "serve", [W + "s64.onnx", "--http-port", "18123", "--grpc-port", "18123"],
+      "HTTP and gRPC on one port", "--grpc-port 18123", "a port of its own"),
+    C("serve-port-text", "serve", [W + "s64.onnx", "--http-port", "http"], "port not a number", "--http-port",
+      "'http' is not an integer"),
+    C("serve-port-over", "serve", [W + "s64.onnx", "--metrics-port", "70000"], "port over 65535", "'70000'",
+      "over 65535"),
+    C("serve-queue-delay-negative", "serve", [W + "s64.onnx", "--max-queue-delay-us=-1"], "negative batcher delay",
+      "--max-queue-delay-us -1", "0 or more"),
+    C("predict-url-scheme", "predict", ["--url", "ftp://127.0.0.1:9", "--model-name", "m", W + "image.png"],
+      "--url not http:// or grpc://", "'ftp://127.0.0.1:9'", "expected http://HOST:PORT or grpc://HOST:PORT"),
+    C("predict-url-no-model-name", "predict", ["--url", "http://127.0.0.1:9", W + "image.png"],
+      "--url without --model-name", "--url", "expected --model-name"),
+    C("predict-model-name-no-url", "predict", [W + "s64.onnx", W + "image.png", "--model-name", "m"],
+      "--model-name without --url", "--model-name 'm'", "expected --url"),
+    C("predict-url-nothing-there", "predict", ["--url", "http://127.0.0.1:9", "--model-name", "m", W + "image.png"],
+      "--url where no server listens", "'http://127.0.0.1:9'", "no Triton server answers"),
+    *([] if SERVE_INSTALLED else [
+        C("serve-not-installed", "serve", [W + "s64.onnx", "--http-port", "18124", "--grpc-port", "18125",
+          "--metrics-port", "18126"], "[serve] not installed", "pip install 'mixnet-deploy[serve]'"),
+    ]),  # with [serve] installed this file would be served: tests/test_serve.py runs it with PyTriton hidden
 ]
 # fmt: on
 BY_ID = {c.id: c for c in CASES}
