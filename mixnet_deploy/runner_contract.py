@@ -19,6 +19,9 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
 ``precision: str | None``
     ``"fp32"``, ``"fp16"``, ``"int8"`` (from the ONNX metadata ``mixnet.precision`` or the engine
     manifest); ``None`` when unknown.
+``inference_precision: str | None``  (optional)
+    the precision the runtime computes in when it is below the file's (``"bf16"``: OpenVINO's ``openvino-bf16``);
+    parity judges such a run by :func:`mixnet_deploy.precision_table.judged_precision`. ``None``: the file's.
 ``max_batch: int | None``
     the largest batch the runner accepts (an engine's profile max), ``None`` for no limit.
 ``metadata: dict[str, str]``
@@ -68,6 +71,7 @@ class Runner:
     input_shape: tuple[int | None, ...] = (None, 3, None, None)
     input_format: str = FLOAT_INPUT
     precision: str | None = None
+    inference_precision: str | None = None
     max_batch: int | None = None
     metadata: Mapping[str, str] = MappingProxyType({})  # read-only default; runners set their own
 
