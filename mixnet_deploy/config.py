@@ -49,6 +49,7 @@ from .option_fields import (
 )
 from .output_paths import check_apart
 from .sensitivity import parse_exclude
+from .triton import BACKENDS as TRITON_BACKENDS
 from .triton import KINDS as TRITON_KINDS
 
 MAX_OPSET = 21
@@ -208,6 +209,13 @@ class ExportConfig:
         "gpu",
         "Triton instance kind (default {default}; cpu serves the ONNX file)",
         choices=TRITON_KINDS,
+        group=TRITON,
+    )
+    triton_backend: str = option(
+        "onnxruntime",
+        "Triton backend of --triton-kind cpu (default {default}): onnxruntime, or openvino (OpenVINO's backend reads "
+        "model.onnx; on a CPU with bf16 it computes in bf16: the backend has no f32 pin)",
+        choices=TRITON_BACKENDS,
         group=TRITON,
     )
     triton_precision: str = option(
@@ -436,6 +444,7 @@ def triton_options(cfg: ExportConfig):
         model_name=cfg.model_name,
         version=cfg.model_version,
         kind=cfg.triton_kind,
+        backend=cfg.triton_backend,
         precision=cfg.triton_precision,
         batch=cfg.batch,
         dla_core=cfg.dla_core,
