@@ -32,6 +32,7 @@ from .contract import (
     DEFAULT_EQUALIZE,
     FLOAT_INPUT,
     INPUT_FORMATS,
+    MDCONV_AUTO,
     MDCONV_CHOICES,
     MIN_OPSET,
 )
@@ -79,8 +80,10 @@ class ExportConfig:
     mdconv: str = option(
         "split",
         "MixConv lowering (default {default}): split: Split -> Conv per kernel -> Concat; merged: one depthwise "
-        "conv, kernels zero-padded to the largest, and grouped 1x1 convs (exact, faster on ONNX Runtime CPU)",
-        choices=MDCONV_CHOICES,
+        "conv, kernels zero-padded to the largest, and grouped 1x1 convs (exact, faster on ONNX Runtime CPU); "
+        "auto: both timed on the runtime that will run the file (TensorRT when an engine is built, else ONNX "
+        "Runtime, or OpenVINO for --triton-backend openvino), the faster kept",
+        choices=(*MDCONV_CHOICES, MDCONV_AUTO),
         group=MODEL,
     )
     input_format: str = option(
