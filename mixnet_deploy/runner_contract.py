@@ -1,5 +1,6 @@
 """The runner contract every runtime follows (PyTorch, ONNX Runtime in ``runtimes.py``; TensorRT in
-``trt_runner.py``), in a module of its own so that the runners import it and none imports another.
+``trt_runner.py``; OpenVINO in ``openvino_runner.py``), in a module of its own so that the runners import it and
+none imports another.
 
 The runner contract (what :mod:`mixnet_deploy.parity`, :mod:`mixnet_deploy.bench` and the CLI rely
 on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
@@ -8,7 +9,7 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
     label for tables and plots, e.g. ``"mixnet_s.fp16.onnx [ort-cpu]"``.
 ``runtime: str``
     one of :data:`mixnet_deploy.runtimes.RUNTIMES` (``"torch"``, ``"ort-cpu"``, ``"ort-cuda"``, ``"ort-trt"``,
-    ``"tensorrt"``).
+    ``"tensorrt"``, ``"openvino"``, ``"openvino-bf16"``).
 ``input_name`` / ``output_name: str``
     the tensor names (``"input"`` / ``"logits"`` for everything this toolkit writes).
 ``input_shape: tuple[int | None, ...]``
