@@ -160,6 +160,10 @@ def print_export_summary(report) -> None:
         f"{report.weights['source']}, mdconv: {report.mdconv}; variant {report.variant}: "
         f"{report.weights.get('variant_reason', '')}"
     )
+    if report.mdconv_auto:
+        auto = report.mdconv_auto
+        timed = ", ".join(f"{m} {ms:.2f} ms" for m, ms in auto["ms"].items())
+        print(f"mdconv auto: {timed} on {auto['runtime']} at batch {auto['batch']}: {auto['chosen']} kept")
     print(
         f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9} {'mean cos':>9} "
         f"{'top-1':>5} {'top-5':>5}  (vs {'PyTorch' if len(report.artifacts) < 2 else 'PyTorch / FP32 ONNX'})"

@@ -32,6 +32,7 @@ from .contract import (
     DEFAULT_EQUALIZE,
     FLOAT_INPUT,
     INPUT_FORMATS,
+    MDCONV_AUTO,
     MDCONV_CHOICES,
     MIN_OPSET,
 )
@@ -49,6 +50,7 @@ from .option_fields import (
 )
 from .output_paths import check_apart
 from .sensitivity import parse_exclude
+from .triton import BACKENDS as TRITON_BACKENDS
 from .triton import KINDS as TRITON_KINDS
 
 MAX_OPSET = 21
@@ -78,8 +80,10 @@ class ExportConfig:
     mdconv: str = option(
         "split",
         "MixConv lowering (default {default}): split: Split -> Conv per kernel -> Concat; merged: one depthwise "
-        "conv, kernels zero-padded to the largest, and grouped 1x1 convs (exact, faster on ONNX Runtime CPU)",
-        choices=MDCONV_CHOICES,
+        "conv, kernels zero-padded to the largest, and grouped 1x1 convs (exact, faster on ONNX Runtime CPU); "
+        "auto: both timed on the runtime that will run the file (TensorRT when an engine is built, else ONNX "
+        "Runtime, or OpenVINO for --triton-backend openvino), the faster kept",
+        choices=(*MDCONV_CHOICES, MDCONV_AUTO),
         group=MODEL,
     )
     input_format: str = option(
@@ -208,6 +212,13 @@ class ExportConfig:
         "gpu",
         "Triton instance kind (default {default}; cpu serves the ONNX file)",
         choices=TRITON_KINDS,
+        group=TRITON,
+    )
+    triton_backend: str = option(
+        "onnxruntime",
+        "Triton backend of --triton-kind cpu (default {default}): onnxruntime, or openvino (OpenVINO's backend reads "
+        "model.onnx; on a CPU with bf16 it computes in bf16: the backend has no f32 pin)",
+        choices=TRITON_BACKENDS,
         group=TRITON,
     )
     triton_precision: str = option(
@@ -436,6 +447,7 @@ def triton_options(cfg: ExportConfig):
         model_name=cfg.model_name,
         version=cfg.model_version,
         kind=cfg.triton_kind,
+        backend=cfg.triton_backend,
         precision=cfg.triton_precision,
         batch=cfg.batch,
         dla_core=cfg.dla_core,

@@ -38,6 +38,7 @@ META_BATCH_PROFILE = "mixnet.batch_profile"  # Triton config parameters only (no
 # ---------------------------------------------------------------- values the graph and the report record
 MIN_OPSET = 17  # the oldest opset our graphs are exported at (TensorRT 10's parser reads 9-20)
 MDCONV_CHOICES = ("split", "merged")  # mixnet.mdconv: how a MixConv reaches the graph (lowering.py)
+MDCONV_AUTO = "auto"  # --mdconv auto: the faster of MDCONV_CHOICES on the file's runtime (lowering_choice.py)
 CALIB_METHODS = ("entropy", "percentile", "minmax")  # INT8 calibration (precision_onnx.py), in the cache key
 DEFAULT_CALIB_METHOD = "percentile"  # chosen by measurement (docs/precision.md, benchmarks/precision_accuracy.py)
 DEFAULT_CALIB_COUNT = 64

@@ -156,7 +156,7 @@ def jetson_info(root: Path = Path("/"), run_tool: Callable[[Sequence[str]], str 
 def versions() -> dict[str, str]:
     """Versions of this package, Python and the libraries results depend on (``absent`` when not installed)."""
     found = {"mixnet_deploy": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for name in ("torch", "onnx", "onnxruntime", "tensorrt"):
+    for name in ("torch", "onnx", "onnxruntime", "tensorrt", "openvino"):
         try:
             module = __import__(name)
             found[name] = getattr(module, "__version__", "unknown")

@@ -1,6 +1,8 @@
 """Exact MixConv lowerings: how a :class:`~mixnet_deploy.model.MixedConv2d` reaches the ONNX graph.
 
-``split`` (the default) keeps the design's graph: ``Split -> one Conv per group -> Concat``.
+``split`` (the default) keeps the design's graph: ``Split -> one Conv per group -> Concat``; an equal-split 1x1
+stage's BN-folded biases go after the Concat as one ``Add`` (:func:`bias_after_concat`), as in timm's graph, where
+OpenVINO fuses the stage into one GroupConvolution.
 ``merged`` rewrites every multi-group stage into ONE convolution, exactly:
 
 * a mixed depthwise conv (kernels 3, 5, 7, ... per channel group, padding ``k // 2``) equals one
@@ -173,6 +175,23 @@ def merge_mixed_depthwise(conv: MixedConv2d) -> MixedConv2d:
 
 
 @torch.no_grad()
+def bias_after_concat(conv: MixedConv2d) -> MixedConv2d:
+    """Split -> equal 1x1 convs with biases -> Concat as the same convs without biases -> Concat -> one Add.
+
+    Exact (each output channel adds the same bias, after its sum instead of at the end of it). The BN-folded split
+    graph otherwise carries each group's bias on its conv, where timm's export has bias-free convs and the BN after
+    the Concat: OpenVINO fuses only the bias-free ``Split -> Conv 1x1 -> Concat`` into one GroupConvolution
+    (docs/lowering.md, measured).
+    """
+    out = copy.deepcopy(conv)
+    biases = [c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels) for c in out.convs]
+    for c in out.convs:
+        c.bias = None
+    out.shift = torch.cat(biases) if conv.shift is None else torch.cat(biases) + conv.shift
+    return out
+
+
+@torch.no_grad()
 def merge_split_pointwise(conv: MixedConv2d) -> MixedConv2d:
     """Split -> equal 1x1 convs -> Concat as one Conv(group=G)."""
     weight, bias = merge_grouped_pointwise([c.weight for c in conv.convs], [c.bias for c in conv.convs])
@@ -180,7 +199,8 @@ def merge_split_pointwise(conv: MixedConv2d) -> MixedConv2d:
 
 
 def lower(model: nn.Module, mdconv: str, *, grouped_pointwise: bool = True) -> nn.Module:
-    """A copy of ``model`` with its mixed convs lowered as ``mdconv`` says (``split``: an unchanged copy).
+    """A copy of ``model`` with its mixed convs lowered as ``mdconv`` says (``split``: the graph's own stages, the equal
+    split 1x1 ones with their biases after the Concat, :func:`bias_after_concat`).
 
     Works on a folded or an unfolded model; the pipeline applies it after BN folding.
     ``grouped_pointwise=False`` merges only the depthwise stages (kept for the benchmark that
@@ -188,18 +208,19 @@ def lower(model: nn.Module, mdconv: str, *, grouped_pointwise: bool = True) -> n
     """
     check_mdconv(mdconv)
     lowered = copy.deepcopy(model)
-    if mdconv == "split":
-        return lowered
     if isinstance(lowered, MixedConv2d):
-        return _lower_stage(lowered, grouped_pointwise)
+        return _lower_stage(lowered, mdconv, grouped_pointwise)
     for parent in list(lowered.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, MixedConv2d):
-                setattr(parent, name, _lower_stage(child, grouped_pointwise))
+                setattr(parent, name, _lower_stage(child, mdconv, grouped_pointwise))
     return lowered
 
 
-def _lower_stage(conv: MixedConv2d, grouped_pointwise: bool = True) -> MixedConv2d:
+def _lower_stage(conv: MixedConv2d, mdconv: str, grouped_pointwise: bool = True) -> MixedConv2d:
+    if mdconv == "split":
+        has_bias = any(c.bias is not None for c in conv.convs)
+        return bias_after_concat(conv) if is_equal_split_pointwise(conv) and has_bias else conv
     if is_mixed_depthwise(conv):
         return merge_mixed_depthwise(conv)
     if grouped_pointwise and is_equal_split_pointwise(conv):

@@ -70,12 +70,15 @@ class MixedConv2d(nn.Module):
                       bias=bias)
             for i, o, k in zip(self.in_splits, self.out_splits, kernels)
         )  # fmt: skip
+        # per-channel bias added once after the Concat (lowering.bias_after_concat); None: biases on the convs
+        self.register_buffer("shift", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self._conv(self.convs[0], x)
         parts = torch.split(x, list(self.in_splits), dim=1)
-        return torch.cat([self._conv(conv, p) for conv, p in zip(self.convs, parts)], dim=1)
+        out = torch.cat([self._conv(conv, p) for conv, p in zip(self.convs, parts)], dim=1)
+        return out if self.shift is None else out + self.shift.reshape(1, -1, 1, 1)
 
     def _conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         if not self.same:

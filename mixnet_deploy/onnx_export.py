@@ -122,10 +122,44 @@ def to_onnx(model: torch.nn.Module, img_size: int, opset: int = MIN_OPSET) -> on
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
         )
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = tidy(onnx.load_from_string(buf.getvalue()))
     proto.producer_name = "mixnet-deploy"
     proto.producer_version = __version__
     return proto
+
+
+NO_OPS = ("Identity", "Constant")  # compute nothing: tidy() removes them, check_graph refuses them
+
+
+def tidy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without nodes that compute nothing (in place; node count as onnxslim 0.1.98 leaves it):
+
+    - ``Identity``: its consumers read its input instead. torch.onnx's initializer dedup leaves
+      ``Identity(initializer)`` where two parameters are equal (14 in S: SE biases); tools that look for a Conv's bias
+      initializer (ONNX Runtime's quantizer: "bias not an initializer") miss it behind one. One initializer may feed
+      several nodes in ONNX.
+    - ``Constant``: its tensor becomes an initializer of the same name (the split sizes of every ``Split``).
+    """
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.output[0] not in outputs}
+    kept = []
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is not None and node.output[0] not in outputs:
+            tensor = graph.initializer.add()
+            tensor.CopyFrom(value)
+            tensor.name = node.output[0]
+        elif not (node.op_type == "Identity" and node.output[0] in alias):
+            kept.append(node)
+    for node in kept:
+        for i, name in enumerate(node.input):
+            while name in alias:
+                name = alias[name]
+            node.input[i] = name
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -146,6 +180,9 @@ def check_graph(model: onnx.ModelProto) -> None:
     ops = set(op_counts(model))
     if "BatchNormalization" in ops:
         raise VerificationError("graph still holds BatchNormalization nodes: BN folding missed a layer")
+    idle = sorted(ops & set(NO_OPS))
+    if idle:
+        raise VerificationError(f"graph holds nodes that compute nothing ({', '.join(idle)}): expected them removed")
     unsupported = sorted(ops - TRT_SAFE_OPS)
     if unsupported:
         raise VerificationError(f"graph uses operators outside the TensorRT-safe set: {', '.join(unsupported)}")

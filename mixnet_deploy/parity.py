@@ -44,6 +44,12 @@ MAX_RANDOM_N = 65536  # generated batch by batch; more random inputs tell nothin
 MAX_IMAGES = 256
 
 
+def judged(runner) -> str | None:
+    """The precision whose tolerance judges ``runner``: its file's, or the row for what the runtime computed in
+    (OpenVINO bf16 on an FP32 file: FP16's)."""
+    return precision_table.judged_precision(runner.precision, runner.inference_precision)
+
+
 def tolerance_for(precision: str | None, name: str = "candidate") -> Tolerance:
     """The tolerance of a precision's row in :mod:`mixnet_deploy.precision_table`; InputError when unknown."""
     if precision is None:
@@ -250,7 +256,7 @@ def run_parity(cfg: ParityConfig, progress: bool = False) -> ParityReport:
             if Path(path).suffix.lower() not in MODEL_SUFFIXES:
                 raise InputError(f"candidate {path!r}: expected an .onnx, {' or '.join(ENGINE_SUFFIXES)} file")
             runner = make_runner(path, cfg.runtime, batch=BatchProfile(1, cfg.batch, cfg.batch))
-            tolerance_for(runner.precision, runner.name)  # fail before any work
+            tolerance_for(judged(runner), runner.name)  # fail before any work
             runners.append(runner)
         variant, img_size = variant_and_size(runners, cfg.variant, cfg.img_size)
         model, info = load_model(variant, cfg.weights)
@@ -507,7 +513,8 @@ def judge(
     """One candidate's verdict: its precision's tolerance, and with labels its accuracy and drop."""
     from .accuracy import accuracy_drop, hits
 
-    tol = tolerance_for(runner.precision, runner.name)
+    precision = judged(runner)
+    tol = tolerance_for(precision, runner.name)
     bad = failures(metrics, tol)
     acc = drop = None
     if labels is not None:
@@ -516,6 +523,6 @@ def judge(
         if max_top1_drop is not None and not drop.top1.points <= max_top1_drop:
             bad.append(f"top-1 drop {drop.top1.points:.2f} points > {max_top1_drop:g}")
     return ParityResult(
-        runner.describe(), runner.precision, tol, metrics, tuple(bad), tightest_passing(metrics), tuple(notes),
+        runner.describe(), precision, tol, metrics, tuple(bad), tightest_passing(metrics), tuple(notes),
         acc, drop,
     )  # fmt: skip

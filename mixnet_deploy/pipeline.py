@@ -21,7 +21,7 @@ import numpy as np
 from . import precision_table
 from .atomic import remove_stale_temps, write_bytes, write_json
 from .config import ExportConfig, check_config, triton_options, written_precisions
-from .contract import ONNX_SUFFIX, REFUSED_TAG, onnx_stem
+from .contract import MDCONV_AUTO, ONNX_SUFFIX, REFUSED_TAG, onnx_stem
 from .engine_build import EngineResult
 from .environment import stopwatch, timed, versions
 from .errors import EnvironmentFailure, VerificationError
@@ -62,6 +62,7 @@ class ExportReport:
     img_size: int
     weights: dict
     mdconv: str = "split"  # the MixConv lowering of every artifact (also in the ONNX metadata mixnet.mdconv)
+    mdconv_auto: dict = field(default_factory=dict)  # --mdconv auto: runtime, both lowerings' ms, the one chosen
     input_format: str = "float32-nchw"  # --input-format of every artifact (mixnet.input_format)
     top_k: int = 0  # --top-k (0: logits only)
     artifacts: list[Artifact] = field(default_factory=list)
@@ -231,6 +232,10 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
             log.info("removed %s (a temporary file of a killed run)", path)
     elapsed = stopwatch()
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
+    auto = {}
+    if cfg.mdconv == MDCONV_AUTO:
+        auto = choose_mdconv(cfg, model, info)
+        cfg = replace(cfg, mdconv=auto["chosen"])
     name = model.spec.model_name
     engines = cfg.engine != "skip"
     ends = served_ends(cfg, model.spec.num_classes)  # --top-k and --class-names against the model: before any write
@@ -238,7 +243,7 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
     with staged(out_dir, name) as stage:
         work = replace(cfg, out_dir=stage.path)  # every stage writes into the stage folder
         parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else [], "artifacts": [],
-                 "timings_s": {"load": load_s}}  # fmt: skip
+                 "timings_s": {"load": load_s}, "mdconv_auto": auto}  # fmt: skip
         try:
             run_stages(work, model, info, ends, parts, stage, reuse_from=out_dir)
         except VerificationError as exc:  # nothing swapped in; M.failed.json says why
@@ -256,6 +261,20 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         write_json(stage.path / report_name(name), report.as_dict())
         stage.commit(previous)
     return report
+
+
+def choose_mdconv(cfg: ExportConfig, model, info) -> dict:
+    """--mdconv auto: both lowerings timed on the file's runtime (lowering_choice.py); logged, for the report."""
+    from .lowering_choice import choose_lowering, target_runtime
+
+    runtime = target_runtime(cfg.engine, cfg.triton_repo, cfg.triton_kind, cfg.triton_backend)
+    meta = build_metadata(model.spec, info, cfg.img_size, "fp32")
+    (found, seconds) = timed(lambda: choose_lowering(fold_bn(model), meta, cfg.img_size, cfg.opset, runtime,
+                                                     cfg.batch.opt, cfg.engine_options()))  # fmt: skip
+    found["seconds"] = round(seconds, 1)
+    ms = ", ".join(f"{m} {v:.2f} ms" for m, v in found["ms"].items())
+    log.info("--mdconv auto on %s at batch %d: %s: %s kept", runtime, cfg.batch.opt, ms, found["chosen"])
+    return found
 
 
 def keep_refused_files(artifacts, stage_dir: Path, out_dir: Path) -> None:

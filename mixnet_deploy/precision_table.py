@@ -81,6 +81,20 @@ PRECISIONS: Mapping[str, Precision] = MappingProxyType(
 )  # fmt: skip
 
 
+# A precision a runtime may compute a file in below the file's own (OpenVINO's bf16 INFERENCE_PRECISION_HINT) -> the row
+# whose tolerance judges that run: bf16 (8 significant bits, float32's range) like FP16, the reduced float precision
+# this table verifies; never a tighter row than the file's own (an INT8 file stays INT8's).
+RUNTIME_PRECISIONS: Mapping[str, str] = MappingProxyType({"bf16": "fp16"})
+
+
+def judged_precision(precision: str | None, ran_in: str | None = None) -> str | None:
+    """The row that judges a run of a ``precision`` file computed in ``ran_in`` (None: the file's precision)."""
+    reduced = RUNTIME_PRECISIONS.get(ran_in)
+    if reduced is None or precision not in PRECISIONS:
+        return precision
+    return reduced if row(reduced).speed_rank < row(precision).speed_rank else precision
+
+
 def names() -> tuple[str, ...]:
     """The precisions in table order (fp32 first: the reference every other one is made from)."""
     return tuple(PRECISIONS)

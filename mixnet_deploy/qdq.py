@@ -123,8 +123,11 @@ def _ancestors(name: str, producers: Mapping[str, onnx.NodeProto]) -> set[str]:
 
 
 def _conv_sources(name: str, producers: Mapping[str, onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """The Conv(s) a tensor comes straight from: a Conv, or a Concat of Convs (a split MixConv); else []."""
+    """The Conv(s) a tensor comes straight from: a Conv, or a Concat of Convs (a split MixConv), also behind the Add of
+    their biases after the Concat (lowering.bias_after_concat: one input computed, one an initializer); else []."""
     node = producers.get(name)
+    if node is not None and node.op_type == "Add" and sum(i in producers for i in node.input) == 1:
+        return _conv_sources(next(i for i in node.input if i in producers), producers)
     if node is not None and node.op_type == "Conv":
         return [node]
     if node is not None and node.op_type == "Concat":

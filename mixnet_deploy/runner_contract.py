@@ -1,5 +1,6 @@
 """The runner contract every runtime follows (PyTorch, ONNX Runtime in ``runtimes.py``; TensorRT in
-``trt_runner.py``), in a module of its own so that the runners import it and none imports another.
+``trt_runner.py``; OpenVINO in ``openvino_runner.py``), in a module of its own so that the runners import it and
+none imports another.
 
 The runner contract (what :mod:`mixnet_deploy.parity`, :mod:`mixnet_deploy.bench` and the CLI rely
 on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
@@ -8,7 +9,7 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
     label for tables and plots, e.g. ``"mixnet_s.fp16.onnx [ort-cpu]"``.
 ``runtime: str``
     one of :data:`mixnet_deploy.runtimes.RUNTIMES` (``"torch"``, ``"ort-cpu"``, ``"ort-cuda"``, ``"ort-trt"``,
-    ``"tensorrt"``).
+    ``"tensorrt"``, ``"openvino"``, ``"openvino-bf16"``).
 ``input_name`` / ``output_name: str``
     the tensor names (``"input"`` / ``"logits"`` for everything this toolkit writes).
 ``input_shape: tuple[int | None, ...]``
@@ -19,6 +20,9 @@ on; the TensorRT engine runner in ``mixnet_deploy.trt_runner`` follows it too):
 ``precision: str | None``
     ``"fp32"``, ``"fp16"``, ``"int8"`` (from the ONNX metadata ``mixnet.precision`` or the engine
     manifest); ``None`` when unknown.
+``inference_precision: str | None``  (optional)
+    the precision the runtime computes in when it is below the file's (``"bf16"``: OpenVINO's ``openvino-bf16``);
+    parity judges such a run by :func:`mixnet_deploy.precision_table.judged_precision`. ``None``: the file's.
 ``max_batch: int | None``
     the largest batch the runner accepts (an engine's profile max), ``None`` for no limit.
 ``metadata: dict[str, str]``
@@ -68,6 +72,7 @@ class Runner:
     input_shape: tuple[int | None, ...] = (None, 3, None, None)
     input_format: str = FLOAT_INPUT
     precision: str | None = None
+    inference_precision: str | None = None
     max_batch: int | None = None
     metadata: Mapping[str, str] = MappingProxyType({})  # read-only default; runners set their own
 

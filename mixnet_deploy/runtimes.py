@@ -43,18 +43,23 @@ from .contract import (
     shape_string,
 )
 from .errors import InputError
+from .openvino_runner import HINTS as OPENVINO_HINTS
+from .openvino_runner import OpenVinoRunner, import_openvino
 from .runner_contract import Runner, check_io, checked_metadata
 
 log = logging.getLogger("mixnet_deploy")
 
-# runtime name -> ONNX Runtime execution provider (None: not ONNX Runtime)
+# runtime name -> ONNX Runtime execution provider (None: not ONNX Runtime); openvino / openvino-bf16: OpenVINO's CPU
+# plugin with f32 pinned / in bf16 (openvino_runner.py)
 RUNTIMES: Mapping[str, str | None] = MappingProxyType({
     "torch": None,
     "ort-cpu": "CPUExecutionProvider",
     "ort-cuda": "CUDAExecutionProvider",
     "ort-trt": "TensorrtExecutionProvider",
     "tensorrt": None,
+    **dict.fromkeys(OPENVINO_HINTS),
 })
+OPENVINO_RUNTIMES = tuple(OPENVINO_HINTS)
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
@@ -261,6 +266,8 @@ def available_runtimes() -> list[str]:
 
         if importlib.util.find_spec("tensorrt") is not None:
             found.append("tensorrt")
+        if importlib.util.find_spec("openvino") is not None:
+            found += OPENVINO_RUNTIMES
     except (ImportError, ValueError):
         pass
     return found
@@ -270,6 +277,8 @@ def check_runtime(runtime: str) -> str:
     """Validate a runtime name and that it is installed; returns it or raises InputError."""
     if runtime not in RUNTIMES:
         raise InputError(f"expected one of {', '.join(RUNTIMES)}", field="runtime", value=runtime)
+    if runtime in OPENVINO_RUNTIMES:
+        import_openvino()
     provider = RUNTIMES[runtime]
     if provider is not None:
         ort = import_onnxruntime()
@@ -401,8 +410,8 @@ def make_runner(
     """One runner for a model file, a variant name or a module.
 
     ``target``:
-    - ``.onnx`` file: ONNX Runtime (``runtime`` ``auto`` = ``ort-cpu``); with ``runtime="torch"`` an
-      unfolded PyTorch model of the variant in its metadata, default init (latency only);
+    - ``.onnx`` file: ONNX Runtime (``runtime`` ``auto`` = ``ort-cpu``) or OpenVINO (``openvino[-bf16]``);
+      with ``runtime="torch"`` an unfolded PyTorch model of the variant in its metadata, default init (latency only);
     - ``.engine`` / ``.plan``: ``mixnet_deploy.trt_runner.engine_runner(path, **opts)`` (TensorRT);
     - ``.pth`` / ``.pt`` / ``.safetensors`` checkpoint: PyTorch with those weights; a variant name
       (``s``, ``mixnet_m``): PyTorch with default init (latency only);
@@ -467,7 +476,9 @@ def _onnx_runner(
         problem = f"needs an engine file, not {text}"
         raise InputError(expected, field="runtime", value=runtime, problem=problem)
     if opts:
-        raise InputError(f"options {sorted(opts)} do not apply to ONNX Runtime")
+        raise InputError(f"options {sorted(opts)} do not apply to ONNX Runtime or OpenVINO")
+    if runtime in OPENVINO_RUNTIMES:
+        return OpenVinoRunner(path, runtime, threads)
     return OrtRunner(path, "ort-cpu" if runtime == "auto" else runtime, threads, batch)
 
 

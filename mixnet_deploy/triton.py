@@ -62,6 +62,10 @@ from .errors import InputError, VerificationError
 log = logging.getLogger("mixnet_deploy")
 
 KINDS = ("gpu", "cpu")
+# --triton-backend, for --triton-kind cpu: which Triton backend runs the ONNX file. openvino_backend (src/openvino.cc)
+# reads the file named by default_model_filename (its default is model.xml) with ov::Core::read_model.
+BACKENDS = ("onnxruntime", "openvino")
+OPENVINO_PLATFORM = "openvino"  # written as backend: "openvino" (the backend has no platform string)
 LABELS_FILE = "labels.txt"  # Triton's classification extension: label_filename of the logits output
 QUEUE_DELAY_US = 100  # dynamic batcher: wait at most 0.1 ms to fill a preferred batch
 ENCODED_SUFFIX = "_encoded"  # mixnet-serve --encoded: the model of a file's bytes beside each model (serve.py)
@@ -90,6 +94,7 @@ class TritonOptions:
     batch: BatchProfile = BatchProfile()
     dla_core: int | None = None  # Jetson: run on this DLA core (GPU fallback)
     instance_count: int = 1
+    backend: str = "onnxruntime"  # --triton-backend (cpu only): onnxruntime | openvino
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ class Source:
 @dataclass(frozen=True)
 class TritonModel:
     name: str
-    platform: str  # tensorrt_plan | onnxruntime_onnx
+    platform: str  # tensorrt_plan | onnxruntime_onnx | openvino (backend: "openvino")
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -167,6 +172,11 @@ def check_options(opts: TritonOptions) -> TritonOptions:
         raise InputError(f"expected an integer from 1 to {MAX_VERSION}", field="model_version", value=v)
     if opts.kind not in KINDS:
         raise InputError(f"expected one of {', '.join(KINDS)}", field="triton_kind", value=opts.kind)
+    if opts.backend not in BACKENDS:
+        raise InputError(f"expected one of {', '.join(BACKENDS)}", field="triton_backend", value=opts.backend)
+    if opts.backend == "openvino" and opts.kind != "cpu":
+        raise InputError("expected --triton-kind cpu with it (OpenVINO's Triton backend serves on the CPU here)",
+                         field="triton_backend", value=opts.backend, problem=f"given with --triton-kind {opts.kind}")
     choices = precision_choices()
     if opts.precision not in choices:
         raise InputError(f"expected one of {', '.join(choices)}", field="triton_precision", value=opts.precision)
@@ -316,6 +326,8 @@ def model_config(source: Source, opts: TritonOptions, variant: str) -> TritonMod
     profile = opts.batch
     if source.is_engine:
         platform, accelerator = "tensorrt_plan", {}
+    elif opts.backend == "openvino":
+        platform, accelerator = OPENVINO_PLATFORM, {}
     else:
         platform = "onnxruntime_onnx"
         gpu = opts.kind == "gpu"
@@ -378,7 +390,11 @@ def render_config(m: TritonModel) -> str:
     lines = [
         "# Written by mixnet-export (mixnet-deploy). Schema: Triton inference.ModelConfig (model_config.proto).",
         f"name: {_quote(m.name)}",
-        f"platform: {_quote(m.platform)}",
+        *(
+            [f"backend: {_quote(m.platform)}", f"default_model_filename: {_quote(m.filename)}"]
+            if m.platform == OPENVINO_PLATFORM
+            else [f"platform: {_quote(m.platform)}"]
+        ),
         f"max_batch_size: {m.max_batch_size}",
         f"version_policy: {{ specific: {{ versions: [ {m.version} ] }} }}",
         "input [\n" + ",\n".join(_tensor(t) for t in m.inputs) + "\n]",

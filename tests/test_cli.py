@@ -54,7 +54,7 @@ def test_summary_prints_engines_from_engine_results(capsys):
                     tolerance={}, seconds=0.5)  # fmt: skip
     engine = EngineResult(precision="fp32", onnx=onnx.path, path="out/mixnet_s.engine", manifest="m", bytes=3_500_000,
                           seconds=41.0, check={})  # fmt: skip
-    report = SimpleNamespace(variant="s", img_size=224, weights={"source": "random"}, mdconv="split",
+    report = SimpleNamespace(variant="s", img_size=224, weights={"source": "random"}, mdconv="split", mdconv_auto={},
                              artifacts=[onnx], engines=[engine], notes=[], timings_s={"total": 1.0},
                              previous_run={})  # fmt: skip
     print_export_summary(report)

@@ -294,3 +294,22 @@ def test_stages_a_centred_kernel_cannot_reproduce_stay_split():
     conv.convs[1].padding = (1, 1)  # not k // 2: "same" output no more, one padded kernel cannot match
     assert not is_mixed_depthwise(conv)
     assert len(lower(conv, "merged").convs) == 2
+
+
+def test_split_keeps_its_groups_and_moves_pointwise_biases_after_the_concat(random_checkpoint_s):
+    """split: the equal-split 1x1 stages' convs carry no bias, one Add after the Concat does (as timm's BN after the
+    Concat), exactly: float64 against the folded model, which computes the biases on the convs."""
+    from mixnet_deploy.weights import load_model
+
+    folded = fold_bn(load_model("s", str(random_checkpoint_s))[0]).double()
+    lowered = lower(folded, "split")
+    stages = [m for m in lowered.modules() if isinstance(m, MixedConv2d) and is_equal_split_pointwise(m)]
+    assert stages and all(m.shift is not None and all(c.bias is None for c in m.convs) for m in stages)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(lowered(x), folded(x), rtol=0, atol=1e-10)
+    graph = to_onnx(lower(fold_bn(load_model("s", str(random_checkpoint_s))[0]), "split"), 64).graph
+    split_outputs = {o for n in graph.node if n.op_type == "Split" for o in n.output}
+    pointwise = [n for n in graph.node if n.op_type == "Conv" and n.input[0] in split_outputs
+                 and next(a.ints for a in n.attribute if a.name == "kernel_shape") == [1, 1]]  # fmt: skip
+    assert len(pointwise) == sum(len(m.convs) for m in stages) and all(len(n.input) == 2 for n in pointwise)

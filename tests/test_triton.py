@@ -113,6 +113,28 @@ def test_fp16_io_types_and_cpu_kind(tmp_path):
     assert cfg.parameters["mixnet.mean"].string_value == "0.5,0.5,0.5"
 
 
+def test_cpu_openvino_backend_serves_the_onnx_file_openvino_reads(exported, tmp_path):
+    """--triton-backend openvino: backend "openvino" (Triton's openvino_backend), default_model_filename model.onnx
+    (the backend's default is model.xml), checked against Triton's schema; the file runs in OpenVINO like in ORT."""
+    import numpy as np
+    import openvino as ov
+
+    from mixnet_deploy.runtimes import ort_session, run_ort
+
+    src = Path(exported["out"]) / "mixnet_s.onnx"
+    info = triton.build_repository([art("fp32", str(src))], [], opts(tmp_path, kind="cpu", backend="openvino"), "s")
+    cfg = parse(Path(info["config"]))
+    assert cfg.backend == "openvino" and not cfg.platform and cfg.default_model_filename == "model.onnx"
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert not cfg.HasField("optimization") and info["schema_checked"] is True
+    served = Path(info["model_file"])
+    assert served.name == cfg.default_model_filename and served.read_bytes() == src.read_bytes()
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    compiled = ov.Core().compile_model(ov.Core().read_model(str(served)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = compiled.create_infer_request().infer({0: x})[compiled.output("logits")]
+    assert np.abs(got - run_ort(ort_session(str(src)), x)).max() <= 1e-3
+
+
 def test_static_batch_onnx_is_refused(tmp_path):
     src = tiny_onnx(tmp_path / "m.onnx", batch=4)
     with pytest.raises(VerificationError, match="symbolic batch"):
@@ -238,6 +260,8 @@ def test_string_quoting_round_trips_through_protobuf(value):
         (dict(version=0), "--model-version 0"),
         (dict(kind="tpu"), "--triton-kind 'tpu'"),
         (dict(precision="fp8"), "--triton-precision 'fp8'"),
+        (dict(backend="tensorflow", kind="cpu"), "--triton-backend 'tensorflow'"),
+        (dict(backend="openvino"), "--triton-backend 'openvino' given with --triton-kind gpu"),
     ],
 )
 def test_bad_options(tmp_path, o, needle):
