@@ -473,6 +473,24 @@ def test_runtimes_come_from_the_runner_factory():
     assert set(choices_of(options(ServeConfig)["runtime"])) == {"auto", *RUNTIMES} - {"torch"}
 
 
+def test_openvino_serves_what_it_computes_locally(models, tmp_path):
+    """--runtime openvino (#24's RUNTIMES entry) serves with no serve code: HTTP and gRPC answers equal the local
+    OpenVINO runner's (max abs <= 1e-6, same runtime), and the server leaves nothing behind."""
+    pytest.importorskip("openvino", reason="--runtime openvino needs [openvino]")
+    from mixnet_deploy.runtimes import make_runner
+
+    srv = Server([models["mixnet_s"]], ("mixnet_s",), tmp_path, "--runtime", "openvino").ready()
+    try:
+        x = np.random.default_rng(7).standard_normal((2, 3, 64, 64), dtype=np.float32)
+        want = make_runner(models["mixnet_s"], "openvino").run(x)
+        for module, client in clients(srv):
+            (got,) = infer(module, client, "mixnet_s", "input", x, "FP32")
+            assert np.abs(got - want).max() <= 1e-6
+    finally:
+        code, _ = srv.stop()
+    assert code == 0, srv.output()[-3000:]
+
+
 def test_an_engine_is_opened_on_its_runner_with_cuda_graphs(monkeypatch, tmp_path):
     """--cuda-graph reaches make_runner for an engine (the TensorRT runner's option), not for an ONNX file.
     (TensorRT itself is not run here: the runner factory is recorded, not called.)"""
