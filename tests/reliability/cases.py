@@ -103,6 +103,8 @@ CASES: list[Case] = [
     C("weights-trunc-pth", "export", ["--weights", W + "trunc.pth"], "truncated .pth", "trunc.pth", "expected"),
     C("weights-trunc-st", "export", ["--weights", W + "trunc.safetensors"], "truncated safetensors", "trunc."),
     C("weights-head-st", "export", ["--weights", W + "head.safetensors"], "100-byte safetensors", "head."),
+    C("weights-text-st", "export", ["--weights", W + "text.safetensors"], "text file named .safetensors",
+      "text.safetensors", "not a safetensors file", "b'hello, I'"),
     C("weights-json-st", "export", ["--weights", W + "json.safetensors"], "JSON named .safetensors", "json."),
     C("weights-huge-header", "export", ["--weights", W + "bomb.safetensors"], "header 2^60 bytes", "bomb."),
     C("weights-list", "export", ["--weights", W + "list.pth"], "a list of tensors", "list.pth", "state_dict"),

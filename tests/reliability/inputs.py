@@ -98,6 +98,7 @@ def plain_files(inputs: Path) -> None:
     (inputs / "dir.onnx").mkdir()
     (inputs / "dangling.pth").symlink_to(inputs / "no-such-target")
     (inputs / "text.pth").write_text("hello, I am not a checkpoint\n")
+    (inputs / "text.safetensors").write_text("hello, I am not a checkpoint either\n")
     (inputs / "notes.txt").write_text("not a model\n")
     (inputs / "rand.pth").write_bytes(np.random.default_rng(1).bytes(4096))
     Image.new("RGB", (8, 8), (200, 10, 10)).save(inputs / "image.png")
