@@ -390,6 +390,18 @@ class CalibrationSets:
     def synthetic(self) -> bool:
         return self.source == SYNTHETIC
 
+    def counts(self, asked: int) -> dict[str, int]:
+        """What the report records of a calibration: images asked for, found in the folder, used, held out."""
+        return {"asked": asked, "found": self.found, "calibrated": len(self.calib), "held_out": len(self.held_out)}
+
+    def shortfall(self, asked: int) -> str:
+        """One line when the folder had fewer images than ``asked`` calibrate on (else ""): asked, found, used."""
+        if self.synthetic or len(self.calib) >= asked:
+            return ""
+        return (f"WARNING: calibration asked for {asked} images, {self.source} has {self.found} image files; "
+                f"using {len(self.calib)} to calibrate + {len(self.held_out)} held out for verification (fewer "
+                "images: less stable INT8 ranges)")  # fmt: skip
+
     def summary(self) -> str:
         where = "synthetic colour fields (NOT photos)" if self.synthetic else f"{self.source} ({self.found} files)"
         held = f"{len(self.held_out)} held-out" + (" labelled" if self.held_out_labels is not None else "")

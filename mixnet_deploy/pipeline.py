@@ -384,7 +384,12 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
     how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
     notes = [f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"]
     notes += [f"int8: {fixes['equalize']['text']}"] if cfg.equalize else []
-    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary(), "fixes": fixes}
+    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary(), "fixes": fixes,
+                   "images": sets.counts(cfg.calib_count)}  # fmt: skip
+    short = sets.shortfall(cfg.calib_count)
+    if short:
+        notes.append(warning(short))
+        calibration["shortfall"] = short
     amax = amax_of(load_cache(calib.cache, calib.key))
     means, means_s = timed(lambda: input_means(proto, conv_inputs(proto), amax, batches()) if cfg.bias_correction
                            else None)  # fmt: skip
