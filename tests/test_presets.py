@@ -82,7 +82,8 @@ def test_every_preset_runs_on_cpu(preset, tmp_path, random_checkpoint_s, calib_d
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
 
-        cfg = text_format.Parse((repo / "mixnet_s" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        name = raw.get("model_name", "{model}").replace("{model}", "mixnet_s")
+        cfg = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         assert cfg.max_batch_size == values["batch"].max
         assert list(cfg.input[0].dims) == [3, 64, 64]
         kind = model_config_pb2.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind)
