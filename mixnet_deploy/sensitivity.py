@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .acceptance import Judge
+from .environment import QUIET
 from .errors import InputError
 from .metrics import compare
 
@@ -75,19 +76,23 @@ class Exclusion:
 Evaluate = Callable[[Sequence[str]], "np.ndarray"]  # excluded layers -> logits on the held-out inputs
 
 
-def auto_exclude(evaluate: Evaluate, layers: Sequence[str], reference: np.ndarray, judge: Judge, cap: int) -> Exclusion:
+def auto_exclude(evaluate: Evaluate, layers: Sequence[str], reference: np.ndarray, judge: Judge, cap: int,
+                 progress=None) -> Exclusion:  # fmt: skip
     """Greedy exclusion by leave-one-out sensitivity until ``judge`` (acceptance.py: the top-1 drop with --labels,
-    else the tolerance) passes; beyond ``cap``: ``passed`` False, ``needed`` the layers."""
+    else the tolerance) passes; beyond ``cap``: ``passed`` False, ``needed`` the layers. ``progress``
+    (environment.Progress): a bar with an ETA over the leave-one-out runs."""
     out = evaluate(())
     record, bad = judge(out)
     baseline = {**compare(reference, out).as_dict(), "acceptance": record}
     result = Exclusion(AUTO, [], cap, baseline, baseline, steps=1)
     if not bad:
         return result
-    for layer in layers:
-        row = {"layer": layer, **compare(reference, evaluate((layer,))).as_dict()}
-        result.table.append(row)
-        result.steps += 1
+    with (progress or QUIET).bar(len(layers), "int8 sensitivity", "layer") as bar:
+        for layer in layers:
+            row = {"layer": layer, **compare(reference, evaluate((layer,))).as_dict()}
+            result.table.append(row)
+            result.steps += 1
+            bar.update(1)
     result.table.sort(key=lambda r: (-r["mean_cosine"], -r["min_cosine"], -r["top5_overlap"], r["layer"]))
     ranked = [r["layer"] for r in result.table]
     for k in range(1, min(cap, len(ranked)) + 1):
@@ -146,7 +151,8 @@ def as_report(exclusion: Exclusion) -> dict:
     return asdict(exclusion)
 
 
-def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: np.ndarray, judge: Judge):
+def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: np.ndarray, judge: Judge,
+                        progress=None):  # fmt: skip
     """(INT8 model, Exclusion) for ``--int8-exclude`` ``spec`` (parse_exclude's result) on held-out ``x``, auto
     searching until ``judge`` passes; ``builder`` is a :class:`qdq.Int8Builder`. Unknown names: InputError listing
     a few valid ones."""
@@ -162,7 +168,7 @@ def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: 
         return run_ort(ort_session(build(excluded).SerializeToString()), x)
 
     if tuple(spec) == (AUTO,):
-        exclusion = auto_exclude(evaluate, builder.candidates(), reference, judge, cap)
+        exclusion = auto_exclude(evaluate, builder.candidates(), reference, judge, cap, progress)
         return (build(exclusion.layers) if exclusion.passed else None), exclusion
     unknown = [n for n in spec if n not in builder.convs]
     if unknown:

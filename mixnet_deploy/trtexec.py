@@ -26,14 +26,13 @@ Flags, and the sources they were checked against:
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
 from . import __version__, precision_table
-from .atomic import write_text
+from .atomic import json_text, write_text
 from .contract import MANIFEST_SUFFIX, input_name, input_shape, onnx_stem, shape_string
 from .engine_build import EngineOptions, build_manifest, check_engine_options, is_strongly_typed
 from .errors import EnvironmentFailure
@@ -183,7 +182,7 @@ def manifest_template(onnx_name: str, precision: str, opts: EngineOptions, scrip
     strong_from = next(major for major in range(8, 13) if is_strongly_typed(f"{major}.0", opts.dla_core))
     manifest["strongly_typed"] = "@STRONG@"
     manifest["host"] = {"machine": mark["machine"], "python": None}
-    text = "{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in manifest.items()) + "\n}"
+    text = "{\n" + ",\n".join(f"  {json_text(k)}: {json_text(v, indent=None)}" for k, v in manifest.items()) + "\n}"
     for var in (*SHELL_FACTS.values(), "STRONG"):
         text = text.replace(f'"@{var}@"', "${" + var + "}")
     strong = f'STRONG=$([ "$TRT_MAJOR" -ge {strong_from} ] && echo true || echo false)'

@@ -38,9 +38,8 @@ def export_args(tmp_path, *more: str) -> list[str]:
             str(tmp_path / "out"), *more]  # fmt: skip
 
 
-def run_report(tmp_path) -> dict:
-    """The run's report: M.report.json when it succeeded, M.failed.json when verification failed."""
-    out = tmp_path / "out"
+def run_report(out) -> dict:
+    """The run's report in ``out``: M.report.json when it succeeded, M.failed.json when verification failed."""
     path = out / "mixnet_s.report.json"
     return json.loads((path if path.is_file() else out / "mixnet_s.failed.json").read_text())
 
@@ -55,6 +54,49 @@ def test_short_calibration_folder_warns_once_and_is_in_the_report(tmp_path, caps
     assert len(lines) == 1, err
     assert "asked for 512 images" in lines[0] and "has 12 image files" in lines[0]
     assert "using 10 to calibrate + 2 held out" in lines[0]
-    report = run_report(tmp_path)
-    assert report["calibration"]["images"] == {"asked": 512, "found": 12, "calibrated": 10, "held_out": 2}
+    report = run_report(tmp_path / "out")
+    assert report["calibration"]["image_counts"] == {"asked": 512, "found": 12, "calibrated": 10, "held_out": 2}
     assert report["calibration"]["shortfall"] == lines[0]
+
+
+def test_builtin_photos_are_small_licensed_and_natural():
+    """Item 2: the built-in verification set ships in the package: 8 photos, <= 160 px, < 150 KB, each with its
+    source and licence in the README beside them."""
+    from PIL import Image
+
+    from mixnet_deploy.data import BUILTIN_PHOTOS
+
+    photos = sorted(BUILTIN_PHOTOS.glob("*.jpg"))
+    readme = (BUILTIN_PHOTOS / "README.md").read_text()
+    assert len(photos) == 8 and sum(p.stat().st_size for p in photos) < 150_000
+    for path in photos:
+        with Image.open(path) as im:
+            assert max(im.size) <= 160 and im.mode == "RGB"
+        assert path.name in readme
+    assert readme.count("CC0") + readme.count("public domain") >= 8
+
+
+def test_fp16_verdict_does_not_depend_on_int8_flags(tmp_path, capsys):
+    """Item 2: the FP16 file is verified on the same photos (the built-in set: no photos given) with --fp16 alone
+    and with --int8 --calib synthetic beside it, so its figures and verdict are the same; every precision of a
+    run is verified on those images. The INT8 file, calibrated on colour fields, fails on photos: stdout still
+    has the table (what passed, what was refused) and the error names the file."""
+    runs = {}
+    for name, more in (("alone", []), ("with_int8", ["--int8", "--calib", "synthetic"])):
+        out = tmp_path / name
+        code = export_main(["--img-size", "64", "--engine", "skip", "--out", str(out), "--fp16", *more])
+        captured = capsys.readouterr()
+        runs[name] = (code, run_report(out), captured)
+    (code_a, alone, _), (code_b, both, printed) = runs["alone"], runs["with_int8"]
+    assert alone["verification"] == both["verification"]
+    assert alone["verification"]["images"] == 8 and "built-in photos" in alone["verification"]["source"]
+    fp16 = [[a for a in r["artifacts"] if a["precision"] == "fp16"][0] for r in (alone, both)]
+    assert fp16[0]["metrics"] == fp16[1]["metrics"] and fp16[0]["refused"] == fp16[1]["refused"] is False
+    assert {a["verified_on"] for r in (alone, both) for a in r["artifacts"]} == {alone["verification"]["source"]}
+    assert code_a == 0 and code_b == 1  # INT8 from colour fields does not compute FP32's logits on photos
+    table = [line.split() for line in printed.out.splitlines()]
+    rows = {words[0]: words[-1] for words in table if words and words[0] in ("fp32", "fp16", "int8")}
+    assert rows == {"fp32": "passed", "fp16": "passed", "int8": "REFUSED"}, printed.out
+    assert "nothing of this run was kept" in printed.out and "verified on: 8 built-in photos" in printed.out
+    error = [line for line in printed.err.splitlines() if line.startswith("mixnet-export: error:")]
+    assert len(error) == 1 and error[0].startswith("mixnet-export: error: mixnet_s.int8.onnx vs FP32 on 8 built-in")
