@@ -59,7 +59,8 @@ class Progress:
         """A tqdm bar (count, rate, ETA) on the stream; a silent one when disabled."""
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=False, disable=not self.enabled)
+        return tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=False, disable=not self.enabled,
+                    mininterval=0)  # every step drawn: the loops are slow (seconds per step)
 
 
 QUIET = Progress(enabled=False)  # library calls: no progress output

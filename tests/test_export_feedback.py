@@ -6,8 +6,11 @@ Uses ../shared/fixtures/trained_mixnet_s20 (a MixNet-S trained to tell 20 photos
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
+import sys
 
 import pytest
 from conftest import FIXTURE
@@ -100,3 +103,70 @@ def test_fp16_verdict_does_not_depend_on_int8_flags(tmp_path, capsys):
     assert "nothing of this run was kept" in printed.out and "verified on: 8 built-in photos" in printed.out
     error = [line for line in printed.err.splitlines() if line.startswith("mixnet-export: error:")]
     assert len(error) == 1 and error[0].startswith("mixnet-export: error: mixnet_s.int8.onnx vs FP32 on 8 built-in")
+
+
+class Terminal(io.StringIO):
+    """stderr as a terminal (what a pty would say to isatty)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+STAGE_LINE = re.compile(r"^\[\s*\d+\.\d s\] ([a-z0-9 +]+)(: .*)?$")
+
+
+def test_progress_shows_on_a_terminal_only():
+    """Item 8: a stage line with the elapsed seconds and bars with an ETA, on a terminal; nothing when stderr is a
+    pipe or a file, nothing with --quiet (enabled=False)."""
+    from mixnet_deploy.environment import Progress
+
+    tty, pipe, quiet = Terminal(), io.StringIO(), Terminal()
+    for stream, enabled in ((tty, None), (pipe, None), (quiet, False)):
+        progress = Progress(stream, enabled)
+        progress.stage("calibrate", "percentile over 64 images")
+        with progress.bar(3, "calibrate", "img") as bar:
+            bar.update(3)
+    assert pipe.getvalue() == "" and quiet.getvalue() == ""
+    first = tty.getvalue().splitlines()[0]
+    assert STAGE_LINE.match(first) and first.endswith("] calibrate: percentile over 64 images")
+    assert re.search(r"calibrate: 100%.*3/3", tty.getvalue())  # the bar (cleared when done: leave=False)
+
+
+def test_sensitivity_search_has_a_bar_with_an_eta():
+    """Item 8: --int8-exclude auto's leave-one-out runs (a hundred on S) show count, rate and remaining time."""
+    import numpy as np
+
+    from mixnet_deploy import sensitivity
+    from mixnet_deploy.acceptance import tolerance_judge
+    from mixnet_deploy.environment import Progress
+    from mixnet_deploy.precision_table import row
+
+    layers = [f"conv{i}" for i in range(10)]
+    reference = np.random.default_rng(0).standard_normal((4, 20)) * 3
+    damage = {name: np.random.default_rng(i).standard_normal(reference.shape) * 0.5 for i, name in enumerate(layers)}
+    tty = Terminal()
+    judge = tolerance_judge(reference, row("int8").tolerance)
+    sensitivity.auto_exclude(lambda excluded: reference + sum(d for n, d in damage.items() if n not in excluded),
+                             layers, reference, judge, 2, Progress(tty))  # fmt: skip
+    text = tty.getvalue()
+    assert "int8 sensitivity" in text and "10/10" in text and re.search(r"\d\d:\d\d<\d\d:\d\d", text), text
+
+
+def test_export_prints_its_stages_on_a_terminal(tmp_path, monkeypatch):
+    """Item 8: mixnet-export on a terminal: a line per stage (load, fold, export and verify of each precision,
+    calibrate with its bar, int8), also when a file is then refused; --quiet: none."""
+    from mixnet_deploy.cli import export_main
+
+    tty = Terminal()
+    monkeypatch.setattr(sys, "stderr", tty)
+    export_main(["--img-size", "64", "--engine", "skip", "--out", str(tmp_path / "a"), "--fp16", "--int8", "--calib",
+                 "synthetic", "--calib-count", "8"])  # fmt: skip
+    stages = [m[1] for line in tty.getvalue().splitlines() if (m := STAGE_LINE.match(line))]
+    expected = ["load", "fold", "export fp32", "verify fp32", "calibrate", "int8", "export fp16", "verify fp16",
+                "export int8", "verify int8"]  # fmt: skip
+    assert stages == expected, tty.getvalue()
+    assert "calibrate: " in tty.getvalue() and "8/8" in tty.getvalue()  # the calibration bar
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    assert export_main(["--img-size", "64", "--engine", "skip", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert not [line for line in quiet.getvalue().splitlines() if STAGE_LINE.match(line)], quiet.getvalue()
