@@ -108,7 +108,7 @@ def verification_set(pre, sets) -> Verification:
 
     if sets is not None and not sets.synthetic:
         held = sets.held_out
-        source = f"{len(held)} held-out photos of {sets.source} (not calibrated on)"
+        source = f"{len(held)} held-out images of {sets.source} (not calibrated on)"
     else:
         held = builtin_photos(pre)
         source = f"{len(held)} built-in photos (mixnet_deploy/verify_images: public domain / CC0)"

@@ -182,7 +182,8 @@ def test_every_config_field_is_a_preset_key_and_a_flag():
         sample = _sample(tp)
         argv = [flags[name]] if sample is True else [flags[name], str(sample)]
         assert set(given_values(parser.parse_args(argv))) == {name}, argv
-    listed = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help())) - {"--help", "--preset", "--verbose"}
+    cli_only = {"--help", "--preset", "--quiet", "--verbose"}
+    listed = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", parser.format_help())) - cli_only
     # a boolean field that defaults to True also lists its negative form (--wait / --no-wait)
     negatives = {"--no-" + flags[f.name][2:] for f in dataclasses.fields(ExportConfig) if f.default is True}
     assert listed - negatives == set(flags.values()), "a flag without field or a field without flag"
