@@ -129,6 +129,7 @@ def build_export_parser() -> Parser:
     run.add_argument(
         "--preset", type=Path, metavar="FILE", help="TOML preset of these options (export/*.toml); flags override it"
     )
+    run.add_argument("--quiet", action="store_true", help="no progress lines (shown only on a terminal anyway)")
     add_verbose(run)
     return p
 
@@ -150,10 +151,13 @@ def export_config(args: argparse.Namespace) -> ExportConfig:
     return cfg
 
 
-def print_export_summary(report) -> None:
+def print_export_summary(report, failed: bool = False) -> None:
+    """The run's table on stdout; ``failed``: a run that failed verification (nothing of it kept), its report
+    being ``<model>.failed.json``."""
     from .acceptance import verdict_line
     from .arch import get_variant
     from .export_reports import INDEX_NAME, report_name
+    from .export_set import failed_name
 
     print(
         f"{get_variant(report.variant).model_name} @ {report.img_size}x{report.img_size}, weights: "
@@ -166,15 +170,19 @@ def print_export_summary(report) -> None:
         print(f"mdconv auto: {timed} on {auto['runtime']} at batch {auto['batch']}: {auto['chosen']} kept")
     print(
         f"{'precision':<9} {'file':<28} {'MB':>6} {'nodes':>6} {'max abs':>9} {'min cos':>9} {'mean cos':>9} "
-        f"{'top-1':>5} {'top-5':>5}  (vs {'PyTorch' if len(report.artifacts) < 2 else 'PyTorch / FP32 ONNX'})"
+        f"{'top-1':>5} {'top-5':>5}  {'status':<8} "
+        f"(vs {'PyTorch' if len(report.artifacts) < 2 else 'PyTorch / FP32 ONNX'})"
     )
     for a in report.artifacts:
         m = a.metrics
+        status = "REFUSED" if a.refused else "passed" if failed else "kept"
         print(
             f"{a.precision:<9} {Path(a.path).name:<28} {a.bytes / 1e6:>6.2f} {a.nodes:>6} "
             f"{m['max_abs']:>9.2e} {m['min_cosine']:>9.6f} {m['mean_cosine']:>9.6f} {m['top1']:>5.2f} "
-            f"{m['top5_overlap']:>5.2f}"
+            f"{m['top5_overlap']:>5.2f}  {status}"
         )
+    if report.verification:
+        print(f"verified on: {report.verification['source']} (every precision)")
     served = report.artifacts[0].served
     if served and (served["input_format"] == PIXEL_INPUT or served["top_k"]):
         worst = max(a.served.get("max_abs_vs_backbone", 0.0) for a in report.artifacts if a.served)
@@ -193,14 +201,24 @@ def print_export_summary(report) -> None:
         if names:
             print(f"{what.replace('_', ' ')}: {', '.join(names)}")
     first = Path(report.artifacts[0].path)
-    report_path = first.parent / report_name(onnx_stem(first.name))
+    model = onnx_stem(first.name)
+    if failed:
+        print(f"nothing of this run was kept (a file was refused); report: {first.parent / failed_name(model)}")
+        return
+    report_path = first.parent / report_name(model)
     print(f"report: {report_path} (folder index: {first.parent / INDEX_NAME})  ({report.timings_s['total']:.1f} s)")
 
 
 def _export(args) -> int:
+    from .environment import Progress
     from .pipeline import run_export
 
-    report = run_export(export_config(args))
+    try:
+        report = run_export(export_config(args), Progress(enabled=False) if args.quiet else Progress())
+    except VerificationError as exc:  # stdout still says what passed and what was refused
+        if exc.report is not None and exc.report.artifacts:
+            print_export_summary(exc.report, failed=True)
+        raise
     print_export_summary(report)
     return 0
 

@@ -318,6 +318,15 @@ def load_images(
     return ImageSet(arr, ids, skipped, constant)
 
 
+BUILTIN_PHOTOS = Path(__file__).resolve().parent / "verify_images"  # README.md there: sources and licences
+
+
+def builtin_photos(pre: Preprocess) -> ImageSet:
+    """The photos shipped in the package (8 public-domain / CC0 pictures, <= 160 px, 55 KB): what every precision
+    is verified on when the user gives no photos, preprocessed as any image."""
+    return load_images(find_images(BUILTIN_PHOTOS), pre, root=BUILTIN_PHOTOS, quiet=True)
+
+
 def shuffled(paths: Sequence[Path], seed: int = 0) -> list[Path]:
     """A seeded permutation, so a class-per-folder tree is sampled across classes, reproducibly."""
     order = np.random.default_rng(seed).permutation(len(paths))
@@ -389,6 +398,18 @@ class CalibrationSets:
     @property
     def synthetic(self) -> bool:
         return self.source == SYNTHETIC
+
+    def counts(self, asked: int) -> dict[str, int]:
+        """What the report records of a calibration: images asked for, found in the folder, used, held out."""
+        return {"asked": asked, "found": self.found, "calibrated": len(self.calib), "held_out": len(self.held_out)}
+
+    def shortfall(self, asked: int) -> str:
+        """One line when the folder had fewer images than ``asked`` calibrate on (else ""): asked, found, used."""
+        if self.synthetic or len(self.calib) >= asked:
+            return ""
+        return (f"WARNING: calibration asked for {asked} images, {self.source} has {self.found} image files; "
+                f"using {len(self.calib)} to calibrate + {len(self.held_out)} held out for verification (fewer "
+                "images: less stable INT8 ranges)")  # fmt: skip
 
     def summary(self) -> str:
         where = "synthetic colour fields (NOT photos)" if self.synthetic else f"{self.source} ({self.found} files)"

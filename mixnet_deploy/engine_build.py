@@ -191,6 +191,14 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version or "")[:4])
 
 
+def _same_release(built: str, here: str) -> bool:
+    """The same TensorRT, to the precision both know: trtexec's banner says 10.3.0 (a trtexec.sh manifest) where
+    Python's ``tensorrt.__version__`` may say 10.3.0.30."""
+    b, h = _version_tuple(built), _version_tuple(here)
+    n = min(len(b), len(h))
+    return built == here or (n >= 3 and b[:n] == h[:n])
+
+
 def manifest_differences(manifest: Mapping, system: Mapping, engine_sha256: str | None = None) -> list[str]:
     """What makes the engine unusable here, one readable item each (empty: it may run).
 
@@ -211,7 +219,7 @@ def manifest_differences(manifest: Mapping, system: Mapping, engine_sha256: str 
     if manifest.get("version_compat"):
         if _trt_major(b_trt) != _trt_major(h_trt) or _version_tuple(h_trt) < _version_tuple(b_trt):
             diffs.append(f"TensorRT {h_trt} here, version-compatible engine built with {b_trt} (needs same major, >=)")
-    elif b_trt != h_trt:
+    elif not _same_release(b_trt, h_trt):
         diffs.append(f"TensorRT {h_trt} here, engine built with {b_trt}")
     b_cc, h_cc = str(built.get("compute_capability")), str(system.get("compute_capability"))
     if manifest.get("hardware_compat"):
@@ -248,8 +256,8 @@ def load_manifest(engine_path: str | Path) -> dict:
     path = manifest_path_for(engine_path)
     if not path.is_file():
         raise InputError(
-            f"{str(engine_path)!r} has no manifest ({path.name}): expected an engine written by mixnet-export "
-            "(an engine built by hand, e.g. by trtexec.sh, is benchmarked with trtexec itself)"
+            f"{str(engine_path)!r} has no manifest ({path.name}): expected an engine written by mixnet-export or "
+            "by its <model>.trtexec.sh (both write one; an engine built otherwise is benchmarked with trtexec)"
         )
     try:
         manifest = json.loads(path.read_text())

@@ -2,7 +2,7 @@
 
 Export reports (``report.json`` ``versions``), engine manifests (the L4T release) and benchmark results
 (``environment``) all read these functions; each absent fact says ``absent`` (or None) instead of failing.
-:func:`timed` is the one wall clock the pipeline's stages are timed with.
+:func:`timed` is the one wall clock the pipeline's stages are timed with; :class:`Progress` shows them on a terminal.
 """
 
 from __future__ import annotations
@@ -36,6 +36,34 @@ def timed(fn: Callable[[], object]) -> tuple:
     elapsed = stopwatch()
     result = fn()
     return result, elapsed()
+
+
+class Progress:
+    """An export's progress on ``stream`` (stderr): a line per stage with the seconds since the run began
+    (``[   4.2 s] verify: FP32 vs PyTorch on 8 built-in photos``) and a bar with an ETA for the long loops
+    (calibration, the --int8-exclude auto search). Shown on a terminal only, never with --quiet
+    (``enabled=None``: whether ``stream`` is a terminal); a disabled Progress prints nothing."""
+
+    def __init__(self, stream=None, enabled: bool | None = None):
+        import sys
+
+        self.stream = stream or sys.stderr
+        self.enabled = bool(self.stream.isatty()) if enabled is None else enabled
+        self.elapsed = stopwatch()
+
+    def stage(self, name: str, detail: str = "") -> None:
+        if self.enabled:
+            print(f"[{self.elapsed():7.1f} s] {name}{': ' + detail if detail else ''}", file=self.stream, flush=True)
+
+    def bar(self, total: int, desc: str, unit: str):
+        """A tqdm bar (count, rate, ETA) on the stream; a silent one when disabled."""
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit=unit, file=self.stream, leave=False, disable=not self.enabled,
+                    mininterval=0)  # every step drawn: the loops are slow (seconds per step)
+
+
+QUIET = Progress(enabled=False)  # library calls: no progress output
 
 
 def _run_tool(argv: Sequence[str], timeout: float = 10.0) -> str | None:

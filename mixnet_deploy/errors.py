@@ -92,9 +92,14 @@ class InputError(Exception):
 
 
 class VerificationError(Exception):
-    """An artifact was produced but does not compute what the reference computes: exit code 1."""
+    """An artifact was produced but does not compute what the reference computes: exit code 1. ``report``: the
+    failed run's report where there is one (the CLI prints its summary: what passed, what was refused)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, report: object = None):
+        self.report = report
+        super().__init__(message)
 
 
 class EnvironmentFailure(Exception):

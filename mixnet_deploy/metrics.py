@@ -23,6 +23,7 @@ class Metrics:
     min_cosine: float
     top1: float
     top5_overlap: float
+    scale: float = 1.0  # max(1, largest |reference logit|): Tolerance.max_abs is per unit of it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,7 +39,7 @@ class Metrics:
         return cls(
             n=n, max_abs=max(p.max_abs for p in parts), max_rel=max(p.max_rel for p in parts),
             mean_cosine=mean("mean_cosine"), min_cosine=min(p.min_cosine for p in parts), top1=mean("top1"),
-            top5_overlap=mean("top5_overlap"),
+            top5_overlap=mean("top5_overlap"), scale=max(p.scale for p in parts),
         )  # fmt: skip
 
 
@@ -66,14 +67,16 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Metrics:
         min_cosine=float(cos.min()),
         top1=float(np.mean(ref.argmax(1) == out.argmax(1))),
         top5_overlap=float(overlap),
+        scale=max(1.0, float(np.abs(ref).max())),
     )
 
 
 def failures(metrics: Metrics, tol: Tolerance) -> list[str]:
     """What exceeds the tolerance, one readable item each; empty when it passes."""
     bad = []
-    if tol.max_abs is not None and not metrics.max_abs <= tol.max_abs:
-        bad.append(f"max abs error {metrics.max_abs:.3g} > {tol.max_abs:g}")
+    if tol.max_abs is not None and not metrics.max_abs <= tol.max_abs * metrics.scale:
+        per = f" x the largest |logit| {metrics.scale:.3g}" if metrics.scale > 1 else ""
+        bad.append(f"max abs error {metrics.max_abs:.3g} > {tol.max_abs:g}{per}")
     if not metrics.min_cosine >= tol.min_cosine:
         bad.append(f"min cosine {metrics.min_cosine:.6f} < {tol.min_cosine}")
     if not metrics.mean_cosine >= tol.min_mean_cosine:
@@ -97,7 +100,7 @@ def tightest_passing(metrics: Metrics) -> str | None:
 def required_tolerance(metrics: Metrics) -> Tolerance:
     """The tightest tolerance these metrics would have passed (the measured values as bounds)."""
     return Tolerance(
-        max_abs=metrics.max_abs,
+        max_abs=metrics.max_abs / metrics.scale,
         min_cosine=metrics.min_cosine,
         min_mean_cosine=metrics.mean_cosine,
         min_top1=metrics.top1,

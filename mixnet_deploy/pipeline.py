@@ -23,7 +23,7 @@ from .atomic import remove_stale_temps, write_bytes, write_json
 from .config import ExportConfig, check_config, triton_options, written_precisions
 from .contract import MDCONV_AUTO, ONNX_SUFFIX, REFUSED_TAG, onnx_stem
 from .engine_build import EngineResult
-from .environment import stopwatch, timed, versions
+from .environment import QUIET, Progress, stopwatch, timed, versions
 from .errors import EnvironmentFailure, VerificationError
 from .export_reports import report_name
 from .export_set import failed_name, planned_names, relocate, staged, survey
@@ -31,13 +31,12 @@ from .fold import fold_bn
 from .lowering import lower
 from .metrics import compare
 from .onnx_export import build_metadata, check_graph, op_counts, set_metadata, to_onnx
-from .runtimes import ort_session, random_inputs, run_ort, run_torch
+from .runtimes import ort_session, run_ort, run_torch
 from .weights import load_model
 
 log = logging.getLogger("mixnet_deploy")
 
-VERIFY_BATCH = 4
-VERIFY_SEED = 1234
+SERVED_CHECK_IMAGES = 4  # the served ends (uint8-nhwc / --top-k) are checked on the first photos of the set
 
 
 @dataclass
@@ -53,6 +52,7 @@ class Artifact:
     structure: dict = field(default_factory=dict)  # FP16/INT8: qdq.graph_facts (float32 tensors, Q/DQ, ...)
     served: dict = field(default_factory=dict)  # graph_io.check_served facts (uint8-nhwc / --top-k), nodes added
     acceptance: dict = field(default_factory=dict)  # FP16/INT8: what judged it (acceptance.py): top-1 drop or tolerance
+    verified_on: str = ""  # the images it was compared on (Verification.source): the same for every precision
     refused: bool = False  # failed verification; kept (under a .refused name) only with --keep-refused
 
 
@@ -72,6 +72,7 @@ class ExportReport:
     triton: dict = field(default_factory=dict)  # the Triton repository written (triton.build_repository)
     calibration: dict = field(default_factory=dict)  # INT8 calibration: images, method, cache, seconds
     int8_exclusion: dict = field(default_factory=dict)  # --int8-exclude: layers kept FP16, sensitivity table
+    verification: dict = field(default_factory=dict)  # Verification.as_report: the images every file was checked on
     versions: dict[str, str] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # the files this run wrote into the output folder
     previous_run: dict = field(default_factory=dict)  # export_set.Survey.outcome: replaced, removed, left alone
@@ -86,9 +87,44 @@ def warning(message: str) -> str:
     return message
 
 
-def verification_inputs(img_size: int, n: int = VERIFY_BATCH, seed: int = VERIFY_SEED) -> np.ndarray:
-    """Seeded standard-normal images: the scale of ImageNet-normalized pixels."""
-    return random_inputs((n, 3, img_size, img_size), seed)
+@dataclass(frozen=True)
+class Verification:
+    """The images every precision of a run is verified on, whatever else is asked (issue 21): the held-out photos
+    of ``--calib DIR`` when the user gives photos, else the package's built-in photos (data.builtin_photos);
+    never noise, never synthetic colour fields. ``crops``: uint8 [N, H, W, 3]; ``x``: normalized float32."""
+
+    crops: np.ndarray
+    x: np.ndarray
+    source: str  # in words, with the count: "8 built-in photos (mixnet_deploy/verify_images, public domain / CC0)"
+    ids: tuple[str, ...]
+
+    def as_report(self) -> dict:
+        return {"images": len(self.x), "source": self.source, "files": list(self.ids)}
+
+
+def verification_set(pre, sets) -> Verification:
+    """:class:`Verification` from the calibration sets (data.CalibrationSets of a ``--calib DIR``: its held-out
+    photos) or, without photos (no --calib, --calib synthetic), the built-in ones."""
+    from .data import builtin_photos
+
+    if sets is not None and not sets.synthetic:
+        held = sets.held_out
+        source = f"{len(held)} held-out images of {sets.source} (not calibrated on)"
+    else:
+        held = builtin_photos(pre)
+        source = f"{len(held)} built-in photos (mixnet_deploy/verify_images: public domain / CC0)"
+    return Verification(held.crops, pre.normalize(held.crops), source, tuple(name for name, _ in held.ids))
+
+
+def photo_sets(cfg: ExportConfig, pre):
+    """The calibration / held-out sets of ``--calib`` (data.calibration_sets, labels read), None without it."""
+    from .data import calibration_sets
+    from .labels import labelled_images
+
+    if cfg.calib is None:
+        return None
+    labels = labelled_images(cfg.calib, cfg.labels).by_name() if cfg.labels is not None else None
+    return calibration_sets(cfg.calib, pre, cfg.calib_count, holdout=cfg.holdout, labels=labels)
 
 
 def verify_onnx(
@@ -114,16 +150,20 @@ class Made:
     timings: dict[str, float]
 
 
-def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np.ndarray, judge=None) -> Made:
-    """``make()`` -> checked ONNX model, serialized and verified against ``reference`` on ``x`` (by ``judge``,
-    acceptance.py; default: the precision's tolerance)."""
+def make_verified(precision: str, path: Path, make, reference: np.ndarray, check: Verification, judge=None,
+                  progress: Progress = QUIET) -> Made:  # fmt: skip
+    """``make()`` -> checked ONNX model, serialized and verified against ``reference`` on ``check.x`` (by
+    ``judge``, acceptance.py; default: the precision's tolerance)."""
+    x = check.x
 
     def made():
         model = make()
         check_graph(model)
         return model, model.SerializeToString()
 
+    progress.stage(f"export {precision}", path.name)
     (model, blob), made_s = timed(made)
+    progress.stage(f"verify {precision}", f"vs {'PyTorch' if precision == 'fp32' else 'FP32'} on {check.source}")
     (metrics, record, bad), verify_s = timed(lambda: verify_onnx(blob, reference, x, precision, judge))
     structure = {}
     if precision != "fp32":  # what a strongly typed engine computes in float32, and what ORT's CPU provider did
@@ -134,7 +174,8 @@ def make_verified(precision: str, path: Path, make, reference: np.ndarray, x: np
     artifact = Artifact(
         precision=precision, path=str(path), bytes=len(blob), nodes=len(model.graph.node), ops=op_counts(model),
         metrics=metrics, tolerance=asdict(precision_table.row(precision).tolerance), seconds=made_s,
-        structure=structure, acceptance=record if precision != "fp32" else {}, refused=bool(bad),
+        structure=structure, acceptance=record if precision != "fp32" else {}, verified_on=check.source,
+        refused=bool(bad),
     )  # fmt: skip
     return Made(artifact, model, blob, tuple(bad), {f"make_{precision}": made_s, f"verify_{precision}": verify_s})
 
@@ -152,13 +193,11 @@ class Server:
     """Adds the served ends (graph_io.py) to a verified model, checks them in ONNX Runtime on pixels, writes the
     file; returns its report entry (VerificationError, nothing written, when a check fails)."""
 
-    def __init__(self, cfg: ExportConfig, ends, fp32_proto):
-        from .data import Preprocess
-        from .onnx_export import read_metadata
-
+    def __init__(self, ends, pre, check: Verification):
         self.ends = ends
-        self.pre = Preprocess.from_metadata(read_metadata(fp32_proto))
-        self.pixels, self.source = verification_pixels(cfg, self.pre) if ends.changes_graph else (None, "")
+        self.pre = pre
+        self.pixels = check.crops[:SERVED_CHECK_IMAGES]
+        self.source = f"the first {len(self.pixels)} of {check.source}"
 
     def __call__(self, made: Made) -> Artifact:
         from .graph_io import check_served, serve
@@ -180,30 +219,21 @@ class Server:
                        served=served)  # fmt: skip
 
 
-def verification_pixels(cfg: ExportConfig, pre) -> tuple[np.ndarray, str]:
-    """uint8 crops the served ends are checked on: the first photos of --calib DIR, else smooth colour fields."""
-    from .data import SYNTHETIC, find_images, load_images, synthetic_crops
-
-    if cfg.calib is not None and cfg.calib != SYNTHETIC:
-        found = load_images(find_images(cfg.calib), pre, limit=VERIFY_BATCH, root=Path(cfg.calib), quiet=True)
-        if len(found):
-            return found.crops, f"photos from {cfg.calib}"
-    return synthetic_crops(VERIFY_BATCH, pre, VERIFY_SEED).crops, "synthetic colour fields"
-
-
-def export_fp32(cfg: ExportConfig, model, info) -> tuple[Made, dict[str, float]]:
-    """Fold, lower, export and verify the FP32 ONNX against the unfolded PyTorch model (nothing written)."""
+def export_fp32(cfg: ExportConfig, model, info, check: Verification, progress: Progress = QUIET
+                ) -> tuple[Made, dict[str, float]]:  # fmt: skip
+    """Fold, lower, export and verify the FP32 ONNX against the unfolded PyTorch model on ``check`` (nothing
+    written)."""
     spec = model.spec
+    progress.stage("fold", f"BatchNorm into the convs, {cfg.mdconv} MixConv")
     folded, fold_s = timed(lambda: lower(fold_bn(model), cfg.mdconv))  # exact rewrites, verified below
-    x = verification_inputs(cfg.img_size)
-    reference = run_torch(model, x)
+    reference = run_torch(model, check.x)
 
     def make():
         proto = to_onnx(folded, cfg.img_size, cfg.opset)
         return set_metadata(proto, build_metadata(spec, info, cfg.img_size, "fp32", mdconv=cfg.mdconv))
 
     made = make_verified("fp32", Path(cfg.out_dir) / precision_table.artifact_name(spec.model_name, "fp32"), make,
-                         reference, x)  # fmt: skip
+                         reference, check, progress=progress)  # fmt: skip
     timings = {"fold": fold_s, "export_fp32": made.timings["make_fp32"], "verify_fp32": made.timings["verify_fp32"]}
     return made, timings
 
@@ -214,16 +244,17 @@ RANDOM_WEIGHTS_WARNING = (
 )
 
 
-def run_export(cfg: ExportConfig) -> ExportReport:
-    """Check ``cfg``, then export while holding the locks of the output folder and the Triton repository."""
+def run_export(cfg: ExportConfig, progress: Progress = QUIET) -> ExportReport:
+    """Check ``cfg``, then export while holding the locks of the output folder and the Triton repository;
+    ``progress`` (environment.Progress) shows the stages on a terminal."""
     from .folder_lock import folder_locks
 
     check_config(cfg)
     with folder_locks((("out_dir", cfg.out_dir), ("triton_repo", cfg.triton_repo)), wait=cfg.wait):
-        return export_locked(cfg)
+        return export_locked(cfg, progress)
 
 
-def export_locked(cfg: ExportConfig) -> ExportReport:
+def export_locked(cfg: ExportConfig, progress: Progress = QUIET) -> ExportReport:
     """The export into a stage folder (export_set.py), swapped in only when every stage succeeded: a bad input
     found late, a failed verification, Ctrl-C or a kill leave the previous export of the model as it was."""
     out_dir = Path(cfg.out_dir)
@@ -231,6 +262,7 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         for path in remove_stale_temps(folder) if folder is not None else ():
             log.info("removed %s (a temporary file of a killed run)", path)
     elapsed = stopwatch()
+    progress.stage("load", cfg.weights or "random weights")
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
     auto = {}
     if cfg.mdconv == MDCONV_AUTO:
@@ -245,14 +277,14 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         parts = {"notes": [warning(RANDOM_WEIGHTS_WARNING)] if info.is_random else [], "artifacts": [],
                  "timings_s": {"load": load_s}, "mdconv_auto": auto}  # fmt: skip
         try:
-            run_stages(work, model, info, ends, parts, stage, reuse_from=out_dir)
+            run_stages(work, model, info, ends, parts, stage, reuse_from=out_dir, progress=progress)
         except VerificationError as exc:  # nothing swapped in; M.failed.json says why
             parts["notes"] = [*parts["notes"], f"verification failed: {exc}"]
             keep_refused_files(parts["artifacts"], stage.path, out_dir)
             failed = _assemble(cfg, model.spec, info, parts, stage)
             path = write_json(out_dir / failed_name(name), failed.as_dict())
             raise VerificationError(f"{exc}; the folder's export of {name} is unchanged, this run's report: "
-                                    f"{path}") from exc  # fmt: skip
+                                    f"{path}", report=failed) from exc  # fmt: skip
         except EnvironmentFailure as exc:  # a full disk: named by the file's final path, not the stage's
             exc.subject = relocate(exc.subject, str(stage.path), str(cfg.out_dir))
             raise
@@ -260,6 +292,7 @@ def export_locked(cfg: ExportConfig) -> ExportReport:
         report = _assemble(cfg, model.spec, info, parts, stage, previous)
         write_json(stage.path / report_name(name), report.as_dict())
         stage.commit(previous)
+    progress.stage("done", f"{report.timings_s['total']:.1f} s")
     return report
 
 
@@ -286,27 +319,37 @@ def keep_refused_files(artifacts, stage_dir: Path, out_dir: Path) -> None:
             os.replace(stage_dir / name, out_dir / name)
 
 
-def run_stages(cfg: ExportConfig, model, info, ends, parts: dict, stage, reuse_from: Path) -> None:
+def run_stages(cfg: ExportConfig, model, info, ends, parts: dict, stage, reuse_from: Path,
+               progress: Progress = QUIET) -> None:  # fmt: skip
     """FP32, FP16 / INT8, engines, Triton (staged) into ``cfg.out_dir`` (the stage folder), collected in
     ``parts``, each model file with the served ``ends`` (graph_io.Ends); VerificationError when an artifact
     fails its check (its file is not kept)."""
-    fp32, timings = export_fp32(cfg, model, info)
+    from .data import Preprocess
+
+    pre = Preprocess.from_metadata(build_metadata(model.spec, info, cfg.img_size, mdconv=cfg.mdconv))
+    sets = photo_sets(cfg, pre)
+    check = verification_set(pre, sets)
+    parts["verification"] = check.as_report()
+    fp32, timings = export_fp32(cfg, model, info, check, progress)
     _merge(parts, [fp32.artifact], timings, ())
     if fp32.failures:
         path = Path(fp32.artifact.path)
-        raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch: {'; '.join(fp32.failures)}")
-    serve = Server(cfg, ends, fp32.model)
+        raise VerificationError(f"{path.name}: ONNX Runtime disagrees with PyTorch on {check.source}: "
+                                f"{'; '.join(fp32.failures)}")  # fmt: skip
+    serve = Server(ends, pre, check)
     parts["artifacts"][-1] = serve(fp32)  # the FP32 file with its served ends, written
     name = model.spec.model_name
-    precisions = run_precision_stage(cfg, name, fp32.model, fp32.blob, serve, reuse_from)
+    precisions = run_precision_stage(cfg, name, fp32.model, fp32.blob, serve, reuse_from, sets, check, progress)
     _merge(parts, precisions.artifacts, precisions.timings, precisions.notes, calibration=precisions.calibration,
            int8_exclusion=precisions.int8_exclusion)  # fmt: skip
     if precisions.refused:
         kept = "kept as .refused.onnx: --keep-refused" if cfg.keep_refused else "file not kept"
         raise VerificationError("; ".join(precisions.refused) + f" ({kept})")
+    progress.stage("engine", cfg.engine + (" + trtexec recipe" if cfg.trtexec else ""))
     engines, notes, timings = run_engine_stage(cfg, parts["artifacts"])
     _merge(parts, (), timings, notes, engines=engines)
     if cfg.triton_repo is not None:
+        progress.stage("triton", str(cfg.triton_repo))
         triton, notes, timings = run_triton_stage(cfg, model.spec.name, parts["artifacts"], engines, stage)
         _merge(parts, (), timings, notes, triton=triton)
 
@@ -367,7 +410,7 @@ class Int8Made:
 EQUALIZE_MAX_ABS = 1e-5  # equalized vs unequalized FP32 graph, per unit of the largest |logit| (exact up to rounding)
 
 
-def equalized_graph(proto, reference: np.ndarray, x: np.ndarray):
+def equalized_graph(proto, reference: np.ndarray, x: np.ndarray, file: str):
     """The FP32 graph with cross-layer equalization (int8_fixes.py), checked exact against ``reference`` on ``x``:
     (graph, what the report records)."""
     from .int8_fixes import equalize
@@ -376,12 +419,13 @@ def equalized_graph(proto, reference: np.ndarray, x: np.ndarray):
     max_abs = float(np.abs(run_ort(ort_session(model.SerializeToString()), x) - reference).max())
     bound = EQUALIZE_MAX_ABS * max(1.0, float(np.abs(reference).max()))
     if not max_abs <= bound:
-        raise VerificationError(f"cross-layer equalization changed the FP32 logits by {max_abs:.3g} > {bound:.3g}")
+        raise VerificationError(f"{file}: cross-layer equalization changed the FP32 logits by {max_abs:.3g} > "
+                                f"{bound:.3g}")  # fmt: skip
     return model, {**asdict(facts), "max_abs_vs_fp32": max_abs, "bound": bound, "text": facts.describe()}
 
 
 def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndarray, x: np.ndarray, judge,
-              reuse_from: Path | None = None) -> Int8Made:  # fmt: skip
+              reuse_from: Path | None = None, progress: Progress = QUIET) -> Int8Made:  # fmt: skip
     """Calibrate (or reuse the cache in ``reuse_from``, default the output folder), then Q/DQ on the FP16 graph
     (qdq.py) with the layers --int8-exclude keeps in FP16 (sensitivity.py; auto searches on the held-out ``x``
     until ``judge`` accepts), after the fixes --equalize / --bias-correction ask for (int8_fixes.py)."""
@@ -395,20 +439,29 @@ def make_int8(cfg: ExportConfig, name: str, proto, sets, pre, reference: np.ndar
                         bias_correction=cfg.bias_correction)  # fmt: skip
     fixes = {"equalize": {}, "bias_correction": cfg.bias_correction}
     if cfg.equalize:
-        proto, fixes["equalize"] = equalized_graph(proto, reference, x)
+        proto, fixes["equalize"] = equalized_graph(proto, reference, x, precision_table.artifact_name(name, "int8"))
     data = proto.SerializeToString()
     batches = lambda: iter(CalibrationReader(sets.calib, pre))  # noqa: E731
-    calib = calibrate(data, sets.calib.ids, batches, recipe, Path(cfg.out_dir), name, sets.source,
-                      reuse_from=reuse_from)  # fmt: skip
+    progress.stage("calibrate", f"{recipe.method} over {len(sets.calib)} images (or the cache)")
+    with progress.bar(len(sets.calib), "calibrate", "img") as bar:
+        calib = calibrate(data, sets.calib.ids, batches, recipe, Path(cfg.out_dir), name, sets.source,
+                          progress=bar.update, reuse_from=reuse_from)  # fmt: skip
     how = "cached, calibration skipped" if calib.cached else f"calibrated in {calib.seconds:.1f} s"
     notes = [f"int8: {recipe.method} ranges over {sets.summary()} ({how}; {calib.cache.name})"]
     notes += [f"int8: {fixes['equalize']['text']}"] if cfg.equalize else []
-    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary(), "fixes": fixes}
+    calibration = {**asdict(calib), "cache": str(calib.cache), "summary": sets.summary(), "fixes": fixes,
+                   "image_counts": sets.counts(cfg.calib_count)}  # fmt: skip
+    short = sets.shortfall(cfg.calib_count)
+    if short:
+        notes.append(warning(short))
+        calibration["shortfall"] = short
     amax = amax_of(load_cache(calib.cache, calib.key))
     means, means_s = timed(lambda: input_means(proto, conv_inputs(proto), amax, batches()) if cfg.bias_correction
                            else None)  # fmt: skip
     builder = Int8Builder(proto, amax, means)
-    (model, exclusion), search_s = timed(lambda: int8_with_exclusion(builder, recipe.exclude, reference, x, judge))
+    progress.stage("int8", f"Q/DQ, --int8-exclude {','.join(recipe.exclude) or 'none'}")
+    (model, exclusion), search_s = timed(lambda: int8_with_exclusion(builder, recipe.exclude, reference, x, judge,
+                                                                     progress))  # fmt: skip
     timings = {"calibrate_int8": calib.seconds, "int8_exclude": search_s, **({"bias_means": means_s} if means else {})}
     if exclusion.table:
         notes.append(f"int8 sensitivity ({exclusion.steps} INT8 files run):\n{table_text(exclusion)}")
@@ -427,22 +480,15 @@ def refused_path(path: Path) -> Path:
     return path.with_name(onnx_stem(path.name) + REFUSED_TAG + ONNX_SUFFIX)
 
 
-def acceptance_setup(cfg: ExportConfig, pre, reference_of) -> tuple:
-    """The held-out inputs, the FP32 reference on them, the judge and the notes of a precision stage."""
+def acceptance_setup(cfg: ExportConfig, sets, check: Verification, reference_of) -> tuple:
+    """The FP32 reference on the verification images, the judge and the notes of a precision stage."""
     from .acceptance import holdout_needed, holdout_warning, labelled_judge
-    from .data import calibration_sets
-    from .labels import labelled_images
 
-    if cfg.calib is None:
-        x = verification_inputs(cfg.img_size)
-        return None, x, reference_of(x), None, []
-    labels = labelled_images(cfg.calib, cfg.labels).by_name() if cfg.labels is not None else None
-    sets = calibration_sets(cfg.calib, pre, cfg.calib_count, holdout=cfg.holdout, labels=labels)
-    notes = [warning(SYNTHETIC_CALIB_WARNING)] if sets.synthetic else []
-    x = pre.normalize(sets.held_out.crops)
+    x = check.x
     reference = reference_of(x)
-    if sets.held_out_labels is None:
-        return sets, x, reference, None, notes
+    notes = [warning(SYNTHETIC_CALIB_WARNING)] if sets is not None and sets.synthetic else []
+    if sets is None or sets.held_out_labels is None:
+        return reference, None, notes
     n, drop = len(x), cfg.max_top1_drop
     notes.append(f"accepted by top-1 drop on {n} labelled held-out images ({cfg.labels}): upper bound of the 95% "
                  f"interval <= {drop:g} points (a bound of {drop:g} needs {holdout_needed(drop) or 'no count of'} "
@@ -450,31 +496,29 @@ def acceptance_setup(cfg: ExportConfig, pre, reference_of) -> tuple:
     too_few = holdout_warning(n, drop)
     if too_few:
         notes.append(warning(too_few))
-    return sets, x, reference, labelled_judge(reference, sets.held_out_labels, drop), notes
+    return reference, labelled_judge(reference, sets.held_out_labels, drop), notes
 
 
-def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, serve, reuse_from: Path | None = None
-                        ) -> PrecisionStage:  # fmt: skip
+def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, serve, reuse_from: Path | None,
+                        sets, check: Verification, progress: Progress = QUIET) -> PrecisionStage:  # fmt: skip
     """FP16 / INT8 ONNX of model ``name`` from the verified FP32 graph, each verified in ONNX Runtime (CPU)
-    against the FP32 file on held-out inputs (by its top-1 drop with --labels, else its tolerance); a refused
+    against the FP32 file on ``check``, the images the FP32 file was verified on (by its top-1 drop with --labels,
+    else its tolerance); ``sets``: the --calib photos (data.CalibrationSets; None without --calib); a refused
     precision keeps no file (``refused``), or with --keep-refused a .refused one. ``serve`` (a :class:`Server`)
     adds the served ends to a verified model and writes it; ``reuse_from``: the folder whose calibration cache
     is reused (default ``cfg.out_dir``)."""
     if not (cfg.fp16 or cfg.int8):
         return PrecisionStage()
     from .acceptance import tolerance_judge
-    from .data import Preprocess
-    from .onnx_export import read_metadata
     from .precision_onnx import to_fp16
 
-    pre = Preprocess.from_metadata(read_metadata(proto))
     session = ort_session(data)
-    sets, x, reference, judge, notes = acceptance_setup(cfg, pre, lambda inputs: run_ort(session, inputs))
+    reference, judge, notes = acceptance_setup(cfg, sets, check, lambda inputs: run_ort(session, inputs))
     timings = {}
     int8 = None
     if cfg.int8:
         auto_judge = judge or tolerance_judge(reference, precision_table.row("int8").tolerance)
-        int8 = make_int8(cfg, name, proto, sets, pre, reference, x, auto_judge, reuse_from)
+        int8 = make_int8(cfg, name, proto, sets, serve.pre, reference, check.x, auto_judge, reuse_from, progress)
         timings |= int8.timings
         notes += int8.notes
 
@@ -485,11 +529,11 @@ def run_precision_stage(cfg: ExportConfig, name: str, proto, data: bytes, serve,
         if precision_table.row(precision).quantized and int8.model is None:
             refused.append(f"{path.name}: {int8.refused}")
             continue
-        made = make_verified(precision, path, makers[precision], reference, x, judge)
+        made = make_verified(precision, path, makers[precision], reference, check, judge, progress)
         artifact = made.artifact
         timings |= made.timings
         if made.failures:
-            refused.append(f"{path.name} vs FP32 on {len(x)} held-out inputs: {'; '.join(made.failures)}")
+            refused.append(f"{path.name} vs FP32 on {check.source}: {'; '.join(made.failures)}")
             if cfg.keep_refused:
                 artifact = replace(artifact, path=str(write_bytes(refused_path(path), made.blob)))
                 notes.append(warning(f"{path.name} refused, kept as {Path(artifact.path).name} (--keep-refused)"))

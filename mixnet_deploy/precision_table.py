@@ -23,7 +23,8 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class Tolerance:
-    max_abs: float | None  # largest allowed |candidate - reference| over all logits
+    max_abs: float | None  # largest allowed |candidate - reference| over all logits, per unit of max(1, |logit|)
+    # (float32 rounding grows with the logits: random weights give logits in the hundreds on photos)
     min_cosine: float  # per-sample cosine similarity, worst sample
     min_mean_cosine: float
     min_top1: float | None  # fraction of samples whose argmax agrees

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .acceptance import Judge
+from .environment import QUIET
 from .errors import InputError
 from .metrics import compare
 
@@ -55,37 +56,49 @@ class Exclusion:
     steps: int = 0  # INT8 files built and run for the search
     passed: bool = True  # False: the criterion needs more than `cap` layers in float16
     needed: list[str] = field(default_factory=list)  # not passed: the layers it would need (empty: none suffice)
+    best: dict = field(default_factory=dict)  # not passed: the closest step within the cap (layers, what failed)
+    tried: list[dict] = field(default_factory=list)  # the failed steps of the search: layers, mean cosine, failure
 
-    def failure(self) -> str:
-        """The exit-1 message when the cap was not enough."""
-        what = f"these {len(self.needed)}: {', '.join(self.needed)}" if self.needed else "more than all of them"
-        return (
-            f"INT8 criterion not met with the {self.cap} most sensitive layers in float16 (the cap, a fifth "
-            f"of the convolutions); it would need {what}"
-        )
+    def failure(self, named: int = 3) -> str:
+        """The exit-1 line when the cap was not enough: the cap, the best figure within it, how many layers it
+        would need (the first ``named``), where the table is; the layers themselves are in the report."""
+        if self.needed:
+            first = ", ".join(self.needed[:named]) + (", ..." if len(self.needed) > named else "")
+            need = f"it would need {len(self.needed)} ({first})"
+        else:
+            need = f"not even all {len(self.table)} in float16 meet it"
+        best = f"best within it: {self.best['failure']} with {self.best['layers']} in float16; " if self.best else ""
+        return (f"INT8 cannot meet its criterion within the cap of {self.cap} layers in float16 (a fifth of the "
+                f"convolutions): {best}{need}; the sensitivity table of {len(self.table)} layers and the layers "
+                "needed: int8_exclusion in the run's report")  # fmt: skip
 
 
 Evaluate = Callable[[Sequence[str]], "np.ndarray"]  # excluded layers -> logits on the held-out inputs
 
 
-def auto_exclude(evaluate: Evaluate, layers: Sequence[str], reference: np.ndarray, judge: Judge, cap: int) -> Exclusion:
+def auto_exclude(evaluate: Evaluate, layers: Sequence[str], reference: np.ndarray, judge: Judge, cap: int,
+                 progress=None) -> Exclusion:  # fmt: skip
     """Greedy exclusion by leave-one-out sensitivity until ``judge`` (acceptance.py: the top-1 drop with --labels,
-    else the tolerance) passes; beyond ``cap``: ``passed`` False, ``needed`` the layers."""
+    else the tolerance) passes; beyond ``cap``: ``passed`` False, ``needed`` the layers. ``progress``
+    (environment.Progress): a bar with an ETA over the leave-one-out runs."""
     out = evaluate(())
     record, bad = judge(out)
     baseline = {**compare(reference, out).as_dict(), "acceptance": record}
     result = Exclusion(AUTO, [], cap, baseline, baseline, steps=1)
     if not bad:
         return result
-    for layer in layers:
-        row = {"layer": layer, **compare(reference, evaluate((layer,))).as_dict()}
-        result.table.append(row)
-        result.steps += 1
+    with (progress or QUIET).bar(len(layers), "int8 sensitivity", "layer") as bar:
+        for layer in layers:
+            row = {"layer": layer, **compare(reference, evaluate((layer,))).as_dict()}
+            result.table.append(row)
+            result.steps += 1
+            bar.update(1)
     result.table.sort(key=lambda r: (-r["mean_cosine"], -r["min_cosine"], -r["top5_overlap"], r["layer"]))
     ranked = [r["layer"] for r in result.table]
     for k in range(1, min(cap, len(ranked)) + 1):
         if _passes(evaluate, ranked[:k], reference, judge, result):
             return result
+    result.best = _closest(result.tried)
     result.passed = False
     result.needed = _needed_beyond_cap(evaluate, ranked, reference, judge, cap, result)
     result.layers = []  # no file is written
@@ -100,9 +113,15 @@ def _passes(evaluate: Evaluate, excluded: Sequence[str], reference, judge: Judge
     log.info("int8 exclude %d layer(s): mean cosine %.6f%s", len(excluded), final.mean_cosine,
              f"; {bad[0]}" if bad else "")  # fmt: skip
     if bad:
+        result.tried.append({"layers": len(excluded), "mean_cosine": final.mean_cosine, "failure": bad[0]})
         return False
     result.layers, result.final = list(excluded), {**final.as_dict(), "acceptance": record}
     return True
+
+
+def _closest(tried: list[dict]) -> dict:
+    """The failed step that came closest (highest mean cosine vs FP32; fewer layers on a tie)."""
+    return max(tried, key=lambda t: (t["mean_cosine"], -t["layers"]), default={})
 
 
 def _needed_beyond_cap(evaluate, ranked, reference, judge: Judge, cap, result: Exclusion) -> list[str]:
@@ -132,7 +151,8 @@ def as_report(exclusion: Exclusion) -> dict:
     return asdict(exclusion)
 
 
-def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: np.ndarray, judge: Judge):
+def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: np.ndarray, judge: Judge,
+                        progress=None):  # fmt: skip
     """(INT8 model, Exclusion) for ``--int8-exclude`` ``spec`` (parse_exclude's result) on held-out ``x``, auto
     searching until ``judge`` passes; ``builder`` is a :class:`qdq.Int8Builder`. Unknown names: InputError listing
     a few valid ones."""
@@ -148,7 +168,7 @@ def int8_with_exclusion(builder, spec: Sequence[str], reference: np.ndarray, x: 
         return run_ort(ort_session(build(excluded).SerializeToString()), x)
 
     if tuple(spec) == (AUTO,):
-        exclusion = auto_exclude(evaluate, builder.candidates(), reference, judge, cap)
+        exclusion = auto_exclude(evaluate, builder.candidates(), reference, judge, cap, progress)
         return (build(exclusion.layers) if exclusion.passed else None), exclusion
     unknown = [n for n in spec if n not in builder.convs]
     if unknown:

@@ -51,6 +51,8 @@ from .contract import (
     ENGINE_SUFFIXES,
     META_BATCH_PROFILE,
     META_CLASS_NAMES,
+    META_MODEL,
+    META_PRECISION,
     META_PREFIX,
     ONNX_SUFFIX,
     OUTPUT_NAME,
@@ -70,6 +72,7 @@ LABELS_FILE = "labels.txt"  # Triton's classification extension: label_filename 
 QUEUE_DELAY_US = 100  # dynamic batcher: wait at most 0.1 ms to fill a preferred batch
 ENCODED_SUFFIX = "_encoded"  # mixnet-serve --encoded: the model of a file's bytes beside each model (serve.py)
 MAX_VERSION = 2**31 - 1
+MODEL_PLACEHOLDER = "{model}"  # in --model-name: timm's model name of the exported variant
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 # Triton DataType -> numpy dtype name, for the types our graphs use (mixnet-serve binds its tensors with them)
@@ -158,9 +161,15 @@ def precision_choices() -> tuple[str, ...]:
     return ("auto", *precision_table.names())
 
 
+def model_name_of(opts: TritonOptions, variant: str) -> str:
+    """--model-name with ``{model}`` replaced by timm's model name of the variant (presets: ``{model}_cpu``);
+    default: that name alone (``mixnet_s``)."""
+    return str(opts.model_name or MODEL_PLACEHOLDER).replace(MODEL_PLACEHOLDER, default_model_name(variant))
+
+
 def check_options(opts: TritonOptions) -> TritonOptions:
     """Validate the options before any work: InputError carrying the ExportConfig field (``model_version``)."""
-    if opts.model_name is not None and not _NAME_RE.match(str(opts.model_name)):
+    if opts.model_name is not None and not _NAME_RE.match(str(opts.model_name).replace(MODEL_PLACEHOLDER, "m")):
         raise InputError(
             "expected letters, digits, '_', '.', '-' (not starting with '.' or '-'), at most 128 characters: "
             "it becomes a folder name in the repository",
@@ -333,7 +342,7 @@ def model_config(source: Source, opts: TritonOptions, variant: str) -> TritonMod
         gpu = opts.kind == "gpu"
         accelerator = trt_accelerator(source.precision, profile, inputs, opts.dla_core) if gpu else {}
     return TritonModel(
-        name=opts.model_name or default_model_name(variant),
+        name=model_name_of(opts, variant),
         platform=platform,
         max_batch_size=profile.max,
         inputs=inputs,
@@ -485,6 +494,56 @@ class StagedVersion:
                 self.labels.unlink()
 
 
+CONFIG_MARK = "# Written by mixnet-export"  # the first line of every config.pbtxt render_config writes
+
+
+def configuration(m: TritonModel) -> dict[str, str]:
+    """What makes a served model the same one: the network, its input, platform, instance kind, precision (a
+    re-export of that may replace it; batch sizes and warm-up are updates of the same model)."""
+    return {"model": m.parameters.get(META_MODEL, "?"), "input": f"{m.inputs[0].name} {m.inputs[0].data_type}",
+            "platform": m.platform, "kind": f"KIND_{m.kind.upper()}",
+            "precision": m.parameters.get(META_PRECISION, "?")}  # fmt: skip
+
+
+def read_configuration(text: str) -> dict[str, str] | None:
+    """:func:`configuration` of a config.pbtxt render_config wrote (None: not ours)."""
+    if not text.startswith(CONFIG_MARK):
+        return None
+
+    def find(pattern: str) -> str:
+        m = re.search(pattern, text)
+        return m[1] if m else "?"
+
+    param = r'key: "{}" value {{ string_value: "([^"]*)" }}'
+    name, dtype = find(r'input \[\s*\{\s*name: "([^"]*)"'), find(r"input \[[^]]*?data_type: (\w+)")
+    return {"model": find(param.format(re.escape(META_MODEL))), "input": f"{name} {dtype}",
+            "platform": find(r'platform: "([^"]*)"'), "kind": find(r"kind: (KIND_\w+)"),
+            "precision": find(param.format(re.escape(META_PRECISION)))}  # fmt: skip
+
+
+def check_same_configuration(model_dir: Path, model: TritonModel) -> None:
+    """A model folder holding another configuration (or a config.pbtxt mixnet-export did not write) is not
+    replaced: InputError naming what it holds and how to serve this one beside it (issue 21: two presets wrote
+    the same ``mixnet_s`` and the second silently replaced a KIND_CPU FP32 model with a KIND_GPU FP16 one)."""
+    path = model_dir / "config.pbtxt"
+    try:
+        text = path.read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    held, wanted = read_configuration(text), configuration(model)
+    if held == wanted:
+        return
+    show = lambda c: f"{c['model']} {c['precision']} {c['platform']} {c['kind']} ({c['input']})"  # noqa: E731
+    what = f"another configuration, {show(held)}" if held else "a config.pbtxt mixnet-export did not write"
+    suggestion = f"{model.name}_{model.kind}_{model.precision}"
+    raise InputError(
+        f"expected another --model-name for {show(wanted)} (e.g. {suggestion}; {MODEL_PLACEHOLDER} stands for the "
+        "model name), or remove that folder to replace it (--model-version cannot help: the versions of a model "
+        "share one config.pbtxt)",
+        field="model_name", value=model.name, problem=f"is taken: {model_dir} holds {what}",
+    )  # fmt: skip
+
+
 def stage_version(repo: str | os.PathLike, model: TritonModel, source: Source, version: int) -> StagedVersion:
     """Copy the served file (and an engine's manifest) into a temporary version folder in ``repo`` and write the
     config beside it (:class:`StagedVersion`); a full disk or a read-only repository: EnvironmentFailure (exit 3)
@@ -527,6 +586,7 @@ def stage_repository(
     model = model_config(source, opts, variant)
     text = render_config(model)
     checked = schema_check(text)
+    check_same_configuration(Path(opts.repo) / model.name, model)
     staged = stage_version(opts.repo, model, source, opts.version)
     model_dir = staged.model_dir
     notes = []

@@ -32,9 +32,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from . import __version__, precision_table
-from .atomic import write_text
-from .contract import input_name, input_shape, onnx_stem, shape_string
-from .engine_build import EngineOptions, check_engine_options
+from .atomic import json_text, write_text
+from .contract import MANIFEST_SUFFIX, input_name, input_shape, onnx_stem, shape_string
+from .engine_build import EngineOptions, build_manifest, check_engine_options, is_strongly_typed
+from .errors import EnvironmentFailure
 
 SCRIPT_SUFFIX = ".trtexec.sh"  # DIR/mixnet_s.trtexec.sh: one per model, as its report
 SCRIPT_MARK = "trtexec recipe written by mixnet-deploy"  # in its header: how a re-run knows the script is ours
@@ -42,27 +43,65 @@ DEFAULT_TIMING_CACHE = "trtexec.timing.cache"
 WARMUP_MS = 500
 DURATION_S = 10
 PERCENTILES = "90,95,99"
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+TRTEXEC_MISSING_EXIT = EnvironmentFailure.exit_code  # the machine lacks a tool, as --engine require without TensorRT
 
+
+# Where trtexec is looked for: $TRTEXEC when set, else trtexec on the PATH, else JetPack's place. Not found: one line
+# saying where it looked and how to point TRTEXEC at it, exit 3 (the machine lacks a tool, the recipe is fine).
+FIND_TRTEXEC = f"""if [ -n "${{TRTEXEC:-}}" ]; then LOOKED="TRTEXEC=$TRTEXEC"
+else LOOKED="trtexec on PATH ($PATH) and {JETPACK_TRTEXEC}"; fi
+TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo {JETPACK_TRTEXEC})}}"
+if ! {{ [ -f "$TRTEXEC" ] && [ -x "$TRTEXEC" ]; }} && ! command -v "$TRTEXEC" >/dev/null 2>&1; then
+    echo "$0: trtexec not found: looked at $LOOKED; install TensorRT (JetPack ships {JETPACK_TRTEXEC}) or run" \\
+        "TRTEXEC=/path/to/trtexec bash $0" >&2
+    exit {TRTEXEC_MISSING_EXIT}
+fi"""
 
 # trt_major: TensorRT major version from the banner trtexec prints first ("[TensorRT v100300]" -> 10;
 # 8.6.1 prints v8601). precision_flags FLAG gpu|dla: the precision flags of one build on that version.
-SHELL_FUNCTIONS = r"""trt_major() {
+SHELL_FUNCTIONS = r"""trt_banner() {
     local v
     v=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*\[TensorRT v\([0-9][0-9]*\).*/\1/p' | head -n 1) || true
     if [ -z "$v" ]; then
         echo "$0: no '[TensorRT vNNNNNN]' banner from $TRTEXEC --help: expected trtexec 8.6 or newer" >&2
         exit 2
     fi
-    if [ "$v" -ge 100000 ]; then echo $((v / 10000)); else echo $((v / 1000)); fi
+    echo "$v"
 }
-TRT_MAJOR=$(trt_major)
-echo "== trtexec: $TRTEXEC (TensorRT $TRT_MAJOR.x)"
+TRT_BANNER=$(trt_banner)
+if [ "$TRT_BANNER" -ge 100000 ]; then TRT_MAJOR=$((TRT_BANNER / 10000)); TRT_MINOR=$((TRT_BANNER / 100 % 100))
+else TRT_MAJOR=$((TRT_BANNER / 1000)); TRT_MINOR=$((TRT_BANNER / 100 % 10)); fi
+TRT_VERSION="$TRT_MAJOR.$TRT_MINOR.$((TRT_BANNER % 100))"
+echo "== trtexec: $TRTEXEC (TensorRT $TRT_VERSION)"
 precision_flags() {
     if [ "$TRT_MAJOR" -ge 11 ]; then echo ""                # always strongly typed; --fp16/--int8 are gone
     elif [ "$TRT_MAJOR" -lt 10 ]; then echo "$1"            # 8.6 / 9: no strong typing
     elif [ "$2" = dla ]; then echo "$1"                     # 10.x DLA: weakly typed (trtexec sets FP16 there)
     else echo --stronglyTyped; fi
-}"""
+}
+json_text() {  # $1 as a JSON string; null when empty
+    if [ -z "$1" ]; then echo null; else printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; fi
+}
+log_fact() {  # NAME LOG: the value of trtexec's first "[I] NAME: value" line (samples/common/sampleDevice.cpp)
+    sed -n "s/^.*\[I\] $1: *//p" "$2" | head -n 1 | tr -d '\r'
+}
+l4t_release() {  # /etc/nv_tegra_release "# R36 (release), REVISION: 4.0, ..." -> R36.4.0 (environment.py's reading)
+    local f=/etc/nv_tegra_release r
+    [ -s "$f" ] || return 0
+    r=$(sed -n 's/.*R\([0-9][0-9]*\) *(release), *REVISION: *\([0-9.]*[0-9]\).*/R\1.\2/p' "$f" | head -n 1)
+    if [ -n "$r" ]; then echo "$r"; else head -n 1 "$f" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//' | cut -c 1-200; fi
+}
+manifest_facts() {  # BUILD_LOG ONNX ENGINE: the values a manifest records that only the build knows
+    GPU=$(json_text "$(log_fact 'Selected Device' "$1")")
+    CC=$(json_text "$(log_fact 'Compute Capability' "$1")")
+    ONNX_SHA256=$(json_text "$(sha256sum "$2" | cut -d ' ' -f 1)")
+    ENGINE_SHA256=$(json_text "$(sha256sum "$3" | cut -d ' ' -f 1)")
+    if [ "$CC" = null ]; then echo "$0: no 'Compute Capability' line in $1: the manifest records null" >&2; fi
+}
+TRT=$(json_text "$TRT_VERSION")
+L4T=$(json_text "$(l4t_release)")
+MACHINE=$(json_text "$(uname -m)")"""
 
 
 def trtexec_engine_name(onnx_name: str, precision: str) -> str:
@@ -120,6 +159,58 @@ def bench_command(
     return words
 
 
+# The manifest's values that only the build knows, as the shell variables manifest_facts / the header set (JSON
+# literals); everything else is known now. cuda_runtime / cuda_driver: trtexec does not print them (recorded null;
+# the manifest check only logs them).
+SHELL_FACTS = {"engine_sha256": "ENGINE_SHA256", "onnx_sha256": "ONNX_SHA256", "tensorrt": "TRT", "gpu": "GPU",
+               "compute_capability": "CC", "l4t": "L4T", "machine": "MACHINE",
+               "build_seconds": "BUILD_SECONDS"}  # fmt: skip
+
+
+def manifest_template(onnx_name: str, precision: str, opts: EngineOptions, script: str) -> str:
+    """The engine manifest ``mixnet-export`` writes (engine_build.build_manifest), as JSON text whose build-time
+    values are shell variables (``${GPU}``): the script writes it after a successful build, so mixnet-parity and
+    mixnet-bench check a trtexec engine against the running system as they check ours."""
+    mark = {key: f"@{var}@" for key, var in SHELL_FACTS.items()}
+    system = {key: mark.get(key) for key in ("tensorrt", "cuda_runtime", "cuda_driver", "gpu", "compute_capability",
+                                             "l4t")}  # fmt: skip
+    check = {"verdict": f"not checked for precision: built by trtexec ({script}), not by mixnet-export",
+             "built_by": "trtexec"}  # fmt: skip
+    manifest = build_manifest(engine_sha256=mark["engine_sha256"], onnx_path=onnx_name, onnx_sha256=mark["onnx_sha256"],
+                              precision=precision, opts=opts, system=system, engine_check=check,
+                              build_seconds=mark["build_seconds"])  # fmt: skip
+    strong_from = next(major for major in range(8, 13) if is_strongly_typed(f"{major}.0", opts.dla_core))
+    manifest["strongly_typed"] = "@STRONG@"
+    manifest["host"] = {"machine": mark["machine"], "python": None}
+    text = "{\n" + ",\n".join(f"  {json_text(k)}: {json_text(v, indent=None)}" for k, v in manifest.items()) + "\n}"
+    for var in (*SHELL_FACTS.values(), "STRONG"):
+        text = text.replace(f'"@{var}@"', "${" + var + "}")
+    strong = f'STRONG=$([ "$TRT_MAJOR" -ge {strong_from} ] && echo true || echo false)'
+    return strong + "\n" + text
+
+
+def manifest_steps(onnx_name: str, precision: str, opts: EngineOptions, script: str, log: str) -> list[str]:
+    """Shell lines after a successful build: the engine's manifest, written to a temporary name and renamed."""
+    engine = shlex.quote(trtexec_engine_name(onnx_name, precision))
+    manifest = shlex.quote(trtexec_engine_name(onnx_name, precision) + MANIFEST_SUFFIX)
+    template = manifest_template(onnx_name, precision, opts, script).split("\n", 1)
+    return [
+        "BUILD_SECONDS=$((SECONDS - BUILD_START))",
+        f"manifest_facts {log} {shlex.quote(onnx_name)} {engine}",
+        template[0],
+        f"cat > {manifest}.tmp <<MANIFEST",
+        template[1],
+        "MANIFEST",
+        f"mv -f {manifest}.tmp {manifest}",
+        f'echo "== manifest: {manifest} (mixnet-parity / mixnet-bench check it)"',
+    ]
+
+
+def build_log_name(onnx_name: str, precision: str) -> str:
+    """'mixnet_s.fp16.onnx' -> 'mixnet_s.fp16.trtexec.build.log': trtexec's build output, read for the manifest."""
+    return trtexec_engine_name(onnx_name, precision)[: -len(".engine")] + ".build.log"
+
+
 def script_name(onnx_name: str) -> str:
     """``mixnet_s.onnx`` (the run's FP32 file) -> ``mixnet_s.trtexec.sh``."""
     return onnx_stem(onnx_name) + SCRIPT_SUFFIX
@@ -159,12 +250,13 @@ def trtexec_recipe(
         + (f"; DLA core {opts.dla_core} with GPU fallback" if opts.dla_core is not None else "")
         + (f"; workspace {opts.workspace_mib} MiB" if opts.workspace_mib else "")
         + ".",
-        "# Engines are written as *.trtexec.engine without a manifest: mixnet-export's *.engine files were",
-        "# checked for precision and carry a .engine.json; these were not. On Jetson, lock clocks first",
+        "# Engines are written as *.trtexec.engine, each with the manifest mixnet-export writes (*.engine.json:",
+        "# TensorRT version, GPU, compute capability, L4T, SHA-256s, profile), so mixnet-parity / mixnet-bench",
+        "# accept them; unlike mixnet-export's *.engine, their precision was not checked. On Jetson, lock clocks first",
         "# (sudo nvpmodel -m 0; sudo jetson_clocks) and record nvpmodel -q / jetson_clocks --show.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
-        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+        *FIND_TRTEXEC.splitlines(),
         *SHELL_FUNCTIONS.splitlines(),
         "",
     ]
@@ -173,8 +265,11 @@ def trtexec_recipe(
             out += [f"# {onnx_name}: skipped for DLA (DLA runs FP16/INT8 only)", ""]
             continue
         out.append(f"# ---- {precision}: {onnx_name} -> {trtexec_engine_name(onnx_name, precision)}")
-        out.append(f'echo "== build {precision}: {onnx_name}"')
-        out.append(_lines(build_command(onnx_name, precision, opts, cache)))
+        log = shlex.quote(build_log_name(onnx_name, precision))
+        out.append(f'echo "== build {precision}: {onnx_name} (log: {log})"')
+        out.append("BUILD_START=$SECONDS")
+        out.append(_lines(build_command(onnx_name, precision, opts, cache)) + f" 2>&1 | tee {log}")
+        out += manifest_steps(onnx_name, precision, opts, script, log)
         for b in batches:
             out.append(f'echo "== benchmark {precision}, batch {b}"')
             out.append(_lines(bench_command(onnx_name, precision, b, opts, warmup_ms, duration_s)))

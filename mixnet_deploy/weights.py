@@ -153,6 +153,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if looks_safetensors:
         from safetensors import safe_open
 
+        _check_safetensors_frame(path, head, size)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -179,6 +180,18 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
             f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); expected .pth/.pt/.safetensors"
         ) from exc
     return _unwrap(obj, path), {}
+
+
+def _check_safetensors_frame(path: Path, head: bytes, size: int) -> None:
+    """A safetensors file starts with its JSON header's length (8 bytes, little-endian) and the header's ``{``:
+    a file that does not (a text file renamed) is named as not safetensors, with its first bytes, before the
+    library's internal wording ("header too large")."""
+    length = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if not (0 < length <= size - 8 and head[8:9] == b"{"):
+        raise InputError(
+            f"{path}: not a safetensors file (starts with {head[:8]!r}, not an 8-byte header length and a JSON "
+            "header): expected .safetensors written by safetensors, or .pth/.pt"
+        )
 
 
 def _first_line(exc: BaseException) -> str:

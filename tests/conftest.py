@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -174,3 +175,15 @@ def random_checkpoint_s(tmp_path_factory):
     return save_checkpoint(
         load_model("s", None)[0], tmp_path_factory.mktemp("random_s") / "mixnet_s_random.safetensors"
     )
+
+
+@contextlib.contextmanager
+def every_file_accepted():
+    """Tests of graph structure and engines (not accuracy) with ``--calib synthetic``: an INT8 file calibrated on
+    colour fields is refused on photos since every precision is verified on them (issue 21), so these accept
+    every file's figures (they are still measured and reported)."""
+    from mixnet_deploy import acceptance
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(acceptance, "tolerance_judge", lambda reference, tolerance: lambda out: ({"criterion": "none"}, []))
+        yield

@@ -300,13 +300,17 @@ def test_recipe_dla_workspace_and_compat_flags():
 
 
 # A stand-in trtexec: prints the banner of NV_TENSORRT_VERSION as trtexec does first (samples/common/logging.h,
-# defineTest: "<name> [TensorRT v" + NV_TENSORRT_VERSION + "]"), records its arguments, and refuses what the real
-# one refuses: --stronglyTyped under --useDLACore on 10.x (it sets kFP16 there; NVIDIA/TensorRT#4228), --fp16 /
+# defineTest: "<name> [TensorRT v" + NV_TENSORRT_VERSION + "]"), records its arguments, prints the device lines of
+# samples/common/sampleDevice.cpp (setCudaDevice), writes the --saveEngine file, and refuses what the real one refuses:
+# --stronglyTyped under --useDLACore on 10.x (it sets kFP16 there; NVIDIA/TensorRT#4228), --fp16 /
 # --int8 on 11.x (removed), --stronglyTyped before 10.
 STAND_IN = r"""#!/usr/bin/env bash
 echo "&&&& RUNNING TensorRT.trtexec [TensorRT v{version}] [b26] # trtexec $*"
 [ "${{1:-}}" = --help ] && exit 0
 echo "$*" >> {log}
+echo "[12/08/2026-01:00:00] [I] === Device Information ==="
+echo "[12/08/2026-01:00:00] [I] Selected Device: Orin"
+echo "[12/08/2026-01:00:00] [I] Compute Capability: 8.7"
 major={major}
 case " $* " in *" --useDLACore="*) dla=1 ;; *) dla=0 ;; esac
 case " $* " in *" --stronglyTyped "*) strong=1 ;; *) strong=0 ;; esac
@@ -316,6 +320,7 @@ if [ $major -eq 10 ] && [ $dla = 1 ] && [ $strong = 1 ]; then
 fi
 if [ $major -ge 11 ] && [ $weak = 1 ]; then echo "[E] Unknown option: --fp16/--int8"; exit 1; fi
 if [ $major -lt 10 ] && [ $strong = 1 ]; then echo "[E] Unknown option: --stronglyTyped"; exit 1; fi
+for a in "$@"; do case $a in --saveEngine=*) printf 'engine of %s' "$*" > "${{a#--saveEngine=}}" ;; esac; done
 exit 0
 """
 BANNERS = {"8.6.1": "8601", "10.3.0": "100300", "10.7.0": "100700", "11.4.0": "110400"}
@@ -325,6 +330,8 @@ def _run_recipe(tmp_path, version="10.3.0", opts=None, precisions=("fp32", "fp16
     """Run the written script with the stand-in trtexec of ``version``; (process, recorded calls)."""
     names = {"fp32": "mixnet_s.onnx", "fp16": "mixnet_s.fp16.onnx", "int8": "mixnet_s.int8.onnx"}
     art = [SimpleNamespace(precision=p, path=str(tmp_path / names[p])) for p in precisions]
+    for a in art:
+        Path(a.path).write_bytes(f"onnx {a.precision}".encode())
     script = write_trtexec_script(tmp_path, art, opts or E.EngineOptions(workspace_mib=1024))
     fake, log = tmp_path / "fake_trtexec", tmp_path / "calls.txt"
     text = STAND_IN.format(version=BANNERS[version], major=version.split(".")[0], log=log)
@@ -349,7 +356,7 @@ def test_recipe_on_tensorrt_10_is_strongly_typed(tmp_path, version):
     for c in builds:  # precision from the ONNX, no weak-typing flags
         assert "--stronglyTyped" in c and "--fp16" not in c and "--int8" not in c
         assert "--memPoolSize=workspace:1024" in c
-    assert "--onnx=mixnet_s.fp16.onnx" in builds[1] and f"(TensorRT {version[:2]}.x)" in proc.stdout
+    assert "--onnx=mixnet_s.fp16.onnx" in builds[1] and f"(TensorRT {version})" in proc.stdout
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "10.7.0"])
@@ -383,6 +390,64 @@ def test_recipe_without_a_trtexec_banner_stops_before_building(tmp_path):
     proc, calls = _run_recipe(tmp_path, banner=False)
     assert proc.returncode == 2 and calls == []
     assert "no '[TensorRT vNNNNNN]' banner" in proc.stderr
+
+
+def test_recipe_without_trtexec_says_where_it_looked(tmp_path):
+    """Issue 21 item 6: no trtexec is 'not found', naming where the script looked and how to set TRTEXEC (exit 3,
+    the machine lacks a tool), not 'no banner'."""
+    script = write_trtexec_script(tmp_path, [SimpleNamespace(precision="fp32", path=str(tmp_path / "m.onnx"))],
+                                  E.EngineOptions())  # fmt: skip
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    env.pop("TRTEXEC", None)
+    for given, looked in ((None, ["trtexec on PATH (/usr/bin:/bin)", "/usr/src/tensorrt/bin/trtexec"]),
+                          (str(tmp_path / "nope" / "trtexec"), [f"TRTEXEC={tmp_path}/nope/trtexec"])):  # fmt: skip
+        run_env = env if given is None else {**env, "TRTEXEC": given}
+        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=run_env, timeout=60)
+        assert proc.returncode == EnvironmentFailure.exit_code == 3, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "trtexec not found: looked at" in lines[0], proc.stderr
+        assert all(w in lines[0] for w in looked) and "TRTEXEC=/path/to/trtexec bash" in lines[0]
+        assert "banner" not in proc.stderr and not list(tmp_path.glob("*.engine*"))
+
+
+def test_recipe_writes_the_manifest_parity_and_bench_check(tmp_path, capsys):
+    """Issue 21 item 7: after a successful build the script writes the manifest mixnet-export writes (TensorRT
+    version from the banner, GPU and compute capability from trtexec's device lines, both SHA-256s, the profile);
+    the manifest check of parity / bench accepts it on that system and refuses another, and the commands get past
+    'has no manifest' to where TensorRT itself is needed."""
+    from mixnet_deploy.environment import read_l4t_release
+
+    proc, _ = _run_recipe(tmp_path, "10.3.0", opts=E.EngineOptions(batch=BatchProfile(1, 4, 8), workspace_mib=1024))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for onnx, precision in (("mixnet_s.onnx", "fp32"), ("mixnet_s.fp16.onnx", "fp16")):
+        engine = tmp_path / f"mixnet_s.{precision}.trtexec.engine"
+        manifest = E.load_manifest(engine)
+        assert manifest["schema"] == E.MANIFEST_SCHEMA and manifest["precision"] == precision
+        assert manifest["onnx"] == onnx and manifest["onnx_sha256"] == E.sha256_file(tmp_path / onnx)
+        assert manifest["engine_sha256"] == E.sha256_file(engine) and manifest["strongly_typed"] is True
+        assert manifest["profile"]["shapes"]["input"]["max"] == [8, 3, 224, 224] and manifest["workspace_mib"] == 1024
+        assert manifest["system"] == {"tensorrt": "10.3.0", "cuda_runtime": None, "cuda_driver": None, "gpu": "Orin",
+                                      "compute_capability": "8.7", "l4t": read_l4t_release()}  # fmt: skip
+        python_built = E.build_manifest(engine_sha256="", onnx_path=onnx, onnx_sha256="", precision=precision,
+                                        opts=E.EngineOptions(), system={})  # fmt: skip
+        assert set(manifest) == set(python_built) and set(manifest["system"]) == set(python_built["system"])
+        here = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7", "l4t": read_l4t_release(),
+                "cuda_runtime": "12.6", "cuda_driver": "12.6"}  # fmt: skip
+        assert E.verify_engine_file(engine, system=here) == manifest  # Python's tensorrt may say 10.3.0.30
+        with pytest.raises(InputError, match="built for another system: .*GPU 'NVIDIA A100'"):
+            E.verify_engine_file(engine, system={**here, "gpu": "NVIDIA A100", "compute_capability": "8.0"})
+        with pytest.raises(InputError, match="TensorRT 10.4.0 here, engine built with 10.3.0"):
+            E.verify_engine_file(engine, system={**here, "tensorrt": "10.4.0"})
+    assert not list(tmp_path.glob("*.tmp"))
+    if HAVE_TRT:  # the engine is the stand-in's text: TensorRT would refuse to load it
+        return
+    from mixnet_deploy.cli import bench_main, parity_main
+
+    engine = str(tmp_path / "mixnet_s.fp16.trtexec.engine")
+    for main, args in ((parity_main, [engine, "--quiet", "--random", "2"]), (bench_main, [engine, "--quiet"])):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "has no manifest" not in err and "cannot run this engine here" in err, err
 
 
 def test_the_stand_in_refuses_what_trtexec_10_refuses(tmp_path):

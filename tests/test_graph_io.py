@@ -142,7 +142,7 @@ def test_fp16_and_int8_pixel_files_meet_their_tolerance_on_photos(exports, crops
     assert all(s["input_format"] == "uint8-nhwc" and s["input"]["bytes_per_image"] == SIZE * SIZE * 3
                for s in served.values())  # fmt: skip
     assert served["fp32"]["max_abs_vs_backbone"] == 0.0  # ONNX Runtime computes timm's float32 ops bit for bit
-    assert served["fp32"]["checked_on"].endswith(f"photos from {skimage_data()}")
+    assert served["fp32"]["checked_on"].endswith(f"held-out images of {skimage_data()} (not calibrated on)")
 
 
 def test_graph_adds_five_preprocessing_and_four_top_k_nodes(exports):

@@ -166,6 +166,21 @@ def test_auto_exclude_over_the_cap_names_what_it_would_need():
     assert "cap" in result.failure() and "conv8" in result.failure()
 
 
+def test_auto_exclude_failure_is_one_short_line():
+    """Issue 21 item 11: beyond the cap on a net of 123 convolutions the message is one short line (the cap, the
+    best figure within it, how many layers it would need, where the table is), not every layer's name."""
+    layers = [f"blocks.{i}/conv_pw/Conv" for i in range(123)]
+    reference = np.random.default_rng(0).standard_normal((8, 100)) * 3
+    evaluate, _ = _fake(layers, dict.fromkeys(layers, 0.3), reference)
+    result = sensitivity.auto_exclude(evaluate, layers, reference, tolerance_judge(reference, INT8_TOL), cap=24)
+    text = result.failure()
+    assert not result.passed and len(result.needed) > 24 and "\n" not in text and len(text) < 400, text
+    assert sum(name in text for name in layers) <= 3 and "cap of 24 layers" in text
+    assert f"it would need {len(result.needed)} (" in text and "int8_exclusion in the run's report" in text
+    assert result.best["layers"] == 24 and f"best within it: {result.best['failure']} with 24 in float16" in text
+    assert "cosine" in result.best["failure"]
+
+
 def test_auto_exclude_nothing_when_int8_passes():
     layers = ["a", "b"]
     reference = np.random.default_rng(0).standard_normal((4, 100)) * 3
@@ -294,7 +309,7 @@ def test_equalization_rescales_the_outliers_away(outlier_case, tmp_path):
 @pytest.mark.slow
 def test_auto_over_the_cap_exits_1_naming_layers(outlier_case, tmp_path, monkeypatch):
     monkeypatch.setattr(sensitivity, "MAX_EXCLUDE_FRACTION", 0.0)  # cap 0: the two layers are over it
-    with pytest.raises(VerificationError, match=r"it would need these \d+: .*blocks\.1/conv_pwl"):
+    with pytest.raises(VerificationError, match=r"it would need \d+ \(.*blocks\.1/conv_pwl"):
         _export(outlier_case, tmp_path, "planted", "auto")
     saved = json.loads((tmp_path / "mixnet_s.failed.json").read_text())
     assert not saved["int8_exclusion"]["passed"] and saved["int8_exclusion"]["cap"] == 0

@@ -282,3 +282,41 @@ def test_cli_precision_not_exported_is_refused_before_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--triton-precision 'int8' but this run writes fp32, fp16 only: expected --int8 with it" in err
     assert not (tmp_path / "o" / "mixnet_s.onnx").exists()
+
+
+def test_another_configuration_is_refused_not_replaced(tmp_path):
+    """Issue 21 item 3: a KIND_GPU model into the folder of a KIND_CPU one (two presets, one default name) is
+    refused naming what the folder holds and --model-name; the same configuration again replaces it; a
+    config.pbtxt we did not write is never replaced."""
+    fp32 = tiny_onnx(tmp_path / "m.onnx", metadata={"mixnet.model": "mixnet_s", "mixnet.precision": "fp32"})
+    triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, kind="cpu"), "s")
+    repo = tmp_path / "repo"
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert triton.read_configuration(before[repo / "mixnet_s" / "config.pbtxt"].decode()) == {
+        "model": "mixnet_s", "input": "input TYPE_FP32", "platform": "onnxruntime_onnx", "kind": "KIND_CPU",
+        "precision": "fp32"}  # fmt: skip
+    with pytest.raises(InputError) as err:
+        triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, kind="gpu"), "s")
+    text = err.value.render()
+    assert f"--model-name 'mixnet_s' is taken: {repo / 'mixnet_s'} holds another configuration" in text
+    assert "KIND_CPU" in text and "KIND_GPU" in text and "mixnet_s_gpu_fp32" in text and "--model-version" in text
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before  # nothing replaced, no temp
+    triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, kind="cpu", version=2), "s")  # same: fine
+    info = triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, model_name="{model}_gpu"), "s")
+    assert info["model_dir"] == str(repo / "mixnet_s_gpu") and parse(Path(info["config"])).name == "mixnet_s_gpu"
+    (repo / "theirs").mkdir()
+    (repo / "theirs" / "config.pbtxt").write_text('name: "theirs"\nplatform: "pytorch_libtorch"\n')
+    with pytest.raises(InputError, match="holds a config.pbtxt mixnet-export did not write"):
+        triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, model_name="theirs"), "s")
+
+
+def test_the_triton_presets_serve_distinct_models():
+    from mixnet_deploy.config import ExportConfig, triton_options
+    from mixnet_deploy.presets import apply_preset, load_preset
+
+    root = Path(__file__).resolve().parents[1] / "export"
+    names = set()
+    for preset in ("triton-cpu-onnx.toml", "triton-gpu-fp16.toml"):
+        cfg = apply_preset(ExportConfig(), load_preset(root / preset), set(), preset)
+        names.add(triton.model_name_of(triton_options(cfg), "s"))
+    assert names == {"mixnet_s_cpu", "mixnet_s"}

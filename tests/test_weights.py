@@ -140,3 +140,13 @@ def test_timm_oracles_m_l_in_torch(oracle_checkpoint, name):
     model, info = load_model(oracle["variant"], path)  # without it: m and tf_m look alike (test_variants.py)
     assert info.variant == oracle["variant"][-1]
     assert np.abs(run_torch(model, x) - oracle["logits"]).max() <= 1e-4
+
+
+def test_text_named_safetensors_is_named_as_not_safetensors(tmp_path):
+    """Issue 21 item 12: a text file named .safetensors is 'not a safetensors file' with its first bytes (as the
+    .pth case), not the library's internal 'header too large'."""
+    path = tmp_path / "notes.safetensors"
+    path.write_text("hello, I am a text file\n")
+    with pytest.raises(InputError, match=r"not a safetensors file \(starts with b'hello, I'") as err:
+        load_model("s", path)
+    assert "header too large" not in str(err.value).lower()

@@ -98,6 +98,7 @@ def plain_files(inputs: Path) -> None:
     (inputs / "dir.onnx").mkdir()
     (inputs / "dangling.pth").symlink_to(inputs / "no-such-target")
     (inputs / "text.pth").write_text("hello, I am not a checkpoint\n")
+    (inputs / "text.safetensors").write_text("hello, I am not a checkpoint either\n")
     (inputs / "notes.txt").write_text("not a model\n")
     (inputs / "rand.pth").write_bytes(np.random.default_rng(1).bytes(4096))
     Image.new("RGB", (8, 8), (200, 10, 10)).save(inputs / "image.png")
@@ -210,13 +211,23 @@ def label_inputs(inputs: Path) -> None:
 def output_folders(inputs: Path) -> None:
     """Output folders a re-run must leave as they are (issue 20): one holding a mixnet_s.onnx that mixnet-export
     did not write, one holding a good export (s64.onnx, with our metadata), a Triton repository whose version
-    folder is a file."""
+    folder is a file, one whose mixnet_s holds a config.pbtxt we did not write, one whose mixnet_s is a KIND_CPU
+    model."""
     (inputs / "out_foreign").mkdir()
     (inputs / "out_foreign" / "mixnet_s.onnx").write_bytes(b"an ONNX file someone else wrote")
     (inputs / "out_previous").mkdir()
     (inputs / "out_previous" / "mixnet_s.onnx").write_bytes((inputs / "s64.onnx").read_bytes())
     (inputs / "repo_version_file" / "mixnet_s").mkdir(parents=True)
     (inputs / "repo_version_file" / "mixnet_s" / "1").write_text("a file where version folder 1 would go")
+    (inputs / "repo_foreign_config" / "mixnet_s").mkdir(parents=True)
+    (inputs / "repo_foreign_config" / "mixnet_s" / "config.pbtxt").write_text('name: "mixnet_s"\nbackend: "python"\n')
+    (inputs / "repo_cpu_model" / "mixnet_s").mkdir(parents=True)
+    param = 'parameters {{ key: "mixnet.{}" value {{ string_value: "{}" }} }}'
+    (inputs / "repo_cpu_model" / "mixnet_s" / "config.pbtxt").write_text("\n".join([
+        "# Written by mixnet-export (mixnet-deploy).", 'name: "mixnet_s"', 'platform: "onnxruntime_onnx"',
+        'input [\n  {\n    name: "input"\n    data_type: TYPE_FP32\n    dims: [ 3, 64, 64 ]\n  }\n]',
+        "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]",
+        param.format("model", "mixnet_s"), param.format("precision", "fp32"), ""]))  # fmt: skip
 
 
 def odd_files(inputs: Path) -> None:
