@@ -517,7 +517,7 @@ def read_configuration(text: str) -> dict[str, str] | None:
     param = r'key: "{}" value {{ string_value: "([^"]*)" }}'
     name, dtype = find(r'input \[\s*\{\s*name: "([^"]*)"'), find(r"input \[[^]]*?data_type: (\w+)")
     return {"model": find(param.format(re.escape(META_MODEL))), "input": f"{name} {dtype}",
-            "platform": find(r'platform: "([^"]*)"'), "kind": find(r"kind: (KIND_\w+)"),
+            "platform": find(r'(?:platform|backend): "([^"]*)"'), "kind": find(r"kind: (KIND_\w+)"),
             "precision": find(param.format(re.escape(META_PRECISION)))}  # fmt: skip
 
 

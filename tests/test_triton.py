@@ -304,6 +304,11 @@ def test_another_configuration_is_refused_not_replaced(tmp_path):
     triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, kind="cpu", version=2), "s")  # same: fine
     info = triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, model_name="{model}_gpu"), "s")
     assert info["model_dir"] == str(repo / "mixnet_s_gpu") and parse(Path(info["config"])).name == "mixnet_s_gpu"
+    for version in (1, 2):  # the same OpenVINO configuration again (backend: "openvino", no platform line) is fine
+        ov = opts(tmp_path, kind="cpu", backend="openvino", model_name="{model}_ov", version=version)
+        triton.build_repository([art("fp32", str(fp32))], [], ov, "s")
+    with pytest.raises(InputError, match=r"holds another configuration, mixnet_s fp32 openvino KIND_CPU"):
+        triton.build_repository([art("fp32", str(fp32))], [], opts(tmp_path, kind="cpu", model_name="{model}_ov"), "s")
     (repo / "theirs").mkdir()
     (repo / "theirs" / "config.pbtxt").write_text('name: "theirs"\nplatform: "pytorch_libtorch"\n')
     with pytest.raises(InputError, match="holds a config.pbtxt mixnet-export did not write"):
