@@ -272,9 +272,10 @@ def init_random(model: MixNet, seed: int = 0, images: torch.Tensor | None = None
     Convs get Kaiming-normal weights, BN affine parameters are randomized around 1/0, then the
     BN running statistics are measured (cumulative average) on ``images`` (normalized float NCHW) and their mirror
     images, else on seeded noise images. PyTorch's default init with untouched BN statistics gives logits around
-    1e-8, which makes every numerical comparison (FP16, INT8, parity) meaningless; statistics measured on noise
-    leave activations far from normal size on photos (MixNet-S: logits in the hundreds, FP16 min cosine 0.9992
-    on the built-in photos), statistics measured on photos give logits of a few units there, as a trained net has.
+    1e-8, which makes every numerical comparison (FP16, INT8, parity) meaningless; statistics measured on white
+    noise leave activations far from normal size on photos (MixNet-S: logits in the hundreds, FP16 min cosine
+    0.9992 on the built-in photos); measured on smooth colour fields (``mixnet-export``'s random weights) they give
+    logits of a few units on photos, as a trained net has.
     """
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():

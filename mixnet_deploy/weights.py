@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .arch import VARIANT_CHOICES, VARIANTS, VariantSpec, get_variant, normalize_variant
-from .data import Preprocess, builtin_photos
+from .data import Preprocess, synthetic_crops
 from .errors import InputError
 from .model import MixNet, build_model, init_random
 
@@ -409,9 +409,10 @@ def find_timm_cache(variant: str) -> Path:
 
 def _random_model(variant: str | None) -> tuple[MixNet, WeightsInfo]:
     spec = get_variant(variant or "s")
+    # BN statistics from seeded colour fields (numpy only: no decoder, no verification photo): a trained net's scale
     pre = Preprocess()
-    photos = torch.from_numpy(pre.normalize(builtin_photos(pre).crops))
-    model = init_random(build_model(spec), RANDOM_SEED, images=photos)  # a trained net's scale on photos
+    fields = torch.from_numpy(pre.normalize(synthetic_crops(16, pre).crops))
+    model = init_random(build_model(spec), RANDOM_SEED, images=fields)
     why = "given by --variant" if variant else "the default for random weights"
     info = WeightsInfo(
         f"random-init(seed={RANDOM_SEED})", "random", state_dict_sha256(model.state_dict()), spec.name, 1000, why
