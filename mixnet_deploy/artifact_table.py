@@ -81,7 +81,7 @@ def _evaluate_group(group: list[Artifact], found: LabelledImages, img_size: int,
     from .accuracy import Accuracy, hits
     from .data import skip_summary
     from .metrics import Metrics, failures
-    from .parity import ParityConfig, input_batches, stream_models, tolerance_for
+    from .parity import ParityConfig, input_batches, judged, stream_models, tolerance_for
 
     reference = next((a for a in group if a.runner.precision == REFERENCE_PRECISION), None)
     first = reference or group[0]
@@ -107,7 +107,7 @@ def _evaluate_group(group: list[Artifact], found: LabelledImages, img_size: int,
         m = Metrics.merge(parts)
         a.accuracy.update(agreement_top1=m.top1, top5_overlap=m.top5_overlap, mean_cosine=m.mean_cosine,
                           min_cosine=m.min_cosine)  # fmt: skip
-        bad = failures(m, tolerance_for(a.runner.precision, a.runner.name))
+        bad = failures(m, tolerance_for(judged(a.runner), a.runner.name))  # as mixnet-parity judges it
         if bad:
             a.refused = f"against {reference.runner.name}: " + "; ".join(bad)
     if reference is not None:

@@ -443,6 +443,7 @@ def _artifact(model: str, runtime: str, cfg: BenchConfig, profile):
         return Artifact(model, runtime, make_runner(model, runtime, threads=cfg.threads, img_size=cfg.img_size,
                                                     batch=profile, **opts))  # fmt: skip
     except (InputError, EnvironmentFailure) as exc:
-        if cfg.images is None:
-            raise
+        missing = isinstance(exc, InputError) and os.path.splitext(model)[1] and not os.path.exists(model)
+        if cfg.images is None or missing:
+            raise  # a path that is not there is bad input (exit 2), not a row refused for what it holds
         return Artifact(model, runtime, refused=str(exc))

@@ -65,7 +65,8 @@ def _artifacts(path):
 
 def test_labelled_table_status_accuracy_latency(folder, tmp_path, capsys):
     art = folder / "art"
-    models = [art / "mixnet_s.onnx", art / "mixnet_s.fp16.onnx", art / "broken.onnx", art / "mixnet_s.engine"]
+    (tmp_path / "mixnet_s.engine").write_bytes(b"not an engine")  # there, but nothing this machine can load
+    models = [art / "mixnet_s.onnx", art / "mixnet_s.fp16.onnx", art / "broken.onnx", tmp_path / "mixnet_s.engine"]
     rc, out, err = _run(capsys, *models, "--images", folder / "val", "--labels", folder / "labels.csv",
                         "--batch", "1,4", "--iters", "2", "--warmup-s", "0", "--json", tmp_path / "b.json",
                         "--markdown", tmp_path / "b.md", "--quiet")  # fmt: skip
@@ -87,12 +88,21 @@ def test_labelled_table_status_accuracy_latency(folder, tmp_path, capsys):
     assert broken["status"] == "refused" and broken["why"].startswith("against mixnet_s.onnx [ort-cpu]: ")
     assert "cosine" in broken["why"] and broken["latency"]["1"]["p50_ms"] > 0  # still measured
     engine = rows["mixnet_s.engine [auto]"]
-    assert engine["status"] == "refused" and "does not exist" in engine["why"] and engine["latency"] == {}
+    assert engine["status"] == "refused" and "manifest" in engine["why"] and engine["latency"] == {}
     head = next(line for line in out.splitlines() if line.startswith("model") and "status" in line)
     assert head.split()[:8] == ["model", "status", "precision", "runtime", "MB", "top-1", "top-5", "b1"]
     assert "refused: broken.onnx [ort-cpu]: against mixnet_s.onnx" in out
     md = (tmp_path / "b.md").read_text()
     assert "## Per artifact" in md and "| mixnet_s.fp16.onnx [ort-cpu] | ok | fp16 | ort-cpu | " in md
+
+
+def test_a_path_that_is_not_there_is_bad_input_not_a_row(folder, tmp_path, capsys):
+    """A mistyped model path exits 2 with one line before any timing, as without --images (only a file that is
+    there but cannot run here becomes a refused row)."""
+    art = folder / "art"
+    rc, out, err = _run(capsys, art / "mixnet_s.onnx", tmp_path / "typo.onnx", "--images", folder / "val",
+                        "--iters", "2", "--warmup-s", "0", "--quiet")  # fmt: skip
+    assert rc == 2 and "typo.onnx" in err and "Traceback" not in err, err
 
 
 def test_unlabelled_table_agreement_and_cosine_against_fp32(folder, tmp_path, capsys):
