@@ -80,8 +80,19 @@ precision_flags() {
     elif [ "$2" = dla ]; then echo "$1"                     # 10.x DLA: weakly typed (trtexec sets FP16 there)
     else echo --stronglyTyped; fi
 }
-json_text() {  # $1 as a JSON string; null when empty
-    if [ -z "$1" ]; then echo null; else printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; fi
+json_text() {  # $1 as a JSON string (backslashes and quotes escaped, control characters dropped); null when empty
+    if [ -z "$1" ]; then echo null
+    else printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"; fi
+}
+fill_manifest() {  # stdin, whose only '@'s are @NAME@ marks -> stdout with shell variable NAME's value in each mark's
+    local rest out="" name  # place; values are pasted as they are, never expanded or read as patterns
+    rest=$(cat)
+    while [[ $rest =~ @([A-Z0-9_]+)@ ]]; do
+        name=${BASH_REMATCH[1]}
+        out+="${rest%%"@$name@"*}${!name}"
+        rest=${rest#*"@$name@"}
+    done
+    printf '%s\n' "$out$rest"
 }
 log_fact() {  # NAME LOG: the value of trtexec's first "[I] NAME: value" line (samples/common/sampleDevice.cpp)
     sed -n "s/^.*\[I\] $1: *//p" "$2" | head -n 1 | tr -d '\r'
@@ -92,11 +103,12 @@ l4t_release() {  # /etc/nv_tegra_release "# R36 (release), REVISION: 4.0, ..." -
     r=$(sed -n 's/.*R\([0-9][0-9]*\) *(release), *REVISION: *\([0-9.]*[0-9]\).*/R\1.\2/p' "$f" | head -n 1)
     if [ -n "$r" ]; then echo "$r"; else head -n 1 "$f" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//' | cut -c 1-200; fi
 }
-manifest_facts() {  # BUILD_LOG ONNX ENGINE: the values a manifest records that only the build knows
+manifest_facts() {  # BUILD_LOG ONNX ENGINE: the values a manifest records that only the build knows (sha256sum
+    # reads stdin: given a name with a backslash, GNU sha256sum marks its line with a leading backslash)
     GPU=$(json_text "$(log_fact 'Selected Device' "$1")")
     CC=$(json_text "$(log_fact 'Compute Capability' "$1")")
-    ONNX_SHA256=$(json_text "$(sha256sum "$2" | cut -d ' ' -f 1)")
-    ENGINE_SHA256=$(json_text "$(sha256sum "$3" | cut -d ' ' -f 1)")
+    ONNX_SHA256=$(json_text "$(sha256sum < "$2" | cut -d ' ' -f 1)")
+    ENGINE_SHA256=$(json_text "$(sha256sum < "$3" | cut -d ' ' -f 1)")
     if [ "$CC" = null ]; then echo "$0: no 'Compute Capability' line in $1: the manifest records null" >&2; fi
 }
 TRT=$(json_text "$TRT_VERSION")
@@ -169,7 +181,8 @@ SHELL_FACTS = {"engine_sha256": "ENGINE_SHA256", "onnx_sha256": "ONNX_SHA256", "
 
 def manifest_template(onnx_name: str, precision: str, opts: EngineOptions, script: str) -> str:
     """The engine manifest ``mixnet-export`` writes (engine_build.build_manifest), as JSON text whose build-time
-    values are shell variables (``${GPU}``): the script writes it after a successful build, so mixnet-parity and
+    values are ``@VAR@`` marks for shell variables (``@GPU@``), pasted in by the script's fill_manifest after a
+    successful build (the text goes through a quoted heredoc: nothing in it is expanded), so mixnet-parity and
     mixnet-bench check a trtexec engine against the running system as they check ours."""
     mark = {key: f"@{var}@" for key, var in SHELL_FACTS.items()}
     system = {key: mark.get(key) for key in ("tensorrt", "cuda_runtime", "cuda_driver", "gpu", "compute_capability",
@@ -183,8 +196,9 @@ def manifest_template(onnx_name: str, precision: str, opts: EngineOptions, scrip
     manifest["strongly_typed"] = "@STRONG@"
     manifest["host"] = {"machine": mark["machine"], "python": None}
     text = "{\n" + ",\n".join(f"  {json_text(k)}: {json_text(v, indent=None)}" for k, v in manifest.items()) + "\n}"
+    text = text.replace("@", "\\u0040")  # JSON's own escape: the marks are then the only '@'s fill_manifest sees
     for var in (*SHELL_FACTS.values(), "STRONG"):
-        text = text.replace(f'"@{var}@"', "${" + var + "}")
+        text = text.replace(f'"\\u0040{var}\\u0040"', f"@{var}@")
     strong = f'STRONG=$([ "$TRT_MAJOR" -ge {strong_from} ] && echo true || echo false)'
     return strong + "\n" + text
 
@@ -192,17 +206,18 @@ def manifest_template(onnx_name: str, precision: str, opts: EngineOptions, scrip
 def manifest_steps(onnx_name: str, precision: str, opts: EngineOptions, script: str, log: str) -> list[str]:
     """Shell lines after a successful build: the engine's manifest, written to a temporary name and renamed."""
     engine = shlex.quote(trtexec_engine_name(onnx_name, precision))
-    manifest = shlex.quote(trtexec_engine_name(onnx_name, precision) + MANIFEST_SUFFIX)
+    manifest_name = trtexec_engine_name(onnx_name, precision) + MANIFEST_SUFFIX
+    manifest = shlex.quote(manifest_name)
     template = manifest_template(onnx_name, precision, opts, script).split("\n", 1)
     return [
         "BUILD_SECONDS=$((SECONDS - BUILD_START))",
         f"manifest_facts {log} {shlex.quote(onnx_name)} {engine}",
         template[0],
-        f"cat > {manifest}.tmp <<MANIFEST",
+        f"fill_manifest > {manifest}.tmp <<'MANIFEST'",
         template[1],
         "MANIFEST",
         f"mv -f {manifest}.tmp {manifest}",
-        f'echo "== manifest: {manifest} (mixnet-parity / mixnet-bench check it)"',
+        "echo " + shlex.quote(f"== manifest: {manifest_name} (mixnet-parity / mixnet-bench check it)"),
     ]
 
 
@@ -265,8 +280,9 @@ def trtexec_recipe(
             out += [f"# {onnx_name}: skipped for DLA (DLA runs FP16/INT8 only)", ""]
             continue
         out.append(f"# ---- {precision}: {onnx_name} -> {trtexec_engine_name(onnx_name, precision)}")
-        log = shlex.quote(build_log_name(onnx_name, precision))
-        out.append(f'echo "== build {precision}: {onnx_name} (log: {log})"')
+        log_name = build_log_name(onnx_name, precision)
+        log = shlex.quote(log_name)
+        out.append("echo " + shlex.quote(f"== build {precision}: {onnx_name} (log: {log_name})"))
         out.append("BUILD_START=$SECONDS")
         out.append(_lines(build_command(onnx_name, precision, opts, cache)) + f" 2>&1 | tee {log}")
         out += manifest_steps(onnx_name, precision, opts, script, log)

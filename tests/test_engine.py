@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -448,6 +449,61 @@ def test_recipe_writes_the_manifest_parity_and_bench_check(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert "has no manifest" not in err and "cannot run this engine here" in err, err
+
+
+ODD = 'a $HOME `touch PWNED` b\\c "q" @GPU@'  # what a shell or a template would expand in a name or a value
+
+
+def _odd_stand_in(folder, log):
+    """The stand-in trtexec of 10.3, naming a GPU with the characters a shell would read."""
+    fake = folder / "fake_trtexec"
+    gpu_line = shlex.quote(f"[12/08/2026-01:00:00] [I] Selected Device: Orin {ODD}")
+    fake.write_text(STAND_IN.format(version="100300", major=10, log=log).replace(
+        'echo "[12/08/2026-01:00:00] [I] Selected Device: Orin"', f"echo {gpu_line}"))  # fmt: skip
+    fake.chmod(0o755)
+    return fake
+
+
+def test_recipe_in_a_folder_a_shell_would_expand(tmp_path):
+    """Issue 21 (review): the manifest went through an unquoted heredoc, and the echo lines named files inside double
+    quotes, so '$', a backtick or a backslash in a name was expanded (or run). An export with --trtexec into a folder
+    whose path holds them, with a timing cache there and a GPU name from trtexec's log that holds them and quotes: the
+    script runs, trtexec gets the paths as they are, the manifest is JSON with exactly these values, nothing ran."""
+    from mixnet_deploy.cli import export_main
+
+    out, cache = tmp_path / f"out {ODD}", tmp_path / f"cache {ODD}" / "t.cache"
+    cache.parent.mkdir()
+    args = ["--out", str(out), "--img-size", "64", "--engine", "skip", "--trtexec", "--timing-cache", str(cache)]
+    assert export_main(args) == 0
+    log = tmp_path / "calls.txt"
+    env = {**os.environ, "TRTEXEC": str(_odd_stand_in(tmp_path, log))}
+    proc = subprocess.run(["bash", str(out / "mixnet_s.trtexec.sh")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+    assert f"--timingCacheFile={cache}" in log.read_text().splitlines()[0]
+    manifest = E.load_manifest(out / "mixnet_s.fp32.trtexec.engine")
+    assert manifest["system"]["gpu"] == f"Orin {ODD}" and manifest["onnx"] == "mixnet_s.onnx"
+    assert manifest["engine_sha256"] == E.sha256_file(out / "mixnet_s.fp32.trtexec.engine")
+
+
+def test_recipe_manifest_keeps_names_as_they_are(tmp_path):
+    """The manifest text is pasted literally: an ONNX name with '$', a backtick, a backslash, quotes and an '@VAR@'
+    mark comes out of the script as it went in (the unquoted heredoc turned '\\\\' into '\\' and ran the backtick)."""
+    name = f"m {ODD}.onnx"
+    (tmp_path / name).write_bytes(b"onnx fp32")
+    script = write_trtexec_script(tmp_path, [SimpleNamespace(precision="fp32", path=str(tmp_path / name))],
+                                  E.EngineOptions())  # fmt: skip
+    env = {**os.environ, "TRTEXEC": str(_odd_stand_in(tmp_path, tmp_path / "calls.txt"))}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd="/", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    engine = tmp_path / f"m {ODD}.fp32.trtexec.engine"
+    manifest = json.loads((tmp_path / f"m {ODD}.fp32.trtexec.engine.json").read_text())
+    assert manifest["onnx"] == name and manifest["system"]["gpu"] == f"Orin {ODD}"
+    assert manifest["onnx_sha256"] == E.sha256_file(tmp_path / name)
+    assert manifest["engine_sha256"] == E.sha256_file(engine) and manifest["strongly_typed"] is True
+    assert f"== build fp32: {name} (log: m {ODD}.fp32.trtexec.build.log)" in proc.stdout
+    assert not list(tmp_path.rglob("PWNED"))
 
 
 def test_the_stand_in_refuses_what_trtexec_10_refuses(tmp_path):
