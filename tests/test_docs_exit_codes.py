@@ -119,7 +119,7 @@ def test_serve_exit_codes_are_what_the_docs_say(tmp_path):
 
 
 def test_bench_exit_code_of_a_refused_row_is_what_the_docs_say(tmp_path, capsys):
-    """mixnet-bench --images with a row refused (an engine that does not exist: the runtime cannot load it)."""
+    """mixnet-bench --images with a row refused (an engine file with no manifest: nothing here can run it)."""
     from PIL import Image
 
     from mixnet_deploy.cli import bench_main
@@ -128,10 +128,11 @@ def test_bench_exit_code_of_a_refused_row_is_what_the_docs_say(tmp_path, capsys)
     assert len(stated) >= 2, stated  # README and docs/parity_bench.md
     (tmp_path / "val").mkdir()
     Image.new("RGB", (80, 64), (120, 60, 30)).save(tmp_path / "val" / "a.png")
-    code = bench_main([str(tmp_path / "gone.engine"), "--images", str(tmp_path / "val"), "--batch", "1", "--iters", "1",
+    (tmp_path / "m.engine").write_bytes(b"not an engine")
+    code = bench_main([str(tmp_path / "m.engine"), "--images", str(tmp_path / "val"), "--batch", "1", "--iters", "1",
                        "--warmup-s", "0", "--quiet", "--json", str(tmp_path / "b.json")])  # fmt: skip
     (row,) = json.loads((tmp_path / "b.json").read_text())["artifacts"]
-    assert row["status"] == "refused" and "does not exist" in row["why"], capsys.readouterr().err
+    assert row["status"] == "refused" and "manifest" in row["why"], capsys.readouterr().err
     assert _wrong(stated, code) == {}
 
 
