@@ -331,6 +331,10 @@ def check_engine_config(cfg: ExportConfig) -> None:
             field="dla_core",
             value=cfg.dla_core,
         )
+    if cfg.dla_core is not None and cfg.mdconv == MDCONV_AUTO and cfg.engine != "skip":
+        raise InputError(  # auto times FP32 engines, which DLA cannot run: choose the lowering for it
+            f"expected {flag_of('mdconv')} split or merged with a DLA engine (auto times FP32 engines, which DLA "
+            "cannot run)", field="mdconv", value=cfg.mdconv)  # fmt: skip
     if cfg.engine == "require":
         require_gpu_stack()
 

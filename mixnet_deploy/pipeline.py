@@ -264,13 +264,13 @@ def export_locked(cfg: ExportConfig, progress: Progress = QUIET) -> ExportReport
     elapsed = stopwatch()
     progress.stage("load", cfg.weights or "random weights")
     (model, info), load_s = timed(lambda: load_model(cfg.variant, cfg.weights))
+    ends = served_ends(cfg, model.spec.num_classes)  # --top-k and --class-names against the model: before any work
     auto = {}
     if cfg.mdconv == MDCONV_AUTO:
         auto = choose_mdconv(cfg, model, info)
         cfg = replace(cfg, mdconv=auto["chosen"])
     name = model.spec.model_name
     engines = cfg.engine != "skip"
-    ends = served_ends(cfg, model.spec.num_classes)  # --top-k and --class-names against the model: before any write
     previous = survey(out_dir, name, planned_names(name, written_precisions(cfg), engines, cfg.trtexec))
     with staged(out_dir, name) as stage:
         work = replace(cfg, out_dir=stage.path)  # every stage writes into the stage folder
