@@ -38,7 +38,6 @@ from .option_fields import MODEL, RUNTIME, TRITON, flag_of, option, port_number,
 log = logging.getLogger("mixnet_deploy")
 
 SHUTDOWN_TIMEOUT_S = 30  # Triton's --exit-timeout-secs: requests in flight at SIGTERM get this long to finish
-READY_TIMEOUT_S = 120  # tritonserver start and every model ready (PyTriton's own waits are inside)
 INSTALL_HINT = "pip install 'mixnet-deploy[serve]' (nvidia-pytriton; it pins numpy<2: use a venv of its own)"
 
 
@@ -150,18 +149,14 @@ class Served:
 
 def onnx_of(path: Path) -> Path:
     """The ONNX file whose I/O and metadata a model file has: itself, or the one an engine's manifest names."""
-    import json
-
     from .contract import ONNX_SUFFIX
-    from .engine_build import manifest_path_for
+    from .engine_build import load_manifest, source_onnx
 
     if path.suffix.lower() == ONNX_SUFFIX:
         return path
-    manifest = manifest_path_for(path)
-    onnx = json.loads(manifest.read_text()).get("onnx") if manifest.is_file() else None
-    if not onnx or not path.with_name(onnx).is_file():
-        raise InputError(f"{path}: expected its manifest {manifest.name} and the ONNX file it names beside it")
-    return path.with_name(onnx)
+    if (onnx := source_onnx(path, load_manifest(path))) is None:
+        raise InputError(f"{path}: expected the ONNX file its manifest names beside it")
+    return onnx
 
 
 def open_models(cfg: ServeConfig) -> list[Served]:

@@ -491,6 +491,25 @@ def test_openvino_serves_what_it_computes_locally(models, tmp_path):
     assert code == 0, srv.output()[-3000:]
 
 
+def test_an_engine_is_served_with_the_onnx_its_manifest_names(tmp_path):
+    """Tensors and metadata of an engine come from the ONNX file its manifest names beside it (the lookup the
+    TensorRT runner shares); an ONNX file is its own; a manifest naming a missing file is exit 2."""
+    import json
+
+    from mixnet_deploy.engine_build import manifest_path_for
+    from mixnet_deploy.errors import InputError
+    from mixnet_deploy.serve import onnx_of
+
+    engine, onnx = tmp_path / "m.engine", tmp_path / "m.onnx"
+    engine.write_bytes(b"")
+    onnx.write_bytes(b"")
+    manifest_path_for(engine).write_text(json.dumps({"onnx": "m.onnx"}))
+    assert onnx_of(engine) == onnx and onnx_of(onnx) == onnx
+    onnx.unlink()
+    with pytest.raises(InputError, match="m.engine: expected the ONNX file its manifest names"):
+        onnx_of(engine)
+
+
 def test_an_engine_is_opened_on_its_runner_with_cuda_graphs(monkeypatch, tmp_path):
     """--cuda-graph reaches make_runner for an engine (the TensorRT runner's option), not for an ONNX file.
     (TensorRT itself is not run here: the runner factory is recorded, not called.)"""
