@@ -13,7 +13,8 @@ dynamic batching, starts ``tritonserver`` 2.51 and its Python backend, waits for
   returns logits only (the runner contract) serves them too.
 - ``--encoded``: beside each model ``<name>_encoded`` takes ``encoded``, the bytes of a JPEG/PNG/WebP file
   (BYTES ``[batch, 1]``); the server decodes, resizes and crops them with the model's own preprocessing from its
-  metadata (``data.decode``, what ``mixnet-predict`` runs locally) and batches them like the rest.
+  metadata (``data.decode``, what ``mixnet-predict`` runs locally), one request per execution (no dynamic
+  batcher: :func:`bind` says why), so a file that does not decode fails its own request only.
 - Stopping: SIGTERM or SIGINT; Triton then refuses new requests, finishes those in flight (at most
   :data:`SHUTDOWN_TIMEOUT_S`), and the command exits 0. ``reaper.py`` ends every process the server started, even
   after a ``kill -9`` of ``mixnet-serve``.
@@ -232,16 +233,16 @@ def outputs_of(model, logits: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def decoded_pixels(blobs: np.ndarray, pre) -> np.ndarray:
-    """BYTES ``[N, 1]`` of image files -> uint8 crops ``[N, H, W, 3]`` (data.decode: mixnet-predict's path);
-    InputError naming the first file of the batch that does not decode."""
+    """BYTES ``[N, 1]`` of image files (one request's) -> uint8 crops ``[N, H, W, 3]`` (data.decode:
+    mixnet-predict's path); InputError naming the first file of the request that does not decode."""
     from .data import decode
 
     crops = []
     for i, blob in enumerate(blobs.reshape(len(blobs), -1)[:, 0]):
         crop, why = decode(bytes(blob), pre)
         if crop is None:
-            raise InputError(f"encoded image {i} of the batch ({len(bytes(blob)):,} bytes) cannot be decoded ({why}): "
-                             "expected the bytes of a JPEG, PNG or WebP file")  # fmt: skip
+            raise InputError(f"encoded image {i} of the request ({len(bytes(blob)):,} bytes) cannot be decoded "
+                             f"({why}): expected the bytes of a JPEG, PNG or WebP file")  # fmt: skip
         crops.append(crop)
     return np.stack(crops)
 
@@ -282,7 +283,12 @@ def tensors(specs) -> list:
 
 
 def bind(triton, served: Served, encoded: bool) -> str:
-    """Bind one model (or its ``_encoded`` twin) to PyTriton; its name."""
+    """Bind one model (or its ``_encoded`` twin) to PyTriton; its name.
+
+    ``_encoded`` has no dynamic batcher: PyTriton 0.7 answers an execution, not a request (its infer function
+    returns one dict of arrays per request, or raises, and the exception becomes one TritonModelException for
+    every request of the execution), so in a batch of several clients' requests one undecodable file would fail
+    them all. Each request runs alone; the model without ``_encoded`` keeps the batcher."""
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
     from .contract import ENCODED_NAME
@@ -291,8 +297,8 @@ def bind(triton, served: Served, encoded: bool) -> str:
     m = served.model
     name = encoded_model_name(m.name) if encoded else m.name
     inputs = (TensorSpec(ENCODED_NAME, "TYPE_STRING", (1,)),) if encoded else m.inputs
-    config = ModelConfig(max_batch_size=m.max_batch_size,
-                         batcher=DynamicBatcher(max_queue_delay_microseconds=m.queue_delay_us))  # fmt: skip
+    batcher = None if encoded else DynamicBatcher(max_queue_delay_microseconds=m.queue_delay_us)
+    config = ModelConfig(max_batch_size=m.max_batch_size, batcher=batcher)
     triton.bind(model_name=name, infer_func=infer_functions(served, encoded), inputs=tensors(inputs),
                 outputs=tensors(m.outputs), config=config, strict=True)  # fmt: skip
     add_parameters(triton, name, m.parameters)

@@ -289,8 +289,46 @@ def test_encoded_files_are_decoded_by_the_server_as_predict_does(server, models)
             (again,) = infer(module, client, f"{name}_encoded", "encoded", batch[:1], "BYTES")
             assert np.abs(again - want[:1]).max() <= 1e-6
     log = server.output()  # the server's own log: one line per refused file, no traceback (without --verbose)
-    assert "request refused: encoded image 0 of the batch (11 bytes) cannot be decoded" in log
+    assert "request refused: encoded image 0 of the request (11 bytes) cannot be decoded" in log
     assert "Traceback" not in log
+
+
+def test_an_undecodable_file_fails_alone_among_requests_sent_with_it(models, tmp_path):
+    """#23: garbage sent at once with 6 valid files, under a batcher delay (1 s) that would put all seven in one
+    execution of max batch 8: every valid request gets the local runner's logits, the garbage one an error naming
+    it. (PyTriton 0.7 answers a failed execution with one error for all its requests: serve.bind.)"""
+    import tritonclient.grpc as grpc
+
+    from mixnet_deploy.data import Preprocess, decode
+
+    srv = Server([models["mixnet_s"]], ("mixnet_s_encoded",), tmp_path, "--encoded", "--max-queue-delay-us",
+                 "1000000").ready()  # fmt: skip
+    try:
+        runner = local(models["mixnet_s"])
+        pre = Preprocess.from_metadata(runner.metadata)
+        blobs = photo_bytes()
+        want = runner.run(pre.normalize(np.stack([decode(b, pre)[0] for b in blobs])))
+        client = grpc.InferenceServerClient(f"127.0.0.1:{srv.grpc}")
+        sends = [*range(len(blobs)), None, *range(len(blobs))]  # None: the garbage
+
+        def one(i):
+            blob = b"not a photo" if i is None else blobs[i]
+            try:
+                return infer(grpc, client, "mixnet_s_encoded", "encoded", np.array([[blob]], dtype=object), "BYTES")[0]
+            except grpc.InferenceServerException as exc:
+                return exc
+
+        with ThreadPoolExecutor(len(sends)) as pool:
+            got = list(pool.map(one, sends, timeout=120))
+    finally:
+        code, _ = srv.stop()
+    assert code == 0, srv.output()[-3000:]
+    for i, answer in zip(sends, got):
+        if i is None:
+            assert re.search("encoded image 0 .*cannot be decoded.*not an image", str(answer)), answer
+        else:
+            assert isinstance(answer, np.ndarray), f"valid file {i} refused: {answer}"
+            assert np.abs(answer - want[i : i + 1]).max() <= 1e-6
 
 
 def counter(text: str, metric: str, model: str) -> float:
