@@ -362,7 +362,7 @@ def serve(cfg: ServeConfig, announce=print, verbose: bool = False) -> int:
         later = TritonLifecyclePolicy(launch_triton_on_startup=False)  # bound (with parameters) first, then loaded
         with Triton(config=triton_config(cfg, verbose), triton_lifecycle_policy=later) as triton:
             names = [bind(triton, s, encoded) for s in served for encoded in (False, *((True,) if cfg.encoded else ()))]
-            triton.run()
+            start(triton)
             for line in endpoint_lines(cfg, names, served):
                 announce(line)
             while not stop.wait(0.5):
@@ -373,6 +373,21 @@ def serve(cfg: ServeConfig, announce=print, verbose: bool = False) -> int:
         for s in served:
             s.close()
     return 0
+
+
+def start(triton) -> None:
+    """Start tritonserver and load every model (PyTriton's ``run``); a failure there is the machine's, not the
+    input's (the files loaded on their runners already): EnvironmentFailure, exit 3, one line naming it."""
+    from pytriton.client.exceptions import PyTritonClientError
+    from pytriton.exceptions import PyTritonError
+    from tritonclient.utils import InferenceServerException  # a model's load refused
+
+    try:
+        triton.run()
+    except (PyTritonError, PyTritonClientError, InferenceServerException, TimeoutError, RuntimeError, OSError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise EnvironmentFailure("start", "tritonserver and its models (PyTriton)",
+                                 f"{first} (run with --verbose for its log)") from exc  # fmt: skip
 
 
 def stop_event() -> threading.Event:

@@ -499,6 +499,20 @@ def test_without_serve_installed_it_says_how_to_install(models):
     assert "pip install 'mixnet-deploy[serve]'" in error_line(proc)
 
 
+def test_a_model_that_fails_to_load_is_exit_3_naming_it(models):
+    """tritonserver starts; the model's load is refused (injected where PyTriton loads it, as Triton refuses a
+    model whose initialize fails): exit 3 (the environment's failure, not bad input: 2, nor a failed check: 1),
+    one line naming what failed and Triton's reason."""
+    inject = ("from tritonclient.utils import InferenceServerException as E; from pytriton.models import manager; "
+              "manager.ModelManager._load_model = lambda *a, **k: (_ for _ in ()).throw(E("
+              "\"load failed for model 'mixnet_s': Model initialize error\\nTraceback ...\")); ")  # fmt: skip
+    proc = run_serve(str(models["mixnet_s"]), *port_args(), pre=inject)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 3 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mixnet-serve: error: cannot start tritonserver and its models (PyTriton): "
+                               "load failed for model 'mixnet_s': Model initialize error"), lines[0]  # fmt: skip
+
+
 # ---------------------------------------------------------------- runner selection (no server)
 
 
