@@ -268,6 +268,13 @@ def load_manifest(engine_path: str | Path) -> dict:
     return manifest
 
 
+def source_onnx(engine_path: str | Path, manifest: Mapping) -> Path | None:
+    """The ONNX file the engine was built from, as its manifest names it, when it lies beside the engine."""
+    name = manifest.get("onnx")
+    onnx = Path(engine_path).with_name(name) if name else None
+    return onnx if onnx is not None and onnx.is_file() else None
+
+
 def verify_engine_file(engine_path: str | Path, system: Mapping | None = None) -> dict:
     """Load the manifest beside ``engine_path`` and check it against ``system`` (default: this machine)."""
     if not Path(engine_path).is_file():

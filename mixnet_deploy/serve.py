@@ -13,7 +13,8 @@ dynamic batching, starts ``tritonserver`` 2.51 and its Python backend, waits for
   returns logits only (the runner contract) serves them too.
 - ``--encoded``: beside each model ``<name>_encoded`` takes ``encoded``, the bytes of a JPEG/PNG/WebP file
   (BYTES ``[batch, 1]``); the server decodes, resizes and crops them with the model's own preprocessing from its
-  metadata (``data.decode``, what ``mixnet-predict`` runs locally) and batches them like the rest.
+  metadata (``data.decode``, what ``mixnet-predict`` runs locally), one request per execution (no dynamic
+  batcher: :func:`bind` says why), so a file that does not decode fails its own request only.
 - Stopping: SIGTERM or SIGINT; Triton then refuses new requests, finishes those in flight (at most
   :data:`SHUTDOWN_TIMEOUT_S`), and the command exits 0. ``reaper.py`` ends every process the server started, even
   after a ``kill -9`` of ``mixnet-serve``.
@@ -38,7 +39,6 @@ from .option_fields import MODEL, RUNTIME, TRITON, flag_of, option, port_number,
 log = logging.getLogger("mixnet_deploy")
 
 SHUTDOWN_TIMEOUT_S = 30  # Triton's --exit-timeout-secs: requests in flight at SIGTERM get this long to finish
-READY_TIMEOUT_S = 120  # tritonserver start and every model ready (PyTriton's own waits are inside)
 INSTALL_HINT = "pip install 'mixnet-deploy[serve]' (nvidia-pytriton; it pins numpy<2: use a venv of its own)"
 
 
@@ -150,18 +150,14 @@ class Served:
 
 def onnx_of(path: Path) -> Path:
     """The ONNX file whose I/O and metadata a model file has: itself, or the one an engine's manifest names."""
-    import json
-
     from .contract import ONNX_SUFFIX
-    from .engine_build import manifest_path_for
+    from .engine_build import load_manifest, source_onnx
 
     if path.suffix.lower() == ONNX_SUFFIX:
         return path
-    manifest = manifest_path_for(path)
-    onnx = json.loads(manifest.read_text()).get("onnx") if manifest.is_file() else None
-    if not onnx or not path.with_name(onnx).is_file():
-        raise InputError(f"{path}: expected its manifest {manifest.name} and the ONNX file it names beside it")
-    return path.with_name(onnx)
+    if (onnx := source_onnx(path, load_manifest(path))) is None:
+        raise InputError(f"{path}: expected the ONNX file its manifest names beside it")
+    return onnx
 
 
 def open_models(cfg: ServeConfig) -> list[Served]:
@@ -237,16 +233,16 @@ def outputs_of(model, logits: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def decoded_pixels(blobs: np.ndarray, pre) -> np.ndarray:
-    """BYTES ``[N, 1]`` of image files -> uint8 crops ``[N, H, W, 3]`` (data.decode: mixnet-predict's path);
-    InputError naming the first file of the batch that does not decode."""
+    """BYTES ``[N, 1]`` of image files (one request's) -> uint8 crops ``[N, H, W, 3]`` (data.decode:
+    mixnet-predict's path); InputError naming the first file of the request that does not decode."""
     from .data import decode
 
     crops = []
     for i, blob in enumerate(blobs.reshape(len(blobs), -1)[:, 0]):
         crop, why = decode(bytes(blob), pre)
         if crop is None:
-            raise InputError(f"encoded image {i} of the batch ({len(bytes(blob)):,} bytes) cannot be decoded ({why}): "
-                             "expected the bytes of a JPEG, PNG or WebP file")  # fmt: skip
+            raise InputError(f"encoded image {i} of the request ({len(bytes(blob)):,} bytes) cannot be decoded "
+                             f"({why}): expected the bytes of a JPEG, PNG or WebP file")  # fmt: skip
         crops.append(crop)
     return np.stack(crops)
 
@@ -287,7 +283,12 @@ def tensors(specs) -> list:
 
 
 def bind(triton, served: Served, encoded: bool) -> str:
-    """Bind one model (or its ``_encoded`` twin) to PyTriton; its name."""
+    """Bind one model (or its ``_encoded`` twin) to PyTriton; its name.
+
+    ``_encoded`` has no dynamic batcher: PyTriton 0.7 answers an execution, not a request (its infer function
+    returns one dict of arrays per request, or raises, and the exception becomes one TritonModelException for
+    every request of the execution), so in a batch of several clients' requests one undecodable file would fail
+    them all. Each request runs alone; the model without ``_encoded`` keeps the batcher."""
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
     from .contract import ENCODED_NAME
@@ -296,8 +297,8 @@ def bind(triton, served: Served, encoded: bool) -> str:
     m = served.model
     name = encoded_model_name(m.name) if encoded else m.name
     inputs = (TensorSpec(ENCODED_NAME, "TYPE_STRING", (1,)),) if encoded else m.inputs
-    config = ModelConfig(max_batch_size=m.max_batch_size,
-                         batcher=DynamicBatcher(max_queue_delay_microseconds=m.queue_delay_us))  # fmt: skip
+    batcher = None if encoded else DynamicBatcher(max_queue_delay_microseconds=m.queue_delay_us)
+    config = ModelConfig(max_batch_size=m.max_batch_size, batcher=batcher)
     triton.bind(model_name=name, infer_func=infer_functions(served, encoded), inputs=tensors(inputs),
                 outputs=tensors(m.outputs), config=config, strict=True)  # fmt: skip
     add_parameters(triton, name, m.parameters)
@@ -361,7 +362,7 @@ def serve(cfg: ServeConfig, announce=print, verbose: bool = False) -> int:
         later = TritonLifecyclePolicy(launch_triton_on_startup=False)  # bound (with parameters) first, then loaded
         with Triton(config=triton_config(cfg, verbose), triton_lifecycle_policy=later) as triton:
             names = [bind(triton, s, encoded) for s in served for encoded in (False, *((True,) if cfg.encoded else ()))]
-            triton.run()
+            start(triton)
             for line in endpoint_lines(cfg, names, served):
                 announce(line)
             while not stop.wait(0.5):
@@ -372,6 +373,21 @@ def serve(cfg: ServeConfig, announce=print, verbose: bool = False) -> int:
         for s in served:
             s.close()
     return 0
+
+
+def start(triton) -> None:
+    """Start tritonserver and load every model (PyTriton's ``run``); a failure there is the machine's, not the
+    input's (the files loaded on their runners already): EnvironmentFailure, exit 3, one line naming it."""
+    from pytriton.client.exceptions import PyTritonClientError
+    from pytriton.exceptions import PyTritonError
+    from tritonclient.utils import InferenceServerException  # a model's load refused
+
+    try:
+        triton.run()
+    except (PyTritonError, PyTritonClientError, InferenceServerException, TimeoutError, RuntimeError, OSError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise EnvironmentFailure("start", "tritonserver and its models (PyTriton)",
+                                 f"{first} (run with --verbose for its log)") from exc  # fmt: skip
 
 
 def stop_event() -> threading.Event:

@@ -27,7 +27,7 @@ from .contract import (
     PIXEL_INPUT,
     SCORES_NAME,
 )
-from .engine_build import verify_engine_file
+from .engine_build import source_onnx, verify_engine_file
 from .errors import InputError
 from .gpu_stack import cuda_call, import_cudart, import_tensorrt
 from .runner_contract import Runner
@@ -120,7 +120,8 @@ class TrtEngineRunner(Runner):
         self.input_shape = (None if lo[0] != hi[0] else lo[0], *hi[1:])
         self.context.set_input_shape(name, hi)
         self.precision = self.manifest.get("precision")
-        self.metadata = _onnx_metadata(path.with_name(self.manifest["onnx"])) if self.manifest.get("onnx") else {}
+        source = source_onnx(path, self.manifest)
+        self.metadata = _onnx_metadata(source) if source is not None else {}
         self.name = f"{path.name} [tensorrt]"
         self.cuda_graph = cuda_graph
         self._stream = cuda_call(cudart.cudaStreamCreate())
@@ -214,9 +215,7 @@ class TrtEngineRunner(Runner):
 
 
 def _onnx_metadata(onnx_path: Path) -> dict[str, str]:
-    """The ``mixnet.*`` metadata of the engine's source ONNX when it lies beside the engine (else empty)."""
-    if not onnx_path.is_file():
-        return {}
+    """The ``mixnet.*`` metadata of the engine's source ONNX."""
     import onnx
 
     from .onnx_export import read_metadata

@@ -140,10 +140,11 @@ class Server:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=10) as r:
             return r.read().decode()
 
-    def stop(self, signum=signal.SIGTERM) -> tuple[int, float]:
-        """(exit code, seconds to exit) after ``signum``; then every process it started is gone."""
+    def stop(self, signum=signal.SIGTERM, since: float | None = None) -> tuple[int, float]:
+        """(exit code, seconds to exit, from ``since`` if given, else from this ``signum``); then every process it
+        started is gone."""
         self.seen |= descendants(self.proc.pid)
-        t0 = time.monotonic()
+        t0 = time.monotonic() if since is None else since
         self.proc.send_signal(signum)
         try:
             code = self.proc.wait(SHUTDOWN_TIMEOUT_S + 30)
@@ -289,8 +290,46 @@ def test_encoded_files_are_decoded_by_the_server_as_predict_does(server, models)
             (again,) = infer(module, client, f"{name}_encoded", "encoded", batch[:1], "BYTES")
             assert np.abs(again - want[:1]).max() <= 1e-6
     log = server.output()  # the server's own log: one line per refused file, no traceback (without --verbose)
-    assert "request refused: encoded image 0 of the batch (11 bytes) cannot be decoded" in log
+    assert "request refused: encoded image 0 of the request (11 bytes) cannot be decoded" in log
     assert "Traceback" not in log
+
+
+def test_an_undecodable_file_fails_alone_among_requests_sent_with_it(models, tmp_path):
+    """#23: garbage sent at once with 6 valid files, under a batcher delay (1 s) that would put all seven in one
+    execution of max batch 8: every valid request gets the local runner's logits, the garbage one an error naming
+    it. (PyTriton 0.7 answers a failed execution with one error for all its requests: serve.bind.)"""
+    import tritonclient.grpc as grpc
+
+    from mixnet_deploy.data import Preprocess, decode
+
+    srv = Server([models["mixnet_s"]], ("mixnet_s_encoded",), tmp_path, "--encoded", "--max-queue-delay-us",
+                 "1000000").ready()  # fmt: skip
+    try:
+        runner = local(models["mixnet_s"])
+        pre = Preprocess.from_metadata(runner.metadata)
+        blobs = photo_bytes()
+        want = runner.run(pre.normalize(np.stack([decode(b, pre)[0] for b in blobs])))
+        client = grpc.InferenceServerClient(f"127.0.0.1:{srv.grpc}")
+        sends = [*range(len(blobs)), None, *range(len(blobs))]  # None: the garbage
+
+        def one(i):
+            blob = b"not a photo" if i is None else blobs[i]
+            try:
+                return infer(grpc, client, "mixnet_s_encoded", "encoded", np.array([[blob]], dtype=object), "BYTES")[0]
+            except grpc.InferenceServerException as exc:
+                return exc
+
+        with ThreadPoolExecutor(len(sends)) as pool:
+            got = list(pool.map(one, sends, timeout=120))
+    finally:
+        code, _ = srv.stop()
+    assert code == 0, srv.output()[-3000:]
+    for i, answer in zip(sends, got):
+        if i is None:
+            assert re.search("encoded image 0 .*cannot be decoded.*not an image", str(answer)), answer
+        else:
+            assert isinstance(answer, np.ndarray), f"valid file {i} refused: {answer}"
+            assert np.abs(answer - want[i : i + 1]).max() <= 1e-6
 
 
 def counter(text: str, metric: str, model: str) -> float:
@@ -395,7 +434,7 @@ def test_sigterm_with_requests_in_flight_completes_them_and_exits_0(models, tmp_
         results = [f.result(timeout=SHUTDOWN_TIMEOUT_S + 30) for f in futures]
     assert all(r.shape == (MAX_BATCH, 1000) for r in results)
     assert sum(t > sent for t in done) >= 1, "no request was in flight at SIGTERM"
-    code, took = srv.stop()  # already signalled: a second SIGTERM is harmless
+    code, took = srv.stop(since=sent)  # already signalled: a second SIGTERM is harmless; timed from the first
     assert code == 0 and took <= SHUTDOWN_TIMEOUT_S, (code, took, srv.output()[-2000:])
 
 
@@ -461,6 +500,20 @@ def test_without_serve_installed_it_says_how_to_install(models):
     assert "pip install 'mixnet-deploy[serve]'" in error_line(proc)
 
 
+def test_a_model_that_fails_to_load_is_exit_3_naming_it(models):
+    """tritonserver starts; the model's load is refused (injected where PyTriton loads it, as Triton refuses a
+    model whose initialize fails): exit 3 (the environment's failure, not bad input: 2, nor a failed check: 1),
+    one line naming what failed and Triton's reason."""
+    inject = ("from tritonclient.utils import InferenceServerException as E; from pytriton.models import manager; "
+              "manager.ModelManager._load_model = lambda *a, **k: (_ for _ in ()).throw(E("
+              "\"load failed for model 'mixnet_s': Model initialize error\\nTraceback ...\")); ")  # fmt: skip
+    proc = run_serve(str(models["mixnet_s"]), *port_args(), pre=inject)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 3 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mixnet-serve: error: cannot start tritonserver and its models (PyTriton): "
+                               "load failed for model 'mixnet_s': Model initialize error"), lines[0]  # fmt: skip
+
+
 # ---------------------------------------------------------------- runner selection (no server)
 
 
@@ -489,6 +542,25 @@ def test_openvino_serves_what_it_computes_locally(models, tmp_path):
     finally:
         code, _ = srv.stop()
     assert code == 0, srv.output()[-3000:]
+
+
+def test_an_engine_is_served_with_the_onnx_its_manifest_names(tmp_path):
+    """Tensors and metadata of an engine come from the ONNX file its manifest names beside it (the lookup the
+    TensorRT runner shares); an ONNX file is its own; a manifest naming a missing file is exit 2."""
+    import json
+
+    from mixnet_deploy.engine_build import manifest_path_for
+    from mixnet_deploy.errors import InputError
+    from mixnet_deploy.serve import onnx_of
+
+    engine, onnx = tmp_path / "m.engine", tmp_path / "m.onnx"
+    engine.write_bytes(b"")
+    onnx.write_bytes(b"")
+    manifest_path_for(engine).write_text(json.dumps({"onnx": "m.onnx"}))
+    assert onnx_of(engine) == onnx and onnx_of(onnx) == onnx
+    onnx.unlink()
+    with pytest.raises(InputError, match="m.engine: expected the ONNX file its manifest names"):
+        onnx_of(engine)
 
 
 def test_an_engine_is_opened_on_its_runner_with_cuda_graphs(monkeypatch, tmp_path):
