@@ -132,7 +132,8 @@ def test_cpu_openvino_backend_serves_the_onnx_file_openvino_reads(exported, tmp_
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224), dtype=np.float32)
     compiled = ov.Core().compile_model(ov.Core().read_model(str(served)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled.create_infer_request().infer({0: x})[compiled.output("logits")]
-    assert np.abs(got - run_ort(ort_session(str(src)), x)).max() <= 1e-3
+    want = run_ort(ort_session(str(src)), x)  # float32 on both: 1e-4 per unit of the logits' scale (noise inputs
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())  # give logits of ~100 here)
 
 
 def test_static_batch_onnx_is_refused(tmp_path):
