@@ -91,9 +91,13 @@ def slices(runners: dict, x: np.ndarray, rounds: int, warmup: int, calls: int) -
 def measure(args) -> dict:
     import onnxslim
 
+    from mixnet_deploy.engine_build import sha256_file
     from mixnet_deploy.environment import environment
     from mixnet_deploy.lowering import graph_cost
     from mixnet_deploy.runtimes import make_runner
+
+    def file_id(path) -> str:
+        return f"{Path(path).name} (sha256 {sha256_file(path)})"
 
     timm = onnx.load(args.timm)
     graphs = {"timm": timm, "timm-onnxslim": onnxslim.slim(onnx.load(args.timm)),
@@ -131,7 +135,8 @@ def measure(args) -> dict:
     return {
         "kind": "mixnet-deploy peers benchmark (issue #24)",
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "config": {k: str(v) for k, v in vars(args).items()},
+        "config": {k: str(v) for k, v in vars(args).items() if k not in ("timm", "weights", "out")},
+        "inputs": {k: file_id(getattr(args, k)) for k in ("timm", "weights")},  # by name and content, not a path
         "load_average": {"before": [round(v, 2) for v in load_before],
                          "after": [round(v, 2) for v in os.getloadavg()]},  # fmt: skip
         "fp32_peak": peak,

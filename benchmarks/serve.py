@@ -119,7 +119,10 @@ def measure(args) -> dict:
     finally:
         srv.stop(signal.SIGTERM)
         runner.close()
-    return {"model": str(args.model), "served_as": name, "requests": args.requests, "max_batch": args.max_batch,
+    from mixnet_deploy.engine_build import sha256_file
+
+    model = f"{args.model.name} (sha256 {sha256_file(args.model)})"  # by name and content: a path is this machine's
+    return {"model": model, "served_as": name, "requests": args.requests, "max_batch": args.max_batch,
             "rows": rows}  # fmt: skip
 
 
