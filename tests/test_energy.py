@@ -4,7 +4,10 @@ stand-in ``tegrastats`` on the PATH (no Jetson here)."""
 import json
 import os
 import stat
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from test_bench import SleepRunner
@@ -93,6 +96,32 @@ def test_sampler_with_a_stand_in_tegrastats_on_the_path(tmp_path, monkeypatch):
     assert "J/img" in table.splitlines()[0]
     assert f"{res.results[0].energy['j_per_image']:.4f}" in table.splitlines()[1]
     assert sampler._proc.poll() is not None  # tegrastats stopped with the benchmark
+
+
+def test_tegrastats_ends_when_the_benchmark_is_killed(tmp_path):
+    """kill -9 of the process sampling power leaves no tegrastats: its next line meets a closed pipe (SIGPIPE for the
+    real tool, BrokenPipeError for the stand-in) and it ends within a few intervals; checked by pid, bounded."""
+    exe = stand_in_tegrastats(tmp_path)
+    code = (f"import os, sys, time\nfrom mixnet_deploy.energy import PowerSampler\n"
+            f"with PowerSampler({str(exe)!r}) as s:\n    print(s._proc.pid, flush=True)\n    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # sampling
+    finally:
+        parent.kill()
+        parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child), f"tegrastats {child} outlived kill -9"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 def test_readings_outside_the_timed_windows_do_not_count():
