@@ -6,11 +6,10 @@ import os
 import stat
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from test_bench import SleepRunner
+from test_serve import wait_gone
 
 from mixnet_deploy import bench_output, energy
 from mixnet_deploy.bench import NO_TEGRASTATS, BenchConfig, run_benchmark
@@ -111,17 +110,7 @@ def test_tegrastats_ends_when_the_benchmark_is_killed(tmp_path):
     finally:
         parent.kill()
         parent.wait(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and "Z" not in _state(child):
-        time.sleep(0.05)
-    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child), f"tegrastats {child} outlived kill -9"
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+    assert wait_gone([child], timeout_s=10) == {}, f"tegrastats {child} outlived kill -9"
 
 
 def test_readings_outside_the_timed_windows_do_not_count():
